@@ -1,0 +1,79 @@
+"""``qd-hf``: lm-eval's ``HFLM`` with a post-training weight quantization applied once.
+
+Every ``hf`` model argument is accepted; the quantization arguments (``method``, ``bits``, ...,
+see :mod:`qd_models.config`) are split off and validated *before* any weight is loaded.
+Then, as in lm-eval's ``hf_steered``: ``super().__init__()`` loads the model, and the model is
+transformed once, in place. With ``method=none`` nothing is touched, so results are identical
+to ``--model hf``. Without ``pretrained``, the embedded Gemma-3-270M demo model is used.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from qd_models import __version__
+from qd_models.config import parse_qd_args
+from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_default_model
+
+logger = logging.getLogger(__name__)
+
+
+@register_model("qd-hf")
+class QDHFLM(HFLM):
+    def __init__(self, pretrained=None, **kwargs) -> None:
+        config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
+        if pretrained is None:
+            pretrained = str(default_model_path())
+        self.quant_config = config
+        self.quant_report: dict | None = None
+        self.model_note = DEFAULT_MODEL_NOTE if (
+            isinstance(pretrained, str) and is_default_model(pretrained)
+        ) else None
+        if config.method in config.BNB_METHODS:
+            from qd_models.engine import bnb_from_pretrained_kwargs
+
+            hf_kwargs.update(bnb_from_pretrained_kwargs(config))
+        elif config.method != "none" and isinstance(pretrained, str):
+            from transformers import AutoConfig
+
+            from qd_models.config import validate_for_model
+
+            validate_for_model(
+                config,
+                AutoConfig.from_pretrained(
+                    pretrained,
+                    revision=hf_kwargs.get("revision", "main"),
+                    trust_remote_code=hf_kwargs.get("trust_remote_code", False),
+                ),
+            )
+        super().__init__(pretrained=pretrained, **hf_kwargs)
+        if self.model_note:
+            logger.warning("qd-hf: %s", self.model_note)
+        if config.method in config.BNB_METHODS or config.method == "none":
+            return
+        from qd_models.engine import quantize_, summarize_report
+
+        self.quant_report = quantize_(self.model, config)
+        logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
+        if config.save_to:
+            from qd_models.engine import save_quantized
+
+            save_quantized(self.model, self.tokenizer, config.save_to, self.quant_report)
+            logger.info("qd-hf: quantized model saved to %s", config.save_to)
+
+    def get_model_info(self) -> dict:
+        """HFLM's model info plus a ``quant_disparity`` block (lands in results["config"])."""
+        info = super().get_model_info()
+        report = self.quant_report or {}
+        info["quant_disparity"] = {
+            "version": __version__,
+            "model_source": self.pretrained if isinstance(self.pretrained, str) else None,
+            "baseline_note": self.model_note,
+            "quant_config": self.quant_config.to_dict(),
+            "quant_totals": report.get("totals"),
+            "quant_report": report or None,
+        }
+        return info
