@@ -1,0 +1,51 @@
+"""``qd-analyze PATH... --out DIR``: lm-eval outputs -> report.md, tables/*.csv, figures/*.png."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analysis.groups import parse_language_list
+from analysis.report import AnalysisOptions, analyze, command_line, write_outputs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qd-analyze", description=__doc__)
+    parser.add_argument("paths", nargs="+", help="lm-eval --output_path folders or results_*.json files")
+    parser.add_argument("--out", required=True, help="output folder for report.md, tables/, figures/")
+    parser.add_argument("--baseline", help="run id or results file to compare every quantized run with")
+    parser.add_argument("--hr", help="high-resource languages, e.g. en,de (default: qd_tasks language metadata)")
+    parser.add_argument("--lr", help="low-resource languages, e.g. he,sw,yo (default: qd_tasks language metadata)")
+    parser.add_argument("--tokenizer", help="local tokenizer folder for fertility (default: model_args pretrained if a local folder)")
+    parser.add_argument("--scan-csv", help="sensitivity-scan CSV with columns block,lang,degradation")
+    parser.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--random-state", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    parser.add_argument("--min-denominator", type=float, default=0.01,
+                        help="flag D_LR/D_HR as unstable when D_HR is below this (default 0.01 = 1%%)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        options = AnalysisOptions(
+            baseline=args.baseline,
+            hr=parse_language_list(args.hr, "--hr"),
+            lr=parse_language_list(args.lr, "--lr"),
+            tokenizer=args.tokenizer,
+            scan_csv=args.scan_csv,
+            n_resamples=args.n_resamples,
+            random_state=args.random_state,
+            confidence=args.confidence,
+            min_denominator=args.min_denominator,
+        )
+        analysis = analyze(args.paths, options)
+    except ValueError as err:
+        print(f"qd-analyze: error: {err}", file=sys.stderr)
+        return 2
+    report = write_outputs(analysis, args.out, command_line())
+    for line in analysis.deg.problems + analysis.notes:
+        print(f"qd-analyze: {line}", file=sys.stderr)
+    print(f"qd-analyze: wrote {report}")
+    return 0

@@ -1,0 +1,330 @@
+"""Pair quantized runs with baselines, and compute per-language degradation and disparity.
+
+Degradation of language L: ``D = NLL_quant / NLL_base - 1`` summed over L's documents,
+which equals ``bpb_quant / bpb_base - 1`` because both runs score the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+from analysis.loading import AnalysisInputError, Run, RunSet
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A quantized run and the baseline it is compared with."""
+
+    quant_id: str
+    base_id: str
+
+
+@dataclass
+class Degradation:
+    """Per-language degradation of every paired run.
+
+    table: one row per (quant_id, suite, lang) — bpb_base, bpb_quant, delta_bpb,
+        degradation (relative NLL increase) with ci_low/ci_high, byte_ppl_rel_change
+        (the seeds' style), n_docs, ci_source, flag.
+    docs: one row per paired document — nll_base, nll_quant, doc_degradation.
+    draws: {(quant_id, suite, lang): (n_resamples,) bootstrap draws of the degradation}.
+    """
+
+    table: pd.DataFrame
+    docs: pd.DataFrame
+    draws: dict
+    pairs: list[Pair]
+    problems: list[str] = field(default_factory=list)
+    confidence: float = 0.95
+
+
+def deduplicate(runset: RunSet) -> tuple[list[str], list[str]]:
+    """Run ids to use (the latest of each group of identical runs) and one line per duplicate."""
+    by_key: dict[tuple, list[Run]] = {}
+    for run in runset.runs.values():
+        tasks = tuple(sorted(runset.aggregates.loc[runset.aggregates.run_id == run.run_id, "task"].unique()))
+        by_key.setdefault((run.config_key, tasks), []).append(run)
+    kept, problems = [], []
+    for group in by_key.values():
+        group.sort(key=lambda run: (run.date or 0.0, run.run_id), reverse=True)
+        kept.append(group[0].run_id)
+        if len(group) > 1:
+            others = ", ".join(run.run_id for run in group[1:])
+            problems.append(
+                f"duplicate runs (same model, quant config and tasks): using {group[0].run_id} (latest), ignoring {others} — remove the extra results files to silence this"
+            )
+    return sorted(kept), problems
+
+
+def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], list[str]]:
+    """Pair each quantized run with the baseline of the same model covering most of its tasks.
+
+    ``baseline`` (a run id, results path or unique substring) forces one baseline for all.
+    """
+    kept, problems = deduplicate(runset)
+    runs = [runset.runs[run_id] for run_id in kept]
+    forced = _resolve_baseline(runset, baseline) if baseline else None
+    tasks = runset.aggregates.groupby("run_id")["task"].agg(set).to_dict()
+    pairs = []
+    for run in runs:
+        if run.is_baseline or (forced is not None and run.run_id == forced.run_id):
+            continue
+        if forced is not None:
+            base = forced
+            if base.model != run.model:
+                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} of a different model ({base.model} vs {run.model})")
+        else:
+            candidates = [b for b in runs if b.is_baseline and b.model == run.model]
+            if not candidates:
+                problems.append(
+                    f"{run.run_id} (model {run.model}): no baseline run of the same model; left out of degradation tables — run it with method=none (or --model hf) or pass --baseline"
+                )
+                continue
+            base = max(candidates, key=lambda b: (len(tasks.get(b.run_id, set()) & tasks.get(run.run_id, set())), b.date or 0.0))
+        missing = tasks.get(run.run_id, set()) - tasks.get(base.run_id, set())
+        if missing:
+            problems.append(f"{run.run_id}: baseline {base.run_id} lacks tasks {sorted(missing)}; those are left out — evaluate the baseline on them")
+        pairs.append(Pair(run.run_id, base.run_id))
+    return pairs, problems
+
+
+def _resolve_baseline(runset: RunSet, baseline: str) -> Run:
+    matches = [run for run in runset.runs.values() if baseline in (run.run_id, str(run.path)) or baseline in str(run.path)]
+    if len(matches) != 1:
+        allowed = ", ".join(sorted(runset.runs))
+        raise AnalysisInputError(f"baseline={baseline!r} matches {len(matches)} runs; allowed: one of {allowed}")
+    return matches[0]
+
+
+def degradation(
+    runset: RunSet,
+    baseline: str | None = None,
+    n_resamples: int = 2000,
+    random_state: int = 0,
+    confidence: float = 0.95,
+) -> Degradation:
+    """Per-language degradation of every quantized run against its baseline, with paired
+    document-bootstrap CIs when both runs have samples (``--log_samples``)."""
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples={n_resamples} is not allowed; allowed: an integer >= 1")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence} is not allowed; allowed: a number in (0, 1)")
+    pairs, problems = pair_runs(runset, baseline)
+    problems = list(runset.problems) + problems
+    rows, doc_frames, draws = [], [], {}
+    aggregates = runset.aggregates.pivot_table(index=["run_id", "suite", "lang"], columns="metric", values="value", aggfunc="first")
+    docs_by_run = dict(tuple(runset.docs.groupby("run_id"))) if len(runset.docs) else {}
+    for pair in pairs:
+        quant, base = runset.runs[pair.quant_id], runset.runs[pair.base_id]
+        quant_docs = docs_by_run.get(quant.run_id)
+        base_docs = docs_by_run.get(base.run_id)
+        for (suite, lang), agg_q in _languages(aggregates, quant.run_id):
+            key = (base.run_id, suite, lang)
+            if key not in aggregates.index:
+                continue
+            agg_b = aggregates.loc[key]
+            paired = _paired_docs(quant_docs, base_docs, suite, lang, quant, base, problems)
+            row = {
+                "quant_id": quant.run_id,
+                "base_id": base.run_id,
+                "model": quant.model,
+                "method": quant.method,
+                "label": quant.label,
+                "bits": quant.bits,
+                "effective_bits_per_weight": quant.effective_bits_per_weight,
+                "suite": suite,
+                "lang": lang,
+            }
+            if paired is not None:
+                nll_b, nll_q = -paired.loglikelihood_base.to_numpy(), -paired.loglikelihood_quant.to_numpy()
+                n_bytes = paired.n_bytes.to_numpy()
+                bpb_b, bpb_q = nll_b.sum() / n_bytes.sum() / LN2, nll_q.sum() / n_bytes.sum() / LN2
+                rng = np.random.default_rng([random_state, zlib.crc32(f"{quant.run_id}|{suite}|{lang}".encode())])
+                lang_draws = stats.bootstrap_degradation_draws(nll_q, nll_b, n_resamples, rng)
+                draws[(quant.run_id, suite, lang)] = lang_draws
+                estimate = float(stats.relative_increase(nll_q.sum(), nll_b.sum()))
+                interval = stats.percentile_interval(estimate, lang_draws, confidence)
+                ci_source = f"paired bootstrap, {len(paired)} docs"
+                doc_frames.append(
+                    pd.DataFrame(
+                        {
+                            "quant_id": quant.run_id,
+                            "suite": suite,
+                            "lang": lang,
+                            "doc_id": paired.doc_id.to_numpy(),
+                            "nll_base": nll_b,
+                            "nll_quant": nll_q,
+                            "doc_degradation": stats.relative_increase(nll_q, nll_b),
+                        }
+                    )
+                )
+                n_docs = len(paired)
+            else:
+                bpb_b, bpb_q = agg_b.get("bits_per_byte", math.nan), agg_q.get("bits_per_byte", math.nan)
+                estimate = float(stats.relative_increase(bpb_q, bpb_b))
+                interval = stats.Interval(estimate, math.nan, math.nan)
+                ci_source = "aggregates only: CIs need --log_samples"
+                n_docs = 0
+            row.update(
+                n_docs=n_docs,
+                bpb_base=bpb_b,
+                bpb_quant=bpb_q,
+                delta_bpb=bpb_q - bpb_b,
+                degradation=interval.estimate,
+                ci_low=interval.low,
+                ci_high=interval.high,
+                byte_ppl_rel_change=_byte_ppl_rel_change(bpb_q - bpb_b),
+                ci_source=ci_source,
+                flag=_flag(bpb_b, bpb_q),
+            )
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    docs = pd.concat(doc_frames, ignore_index=True) if doc_frames else pd.DataFrame(
+        columns=["quant_id", "suite", "lang", "doc_id", "nll_base", "nll_quant", "doc_degradation"]
+    )
+    for row in rows:
+        if row["flag"]:
+            problems.append(f"{row['quant_id']} {row['suite']}/{row['lang']}: {row['flag']} (kept and flagged)")
+    return Degradation(table=table, docs=docs, draws=draws, pairs=pairs, problems=problems, confidence=confidence)
+
+
+def _languages(aggregates: pd.DataFrame, run_id: str):
+    if run_id not in aggregates.index.get_level_values(0):
+        return []
+    block = aggregates.loc[run_id]
+    return [((suite, lang), block.loc[(suite, lang)]) for suite, lang in block.index]
+
+
+def _byte_ppl_rel_change(delta_bpb: float) -> float:
+    """Relative byte-perplexity change 2**Δbpb − 1 (seeds' definition); overflow gives inf."""
+    if not math.isfinite(delta_bpb):
+        return delta_bpb
+    return math.inf if delta_bpb > 1000 else 2.0**delta_bpb - 1.0
+
+
+def _flag(bpb_base: float, bpb_quant: float) -> str:
+    if not (math.isfinite(bpb_base) and math.isfinite(bpb_quant)):
+        return "non-finite bits/byte (degenerate run)"
+    if bpb_base <= 0:
+        return "baseline bits/byte <= 0: relative degradation undefined"
+    return ""
+
+
+def _paired_docs(quant_docs, base_docs, suite, lang, quant: Run, base: Run, problems: list[str]) -> pd.DataFrame | None:
+    """Documents of (suite, lang) present in both runs, or None (then aggregates are used)."""
+    if quant_docs is None or base_docs is None:
+        return None
+    q = quant_docs[(quant_docs.suite == suite) & (quant_docs.lang == lang)]
+    b = base_docs[(base_docs.suite == suite) & (base_docs.lang == lang)]
+    if q.empty or b.empty:
+        return None
+    paired = q.merge(b, on="doc_id", suffixes=("_quant", "_base"))
+    if (paired.text_hash_quant != paired.text_hash_base).any():
+        problems.append(f"{quant.run_id} vs {base.run_id} {suite}/{lang}: same doc_id, different text; using aggregates only — compare runs of the same task version")
+        return None
+    if len(paired) < max(len(q), len(b)):
+        problems.append(f"{quant.run_id} vs {base.run_id} {suite}/{lang}: only {len(paired)} of {len(q)}/{len(b)} docs in common; degradation uses the common docs")
+    if len(paired) == 0:
+        return None
+    return paired.rename(columns={"n_bytes_quant": "n_bytes"})
+
+
+def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float = 0.01) -> pd.DataFrame:
+    """Disparity between low- and high-resource languages for each (quant run, suite).
+
+    groups: {lang: "high"|"low"}. D_HR, D_LR are the unweighted means of per-language
+    degradation. The ratio D_LR/D_HR is NaN (with a note) when D_HR <= 0, and flagged as
+    unstable when D_HR < ``min_denominator``. CIs come from the same per-language
+    bootstrap draws (languages resampled independently). Welch t, Mann–Whitney U and
+    Cohen's d compare per-document degradations of LR vs HR (positive d: LR degrade more).
+    """
+    if min_denominator <= 0:
+        raise ValueError(f"min_denominator={min_denominator} is not allowed; allowed: a number > 0")
+    rows = []
+    if deg.table.empty:
+        return pd.DataFrame(rows)
+    for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True):
+        block = block.set_index("lang")
+        hr = [lang for lang in block.index if groups.get(lang) == "high"]
+        lr = [lang for lang in block.index if groups.get(lang) == "low"]
+        valid = block.degradation.dropna()
+        row = {
+            "quant_id": quant_id,
+            "suite": suite,
+            "model": block.model.iloc[0],
+            "label": block.label.iloc[0],
+            "bits": block.bits.iloc[0],
+            "effective_bits_per_weight": block.effective_bits_per_weight.iloc[0],
+            "hr_langs": ",".join(hr),
+            "lr_langs": ",".join(lr),
+            "worst_lang": valid.idxmax() if len(valid) else "",
+            "worst_degradation": float(valid.max()) if len(valid) else math.nan,
+            "best_lang": valid.idxmin() if len(valid) else "",
+            "best_degradation": float(valid.min()) if len(valid) else math.nan,
+        }
+        row["max_over_min"] = row["worst_degradation"] / row["best_degradation"] if row["best_degradation"] > 0 else math.nan
+        row["max_over_min_note"] = "" if row["best_degradation"] > 0 else "undefined: smallest degradation <= 0"
+        d_hr = float(block.degradation[hr].mean()) if hr else math.nan
+        d_lr = float(block.degradation[lr].mean()) if lr else math.nan
+        row.update(
+            D_HR=d_hr,
+            D_LR=d_lr,
+            delta_bpb_HR=float(block.delta_bpb[hr].mean()) if hr else math.nan,
+            delta_bpb_LR=float(block.delta_bpb[lr].mean()) if lr else math.nan,
+            difference=d_lr - d_hr,
+        )
+        row["ratio"], row["ratio_note"] = _ratio(d_lr, d_hr, min_denominator)
+        row.update(_group_intervals(deg, quant_id, suite, hr, lr, deg.confidence))
+        docs = deg.docs[(deg.docs.quant_id == quant_id) & (deg.docs.suite == suite)]
+        hr_docs = docs.doc_degradation[docs.lang.isin(hr)].to_numpy()
+        lr_docs = docs.doc_degradation[docs.lang.isin(lr)].to_numpy()
+        row["welch_t"], row["welch_p"] = stats.welch_t_test(hr_docs, lr_docs)
+        row["mannwhitney_u"], row["mannwhitney_p"] = stats.mann_whitney(hr_docs, lr_docs)
+        row["cohens_d"] = stats.cohens_d(hr_docs, lr_docs)
+        row["n_docs_HR"], row["n_docs_LR"] = len(hr_docs), len(lr_docs)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ratio(d_lr: float, d_hr: float, min_denominator: float) -> tuple[float, str]:
+    if not (math.isfinite(d_lr) and math.isfinite(d_hr)):
+        return math.nan, "undefined: a group degradation is missing or non-finite"
+    if d_hr <= 0:
+        return math.nan, f"undefined: D_HR = {d_hr:.4g} <= 0 (see the difference instead)"
+    note = f"unstable: D_HR = {d_hr:.4g} < {min_denominator:g}" if d_hr < min_denominator else ""
+    return d_lr / d_hr, note
+
+
+def _group_intervals(deg: Degradation, quant_id: str, suite: str, hr: list[str], lr: list[str], confidence: float) -> dict:
+    keys_hr = [(quant_id, suite, lang) for lang in hr]
+    keys_lr = [(quant_id, suite, lang) for lang in lr]
+    out = {"difference_ci_low": math.nan, "difference_ci_high": math.nan, "ratio_ci_low": math.nan, "ratio_ci_high": math.nan}
+    if not hr or not lr or not all(key in deg.draws for key in keys_hr + keys_lr):
+        out["ci_note"] = "no CIs: needs --log_samples for every language of both groups"
+        return out
+    draws_hr = np.mean([deg.draws[key] for key in keys_hr], axis=0)
+    draws_lr = np.mean([deg.draws[key] for key in keys_lr], axis=0)
+    diff = stats.percentile_interval(math.nan, draws_lr - draws_hr, confidence)
+    out.update(difference_ci_low=diff.low, difference_ci_high=diff.high, ci_note="")
+    share_nonpositive = float(np.mean(draws_hr <= 0))
+    if share_nonpositive > 0:
+        out["ci_note"] = f"ratio CI undefined: D_HR <= 0 in {share_nonpositive:.1%} of resamples"
+    else:
+        ratio = stats.percentile_interval(math.nan, draws_lr / draws_hr, confidence)
+        out.update(ratio_ci_low=ratio.low, ratio_ci_high=ratio.high)
+    return out
+
+
+def quant_config_family(run: Run) -> str:
+    """The run's model + quant config without ``bits`` (runs of one family differ only in bits)."""
+    config = {k: v for k, v in run.quant_config.items() if k != "bits"}
+    return json.dumps({"model": run.model, "quant": config}, sort_keys=True, default=str)

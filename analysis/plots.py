@@ -1,0 +1,122 @@
+"""Plots. Every function returns ``(fig, ax)`` and saves nothing (see :func:`save`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+RESOURCE_COLOURS = {"high": "#1f77b4", "low": "#d62728"}
+OTHER_COLOUR = "#7f7f7f"
+
+
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def degradation_by_language(table: pd.DataFrame, groups: dict[str, str], title: str = ""):
+    """Bar per language of the relative NLL increase (%) with 95% CI whiskers, coloured by
+    resource class. table: rows of one run and suite (columns lang, degradation, ci_low, ci_high, delta_bpb)."""
+    table = table.sort_values("degradation", na_position="first")
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(table) + 2), 3.6))
+    x = np.arange(len(table))
+    values = 100 * table.degradation.to_numpy(dtype=float)
+    colours = [RESOURCE_COLOURS.get(groups.get(lang), OTHER_COLOUR) for lang in table.lang]
+    ax.bar(x, np.where(np.isfinite(values), values, 0.0), color=colours)
+    low, high = 100 * table.ci_low.to_numpy(dtype=float), 100 * table.ci_high.to_numpy(dtype=float)
+    has_ci = np.isfinite(low) & np.isfinite(high) & np.isfinite(values)
+    if has_ci.any():
+        ax.errorbar(x[has_ci], values[has_ci], yerr=[values[has_ci] - low[has_ci], high[has_ci] - values[has_ci]],
+                    fmt="none", ecolor="black", capsize=3, lw=1)
+    for xi, value, delta in zip(x, values, table.delta_bpb.to_numpy(dtype=float)):
+        text = "non-finite" if not np.isfinite(value) else f"{delta:+.3f}"
+        ax.annotate(text, (xi, 0), textcoords="offset points", xytext=(0, -22), ha="center", fontsize=7, color="#444")
+    ax.set_xticks(x, table.lang)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("relative NLL increase D (%)")
+    ax.set_title(title or "Degradation by language (95% paired-bootstrap CI; Δbits/byte below)", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in RESOURCE_COLOURS.values()] + [plt.Rectangle((0, 0), 1, 1, color=OTHER_COLOUR)]
+    ax.legend(handles, ["high-resource", "low-resource", "ungrouped"], fontsize=7, loc="upper left")
+    return fig, ax
+
+
+def predictor_scatter(table: pd.DataFrame, predictor: str, groups: dict[str, str], correlation: dict | None = None, title: str = ""):
+    """Degradation (%) vs a per-language predictor with an OLS line. table: columns lang,
+    degradation and ``predictor`` (one row per language)."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    x, y = table[predictor].to_numpy(dtype=float), 100 * table.degradation.to_numpy(dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    ax.scatter(x[keep], y[keep], c=[RESOURCE_COLOURS.get(groups.get(lang), OTHER_COLOUR) for lang in table.lang[keep]])
+    for xi, yi, lang in zip(x[keep], y[keep], table.lang[keep]):
+        ax.annotate(lang, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=8)
+    if keep.sum() >= 2 and np.ptp(x[keep]) > 0:
+        slope, intercept = np.polyfit(x[keep], y[keep], 1)
+        grid = np.linspace(x[keep].min(), x[keep].max(), 20)
+        ax.plot(grid, intercept + slope * grid, color="black", lw=1)
+    if correlation:
+        ax.set_title(
+            (title + "\n" if title else "")
+            + f"n={correlation['n']}, Pearson r={correlation['pearson_r']:.2f} (p={correlation['pearson_p']:.2g}), "
+            f"Spearman ρ={correlation['spearman_rho']:.2f} (p={correlation['spearman_p']:.2g})",
+            fontsize=8,
+        )
+    ax.set_xlabel(predictor)
+    ax.set_ylabel("relative NLL increase D (%)")
+    return fig, ax
+
+
+def rate_distortion_curves(table: pd.DataFrame, groups: dict[str, str], title: str = ""):
+    """ln(degradation) vs bits, one line per language. table: rows of one family and suite
+    (columns lang, bits, degradation); non-positive degradations are not drawn."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for lang, block in table.sort_values("bits").groupby("lang"):
+        block = block[block.degradation > 0]
+        if block.empty:
+            continue
+        ax.plot(block.bits, np.log(block.degradation), marker="o", label=lang,
+                color=RESOURCE_COLOURS.get(groups.get(lang)), alpha=0.85)
+    ax.set_xlabel("bits per weight (nominal)")
+    ax.set_ylabel("ln D (relative NLL increase)")
+    ax.set_title(title or "Rate-distortion per language", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    return fig, ax
+
+
+def pareto(points: pd.DataFrame, front: pd.Series, y: str = "worst_degradation", title: str = ""):
+    """Worst-language degradation (%) vs effective bits/weight per run; front joined by a line."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    x_values, y_values = points.effective_bits_per_weight.to_numpy(dtype=float), 100 * points[y].to_numpy(dtype=float)
+    ax.scatter(x_values, y_values, color=OTHER_COLOUR)
+    for xi, yi, label in zip(x_values, y_values, points.label):
+        if np.isfinite(xi) and np.isfinite(yi):
+            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    on_front = points[front.to_numpy()].sort_values("effective_bits_per_weight")
+    ax.plot(on_front.effective_bits_per_weight, 100 * on_front[y], color="#2ca02c", marker="o", label="Pareto front")
+    ax.set_xlabel("effective bits per weight")
+    ax.set_ylabel(f"{y.replace('_', ' ')} (%)")
+    ax.set_title(title or "Method comparison", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig, ax
+
+
+def scan_heatmap(matrix: pd.DataFrame, title: str = ""):
+    """Layer/block × language heatmap of degradation (%). matrix: (n_blocks, n_langs)."""
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * matrix.shape[1], 1.2 + 0.35 * matrix.shape[0]))
+    values = 100 * matrix.to_numpy(dtype=float)
+    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns)
+    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    ax.set_xlabel("language")
+    ax.set_ylabel("block")
+    fig.colorbar(image, ax=ax, label="relative NLL increase D (%)")
+    ax.set_title(title or "Sensitivity scan", fontsize=9)
+    return fig, ax

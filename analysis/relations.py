@@ -1,0 +1,175 @@
+"""Degradation vs predictors (fertility, resource class, activation kurtosis), rate-distortion
+fits, the method Pareto front and the layer × language sensitivity matrix."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+from analysis.compare import Degradation, quant_config_family
+from analysis.loading import RunSet
+
+#: Uniform quantization noise variance ∝ step² ∝ 4**-bits, so d ln(MSE)/d bits = −2 ln 2.
+THEORETICAL_MSE_SLOPE = -2.0 * math.log(2.0)
+
+
+def load_tokenizer(path: str):
+    """A ``text -> number of tokens`` function from a local tokenizer folder (lazy import)."""
+    if not Path(path).is_dir():
+        raise ValueError(f"tokenizer={path!r} is not a local folder; allowed: a folder with tokenizer files (e.g. the model's)")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def fertility(runset: RunSet, count_tokens) -> pd.DataFrame:
+    """Tokens per byte and per word of every (suite, lang) over the logged task docs.
+
+    count_tokens: ``text -> int``. Words are lm-eval's word counts from the samples; where
+    a task reports none (e.g. zh), tokens_per_word is NaN. One row per (suite, lang).
+    """
+    docs = runset.docs.drop_duplicates(["suite", "lang", "doc_id"])
+    if docs.empty:
+        return pd.DataFrame(columns=["suite", "lang", "n_docs", "n_tokens", "n_bytes", "n_words", "tokens_per_byte", "tokens_per_word"])
+    docs = docs.assign(n_tokens=[count_tokens(text) for text in docs.text])
+    out = docs.groupby(["suite", "lang"]).agg(
+        n_docs=("doc_id", "size"), n_tokens=("n_tokens", "sum"), n_bytes=("n_bytes", "sum"), n_words=("n_words", "sum")
+    )
+    out["n_words"] = out.n_words.where(docs.groupby(["suite", "lang"]).n_words.apply(lambda w: w.notna().all()))
+    out["tokens_per_byte"] = out.n_tokens / out.n_bytes
+    out["tokens_per_word"] = out.n_tokens / out.n_words
+    return out.reset_index()
+
+
+def calibration_kurtosis(runset: RunSet) -> pd.DataFrame:
+    """Per-language activation-weighted kurtosis from quant reports that carry calibration.
+
+    Reads ``report["calibration"]["per_language"][lang]["activation_weighted_kurtosis"]``
+    (or the same records directly under ``calibration``). Rows: run_id, lang, kurtosis.
+    """
+    rows = []
+    for run in runset.runs.values():
+        calibration = (run.quant_report or {}).get("calibration")
+        if not isinstance(calibration, dict):
+            continue
+        per_language = calibration.get("per_language", calibration)
+        for lang, record in per_language.items():
+            if isinstance(record, dict) and isinstance(record.get("activation_weighted_kurtosis"), (int, float)):
+                rows.append((run.run_id, lang, float(record["activation_weighted_kurtosis"])))
+    return pd.DataFrame(rows, columns=["run_id", "lang", "kurtosis"])
+
+
+def correlations(deg: Degradation, groups: dict[str, str], fert: pd.DataFrame | None = None, kurtosis: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Across-language Pearson/Spearman of degradation with each available predictor.
+
+    One row per (quant_id, suite, predictor) with n, pearson_r/p, spearman_rho/p.
+    Resource class is coded low = 1, high = 0 (point-biserial for Pearson).
+    """
+    rows = []
+    for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True):
+        resource_code = block.lang.map(lambda lang: {"low": 1.0, "high": 0.0}.get(groups.get(lang), math.nan))
+        predictors = {"low_resource (1=LR, 0=HR)": resource_code}
+        if fert is not None and not fert.empty:
+            merged = block.merge(fert, on=["suite", "lang"], how="left")
+            predictors["tokens_per_byte"] = merged.tokens_per_byte
+            predictors["tokens_per_word"] = merged.tokens_per_word
+        if kurtosis is not None and not kurtosis.empty:
+            own = kurtosis[kurtosis.run_id == quant_id]
+            if not own.empty:
+                predictors["activation_weighted_kurtosis"] = block.lang.map(dict(zip(own.lang, own.kurtosis)))
+        for name, values in predictors.items():
+            rows.append({"quant_id": quant_id, "suite": suite, "predictor": name, **stats.correlation(values.to_numpy(), block.degradation.to_numpy())})
+    return pd.DataFrame(rows)
+
+
+def rate_distortion(runset: RunSet, deg: Degradation, confidence: float = 0.95) -> pd.DataFrame:
+    """Slope of ln(degradation) vs bits per language within each family of runs that differ
+    only in bits (same model and otherwise identical quant config). Languages whose
+    degradation is <= 0 at some bit width are fitted on the remaining points (n says how many).
+    """
+    rows = []
+    if deg.table.empty:
+        return pd.DataFrame(rows)
+    table = deg.table.assign(family=deg.table.quant_id.map(lambda run_id: quant_config_family(runset.runs[run_id])))
+    for (family, suite, lang), block in table.groupby(["family", "suite", "lang"], sort=True):
+        if block.bits.nunique() < 2:
+            continue
+        positive = block[block.degradation > 0]
+        fit = stats.fit_slope(positive.bits, np.log(positive.degradation), confidence)
+        rows.append({"family": block.label.iloc[0].split("-w")[0], "family_key": family, "suite": suite, "lang": lang,
+                     "bits": ",".join(f"{b:g}" for b in sorted(block.bits.unique())), "n_nonpositive": int((block.degradation <= 0).sum()), **fit})
+    return pd.DataFrame(rows)
+
+
+def weight_mse(runset: RunSet) -> pd.DataFrame:
+    """Mean relative weight MSE over the quantized layers of each run with a quant report."""
+    rows = []
+    for run in runset.runs.values():
+        layers = (run.quant_report or {}).get("layers") or []
+        values = [layer.get("rel_mse") for layer in layers if isinstance(layer.get("rel_mse"), (int, float))]
+        if values and not run.is_baseline:
+            rows.append({"run_id": run.run_id, "family_key": quant_config_family(run), "label": run.label, "bits": run.bits,
+                         "n_layers": len(values), "mean_rel_mse": float(np.mean(values))})
+    return pd.DataFrame(rows)
+
+
+def weight_mse_slopes(mse: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """ln(mean relative weight MSE) vs bits per family, next to the −2 ln 2 reference."""
+    rows = []
+    if mse.empty:
+        return pd.DataFrame(rows)
+    for family, block in mse.groupby("family_key", sort=True):
+        if block.bits.nunique() < 2:
+            continue
+        fit = stats.fit_slope(block.bits, np.log(block.mean_rel_mse), confidence)
+        rows.append({"family_key": family, "label": block.label.iloc[0].split("-w")[0], "theoretical_slope": THEORETICAL_MSE_SLOPE, **fit})
+    return pd.DataFrame(rows)
+
+
+def pareto_front(points: pd.DataFrame, x: str = "effective_bits_per_weight", y: str = "worst_degradation") -> pd.Series:
+    """Boolean mask: rows not dominated (another row has x <= and y <= with one strict)."""
+    xs, ys = points[x].to_numpy(dtype=float), points[y].to_numpy(dtype=float)
+    valid = np.isfinite(xs) & np.isfinite(ys)
+    mask = np.zeros(len(points), dtype=bool)
+    for i in np.flatnonzero(valid):
+        dominated = valid & (xs <= xs[i]) & (ys <= ys[i]) & ((xs < xs[i]) | (ys < ys[i]))
+        mask[i] = not dominated.any()
+    return pd.Series(mask, index=points.index)
+
+
+_SCAN_COLUMNS = ("block", "lang", "degradation")
+
+
+def scan_matrix_from_runs(runset: RunSet, deg: Degradation) -> pd.DataFrame:
+    """Long (block, lang, degradation) rows from runs whose quant config has a ``scan`` field
+    (the label of the one block that run quantizes / keeps)."""
+    if deg.table.empty:
+        return pd.DataFrame(columns=_SCAN_COLUMNS)
+    scan = deg.table.quant_id.map(lambda run_id: runset.runs[run_id].quant_config.get("scan"))
+    picked = deg.table[scan.notna()].assign(block=scan[scan.notna()].astype(str))
+    return picked[list(_SCAN_COLUMNS)].reset_index(drop=True)
+
+
+def read_scan_csv(path: str) -> pd.DataFrame:
+    """A ``block,lang,degradation`` CSV (one row per block and language)."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"scan_csv={path!r} could not be read ({err}); allowed: a CSV with columns block,lang,degradation") from err
+    missing = set(_SCAN_COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"scan_csv={path!r} lacks columns {sorted(missing)}; allowed: a CSV with columns block,lang,degradation")
+    return table[list(_SCAN_COLUMNS)]
+
+
+def scan_pivot(scan: pd.DataFrame) -> pd.DataFrame:
+    """(n_blocks, n_langs) matrix of degradation, blocks in natural (numeric-aware) order."""
+    pivot = scan.pivot_table(index="block", columns="lang", values="degradation", aggfunc="mean")
+    order = sorted(pivot.index, key=lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name))])
+    return pivot.loc[order]

@@ -1,0 +1,344 @@
+"""End-to-end analysis: load runs, compute every table, write ``report.md``, CSVs and PNGs."""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import relations
+from analysis.compare import Degradation, degradation, disparity
+from analysis.groups import resource_groups
+from analysis.loading import RunSet, load_runs
+
+PACKAGES = ("quant-disparity", "lm_eval", "torch", "transformers", "bitsandbytes", "numpy", "scipy", "pandas", "matplotlib")
+MAX_LANGUAGE_FIGURES = 8
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Options of one analysis (validated; mirrors the ``qd-analyze`` flags)."""
+
+    baseline: str | None = None
+    hr: list[str] | None = None
+    lr: list[str] | None = None
+    tokenizer: str | None = None
+    scan_csv: str | None = None
+    n_resamples: int = 2000
+    random_state: int = 0
+    confidence: float = 0.95
+    min_denominator: float = 0.01
+
+    def __post_init__(self):
+        if self.n_resamples < 1:
+            raise ValueError(f"n_resamples={self.n_resamples} is not allowed; allowed: an integer >= 1")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence={self.confidence} is not allowed; allowed: a number in (0, 1)")
+        if self.min_denominator <= 0:
+            raise ValueError(f"min_denominator={self.min_denominator} is not allowed; allowed: a number > 0")
+
+
+@dataclass
+class Analysis:
+    """Everything computed from one set of runs (all tables are pandas DataFrames)."""
+
+    runset: RunSet
+    options: AnalysisOptions
+    groups: dict[str, str]
+    deg: Degradation
+    disparity: pd.DataFrame
+    fertility: pd.DataFrame
+    correlations: pd.DataFrame
+    rate_distortion: pd.DataFrame
+    weight_mse: pd.DataFrame
+    weight_mse_slopes: pd.DataFrame
+    pareto: pd.DataFrame
+    scan: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
+    """Load runs under ``paths`` and compute all tables (no files written)."""
+    options = options or AnalysisOptions()
+    scan_from_csv = relations.read_scan_csv(options.scan_csv) if options.scan_csv else None  # validate before heavy work
+    runset = load_runs(paths)
+    notes: list[str] = []
+    deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
+    languages = sorted(set(runset.aggregates.lang))
+    groups = resource_groups(languages, options.hr, options.lr)
+    if not groups:
+        notes.append("No language has a resource class (qd_tasks.languages missing and no --hr/--lr): group statistics are empty.")
+    disp = disparity(deg, groups, options.min_denominator)
+    fert = _fertility(runset, options.tokenizer, notes)
+    kurtosis = relations.calibration_kurtosis(runset)
+    if kurtosis.empty:
+        notes.append("No quant report has per-language calibration kurtosis: that correlation is skipped.")
+    corr = relations.correlations(deg, groups, fert, kurtosis) if not deg.table.empty else pd.DataFrame()
+    rd = relations.rate_distortion(runset, deg, options.confidence)
+    mse = relations.weight_mse(runset)
+    if not disp.empty:
+        pareto_points = disp.copy()
+        pareto_points["on_front"] = relations.pareto_front(pareto_points).to_numpy()
+    else:
+        pareto_points = disp
+    scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
+    return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes)
+
+
+def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> pd.DataFrame:
+    if runset.docs.empty:
+        notes.append("No samples files: fertility needs the task documents from --log_samples; skipped.")
+        return pd.DataFrame()
+    if tokenizer is None:
+        local = sorted({str(run.model_args.get("pretrained")) for run in runset.runs.values() if Path(str(run.model_args.get("pretrained"))).is_dir()})
+        if len(local) != 1:
+            notes.append("Fertility skipped: pass --tokenizer PATH (no single local `pretrained` folder in model_args).")
+            return pd.DataFrame()
+        tokenizer = local[0]
+    try:
+        count = relations.load_tokenizer(tokenizer)
+    except (OSError, ValueError) as err:
+        notes.append(f"Fertility skipped: tokenizer {tokenizer!r} could not be loaded ({err}).")
+        return pd.DataFrame()
+    notes.append(f"Fertility computed with the tokenizer at {tokenizer}.")
+    return relations.fertility(runset, count)
+
+
+def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
+    """Write ``out/report.md``, ``out/tables/*.csv`` and ``out/figures/*.png``; return report path."""
+    out = Path(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    _write_tables(analysis, out / "tables")
+    figures = _write_figures(analysis, out / "figures")
+    report = out / "report.md"
+    report.write_text(_markdown(analysis, figures, command), encoding="utf-8")
+    return report
+
+
+def _write_tables(analysis: Analysis, folder: Path) -> None:
+    long = analysis.runset.long_table()
+    long.to_csv(folder / "long_table.csv", index=False)
+    pd.DataFrame([_run_row(analysis.runset, run_id) for run_id in sorted(analysis.runset.runs)]).to_csv(folder / "runs.csv", index=False)
+    named = {
+        "degradation": analysis.deg.table,
+        "doc_degradation": analysis.deg.docs,
+        "disparity": analysis.disparity,
+        "fertility": analysis.fertility,
+        "correlations": analysis.correlations,
+        "rate_distortion": analysis.rate_distortion,
+        "weight_mse": analysis.weight_mse,
+        "weight_mse_slopes": analysis.weight_mse_slopes,
+        "pareto": analysis.pareto,
+        "scan": analysis.scan,
+    }
+    for name, table in named.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80]
+
+
+def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
+    from analysis import plots  # matplotlib only when figures are written
+
+    figures: dict[str, list[Path]] = {"degradation": [], "fertility": [], "rate_distortion": [], "pareto": [], "scan": []}
+    table = analysis.deg.table
+    if not table.empty:
+        for i, ((quant_id, suite), block) in enumerate(table.groupby(["quant_id", "suite"], sort=True)):
+            if i >= MAX_LANGUAGE_FIGURES:
+                break
+            title = f"{block.label.iloc[0]} ({quant_id}) — {suite}"
+            fig, _ = plots.degradation_by_language(block, analysis.groups, title)
+            figures["degradation"].append(plots.save(fig, folder / f"degradation_{_slug(quant_id)}_{_slug(suite)}.png"))
+            if not analysis.fertility.empty:
+                merged = block.merge(analysis.fertility, on=["suite", "lang"], how="left")
+                corr = analysis.correlations
+                row = corr[(corr.quant_id == quant_id) & (corr.suite == suite) & (corr.predictor == "tokens_per_byte")]
+                fig, _ = plots.predictor_scatter(merged, "tokens_per_byte", analysis.groups, row.iloc[0].to_dict() if len(row) else None, title)
+                figures["fertility"].append(plots.save(fig, folder / f"fertility_{_slug(quant_id)}_{_slug(suite)}.png"))
+    if not analysis.rate_distortion.empty:
+        fam = table.assign(family_key=table.quant_id.map(lambda r: relations.quant_config_family(analysis.runset.runs[r])))
+        for family_key, suite in analysis.rate_distortion[["family_key", "suite"]].drop_duplicates().itertuples(index=False):
+            block = fam[(fam.family_key == family_key) & (fam.suite == suite)]
+            title = f"{block.model.iloc[0]} {block.label.iloc[0].split('-w')[0]} — {suite}"
+            fig, _ = plots.rate_distortion_curves(block, analysis.groups, title)
+            figures["rate_distortion"].append(plots.save(fig, folder / f"rate_distortion_{len(figures['rate_distortion'])}.png"))
+    if not analysis.pareto.empty and analysis.pareto.effective_bits_per_weight.notna().any():
+        for suite, block in analysis.pareto.groupby("suite"):
+            fig, _ = plots.pareto(block, block.on_front, title=f"Worst-language degradation vs size — {suite}")
+            figures["pareto"].append(plots.save(fig, folder / f"pareto_{_slug(suite)}.png"))
+    if not analysis.scan.empty:
+        fig, _ = plots.scan_heatmap(relations.scan_pivot(analysis.scan))
+        figures["scan"].append(plots.save(fig, folder / "scan_heatmap.png"))
+    return figures
+
+
+def _run_row(runset: RunSet, run_id: str) -> dict:
+    run = runset.runs[run_id]
+    return {
+        "run_id": run_id,
+        "path": str(run.path),
+        "model": run.model,
+        "lm_eval_model": run.lm_eval_model,
+        "label": run.label,
+        "bits": run.bits,
+        "effective_bits_per_weight": run.effective_bits_per_weight,
+        "n_tasks": int(runset.aggregates.loc[runset.aggregates.run_id == run_id, "task"].nunique()),
+        "has_samples": bool((runset.docs.run_id == run_id).any()) if len(runset.docs) else False,
+        "quant_report": run.quant_report is not None,
+    }
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{100 * value:+.{digits}f}%"
+
+
+def _num(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _versions() -> list[str]:
+    found = [f"python {platform.python_version()}"]
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return found
+
+
+def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) -> str:
+    runset, deg, options = analysis.runset, analysis.deg, analysis.options
+    level = f"{options.confidence:.0%}"
+    out = ["# quant-disparity analysis report", ""]
+    out.append(f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command or 'qd-analyze'}`.")
+    out.append(f"Bootstrap: {options.n_resamples} resamples of documents, random_state={options.random_state}, {level} percentile intervals.")
+    out.append("Definitions: see `analysis/DEFINITIONS.md` (D = relative increase of total NLL = relative increase of bits/byte).")
+    out += ["", "Package versions: " + ", ".join(_versions()), ""]
+
+    notes = sorted({run.baseline_note for run in runset.runs.values() if run.baseline_note})
+    if notes:
+        out += ["## Baseline notes", ""] + [f"> {note}" for note in notes] + [""]
+
+    problems = deg.problems + analysis.notes
+    out += ["## Problems and flags", ""]
+    out += [f"- {line}" for line in problems] if problems else ["None."]
+    out.append("")
+
+    out += ["## Runs", ""]
+    rows = [[r["run_id"], r["model"], r["lm_eval_model"], r["label"], _num(r["bits"]), _num(r["effective_bits_per_weight"]),
+             "yes" if r["has_samples"] else "no", f"`{r['path']}`"] for r in map(lambda i: _run_row(runset, i), sorted(runset.runs))]
+    out += [_md_table(["run", "model", "lm-eval model", "config", "bits", "eff. bits/weight", "samples", "file"], rows), ""]
+    pairs = [[p.quant_id, p.base_id] for p in deg.pairs]
+    if pairs:
+        out += ["Pairs compared (quantized → baseline):", "", _md_table(["quantized", "baseline"], pairs), ""]
+
+    out += ["## Degradation by language", ""]
+    if deg.table.empty:
+        out += ["No quantized run could be paired with a baseline (see problems above).", ""]
+    for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True) if not deg.table.empty else []:
+        out += [f"### {block.label.iloc[0]} — `{quant_id}` — {suite}", ""]
+        rows = [[r.lang, analysis.groups.get(r.lang, "—"), _num(r.bpb_base), _num(r.bpb_quant), f"{r.delta_bpb:+.4f}",
+                 _pct(r.degradation) + (f" [{_pct(r.ci_low)}, {_pct(r.ci_high)}]" if not math.isnan(r.ci_low) else ""),
+                 _pct(r.byte_ppl_rel_change), r.n_docs, r.flag or ""] for r in block.sort_values("lang").itertuples()]
+        out += [_md_table(["lang", "group", "bits/byte base", "bits/byte quant", "Δ bits/byte", f"D (rel. NLL) [{level} CI]",
+                           "seeds' style: rel. byte-ppl change", "docs", "flag"], rows), ""]
+        if (block.n_docs == 0).any():
+            out += ["Some languages have aggregates only: CIs need `--log_samples` for both runs.", ""]
+    out += [f"![{p.stem}](figures/{p.name})" for p in figures["degradation"]]
+    if len(deg.table.groupby(["quant_id", "suite"])) > MAX_LANGUAGE_FIGURES if not deg.table.empty else False:
+        out.append(f"(Figures for the first {MAX_LANGUAGE_FIGURES} run/suite combinations only; all numbers are in tables/degradation.csv.)")
+    out.append("")
+
+    out += ["## Disparity (low- vs high-resource)", ""]
+    hr = sorted(l for l, g in analysis.groups.items() if g == "high")
+    lr = sorted(l for l, g in analysis.groups.items() if g == "low")
+    out += [f"High-resource: {', '.join(hr) or 'none'}; low-resource: {', '.join(lr) or 'none'}. "
+            f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 makes the ratio undefined.", ""]
+    if not analysis.disparity.empty:
+        rows = []
+        for r in analysis.disparity.itertuples():
+            ratio = "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×"
+            if not math.isnan(r.ratio_ci_low):
+                ratio += f" [{r.ratio_ci_low:.2f}, {r.ratio_ci_high:.2f}]"
+            diff = _pct(r.difference) + (f" [{_pct(r.difference_ci_low)}, {_pct(r.difference_ci_high)}]" if not math.isnan(r.difference_ci_low) else "")
+            notes_cell = "; ".join(n for n in (r.ratio_note, r.ci_note, r.max_over_min_note) if n)
+            rows.append([r.label, r.suite, f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})", f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})",
+                         diff, ratio, f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
+        out += [_md_table(["config", "suite", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]", f"D_LR/D_HR [{level} CI]",
+                           "worst language", "max/min", "notes"], rows), ""]
+        rows = [[r.label, r.suite, f"{r.n_docs_HR}/{r.n_docs_LR}", _num(r.welch_t, 3), _num(r.welch_p, 3), _num(r.mannwhitney_u, 3),
+                 _num(r.mannwhitney_p, 3), _num(r.cohens_d, 3)] for r in analysis.disparity.itertuples()]
+        out += ["Per-document tests (LR vs HR document degradations; positive t and d: LR degrade more):", "",
+                _md_table(["config", "suite", "docs HR/LR", "Welch t", "p", "Mann–Whitney U", "p", "Cohen's d"], rows), ""]
+
+    out += ["## Correlations across languages", ""]
+    if analysis.correlations.empty:
+        out += ["None computed.", ""]
+    else:
+        rows = [[r.quant_id, r.suite, r.predictor, r.n, _num(r.pearson_r, 3), _num(r.pearson_p, 3), _num(r.spearman_rho, 3), _num(r.spearman_p, 3)]
+                for r in analysis.correlations.itertuples()]
+        out += [_md_table(["run", "suite", "predictor", "n", "Pearson r", "p", "Spearman ρ", "p"], rows), ""]
+        out += ["With n languages this small, p-values are indicative only.", ""]
+    if not analysis.fertility.empty:
+        rows = [[r.suite, r.lang, r.n_tokens, r.n_bytes, _num(r.tokens_per_byte), _num(r.tokens_per_word)] for r in analysis.fertility.itertuples()]
+        out += ["Tokenizer fertility:", "", _md_table(["suite", "lang", "tokens", "bytes", "tokens/byte", "tokens/word"], rows), ""]
+    out += [f"![{p.stem}](figures/{p.name})" for p in figures["fertility"]] + [""]
+
+    out += ["## Rate-distortion", ""]
+    if analysis.rate_distortion.empty:
+        out += ["No family of runs differing only in bits.", ""]
+    else:
+        rows = [[r.family, r.suite, r.lang, r.bits, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", r.n_nonpositive]
+                for r in analysis.rate_distortion.itertuples()]
+        out += [f"Slope of ln D per extra bit (OLS, {level} t-interval; needs ≥ 3 bit widths):", "",
+                _md_table(["family", "suite", "lang", "bits", "n", "slope", "CI", "points with D ≤ 0 (left out)"], rows), ""]
+    out += [f"![{p.stem}](figures/{p.name})" for p in figures["rate_distortion"]] + [""]
+    if not analysis.weight_mse_slopes.empty:
+        rows = [[r.label, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", _num(r.theoretical_slope, 4)]
+                for r in analysis.weight_mse_slopes.itertuples()]
+        out += ["Weight relative MSE vs bits (mean over layers; theory for uniform quantization noise: MSE ∝ 4^−bits, slope −2·ln 2 ≈ −1.386 per bit):", "",
+                _md_table(["family", "n", "slope of ln MSE", "CI", "theoretical"], rows), ""]
+
+    out += ["## Method comparison", ""]
+    if analysis.pareto.empty or not analysis.pareto.effective_bits_per_weight.notna().any():
+        out += ["No run reports effective bits per weight (needs the qd-hf quant totals).", ""]
+    else:
+        rows = [[r.label, r.suite, _num(r.effective_bits_per_weight), _pct(r.worst_degradation), _pct(r.difference),
+                 "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×", "yes" if r.on_front else ""]
+                for r in analysis.pareto.sort_values(["suite", "effective_bits_per_weight"]).itertuples()]
+        out += [_md_table(["config", "suite", "eff. bits/weight", "worst-language D", "D_LR − D_HR", "D_LR/D_HR", "Pareto front"], rows), ""]
+        out += [f"![{p.stem}](figures/{p.name})" for p in figures["pareto"]] + [""]
+
+    if not analysis.scan.empty:
+        out += ["## Sensitivity scan", "", f"![scan](figures/{figures['scan'][0].name})", ""]
+    out += ["## Files", "", "Tables: `tables/*.csv` (long table: `tables/long_table.csv`). Figures: `figures/*.png`.", ""]
+    return "\n".join(out)
+
+
+def command_line() -> str:
+    """The current command line, for the report header."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

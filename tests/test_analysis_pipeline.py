@@ -1,0 +1,231 @@
+"""Loading, pairing, degradation/disparity and the qd-analyze CLI on lm-eval-format outputs.
+
+``write_run`` writes files in lm-eval 0.4.13's layout (``<out>/<model>/results_<stamp>.json``
+and ``samples_<task>_<stamp>.jsonl``) from chosen per-document log-likelihoods, so every
+expected number below is computed independently from those inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import analysis
+from analysis.cli import main
+
+LANGS = ("en", "de", "sw", "yo")
+GROUPS = {"en": "high", "de": "high", "sw": "low", "yo": "low"}
+TEXTS = {lang: [f"{lang} document {i} " + "x" * (10 + 7 * i) for i in range(5)] for lang in LANGS}
+
+
+def write_run(out: Path, name: str, stamp: str, nll: dict, quant: dict | None = None, samples: bool = True,
+              model: str = "tiny", bpb_override: dict | None = None) -> Path:
+    """Write one run. nll: {lang: (5,) total NLL (nats) per doc}. quant: qd-hf quant_config or None (plain hf)."""
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    results, subtasks = {}, []
+    for lang, values in nll.items():
+        task = f"qd_multilingual_ppl_{lang}"
+        subtasks.append(task)
+        n_bytes = [len(t.encode()) for t in TEXTS[lang]]
+        n_words = [len(t.split()) for t in TEXTS[lang]]
+        bpb = sum(values) / sum(n_bytes) / math.log(2)
+        bpb = (bpb_override or {}).get(lang, bpb)
+        results[task] = {"alias": f" - {lang}", "bits_per_byte,none": bpb, "bits_per_byte_stderr,none": "N/A",
+                         "byte_perplexity,none": 2**bpb, "word_perplexity,none": math.exp(sum(values) / sum(n_words))}
+        if samples:
+            with open(folder / f"samples_{task}_{stamp}.jsonl", "w") as f:
+                for i, (text, value) in enumerate(zip(TEXTS[lang], values)):
+                    doc = {"lang": lang, "doc_id": f"{lang}-{i}", "text": text, "source": "synthetic"}
+                    f.write(json.dumps({"doc_id": i, "doc": doc, "target": text, "bits_per_byte": [-value, n_bytes[i]],
+                                        "byte_perplexity": [-value, n_bytes[i]], "word_perplexity": [-value, n_words[i]]}) + "\n")
+    config = {"model": "qd-hf" if quant else "hf", "model_args": f"pretrained={model},dtype=float32" + (f",method={quant['method']}" if quant else "")}
+    if quant:
+        config["quant_disparity"] = {"version": "0.1.0", "model_source": model, "baseline_note": "synthetic baseline note",
+                                     "quant_config": quant,
+                                     "quant_totals": {"effective_bits_per_weight": quant.get("bits", 16) + 0.25},
+                                     "quant_report": {"totals": {}, "layers": [{"name": "l0", "rel_mse": 4.0 ** -quant.get("bits", 16)}]}}
+    payload = {"results": results, "group_subtasks": {"qd_multilingual_ppl": subtasks}, "configs": {}, "n-samples": {},
+               "config": config, "date": float(stamp.split("-")[-1]), "lm_eval_version": "0.4.13"}
+    path = folder / f"results_{stamp}.json"
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def base_nll() -> dict:
+    rng = np.random.default_rng(1)
+    return {lang: list(rng.uniform(50, 100, size=5)) for lang in LANGS}
+
+
+def scaled(nll: dict, factors: dict) -> dict:
+    return {lang: [v * factors[lang] for v in values] for lang, values in nll.items()}
+
+
+RTN4 = {"method": "rtn", "bits": 4, "granularity": "channel", "group_size": 128, "symmetric": True}
+
+
+def test_degradation_equals_relative_bits_per_byte_increase(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, {"en": 1.02, "de": 1.04, "sw": 1.10, "yo": 1.20}), RTN4)
+    runs = analysis.load_runs([tmp_path])
+    deg = analysis.degradation(runs, n_resamples=500, random_state=0)
+    table = deg.table.set_index("lang")
+    assert table.loc[["en", "de", "sw", "yo"], "degradation"].to_numpy() == pytest.approx([0.02, 0.04, 0.10, 0.20])
+    # absolute and seeds-style columns from the results' own bits/byte
+    bpb_en = sum(base["en"]) / sum(len(t.encode()) for t in TEXTS["en"]) / math.log(2)
+    assert table.loc["en", "bpb_base"] == pytest.approx(bpb_en)
+    assert table.loc["en", "delta_bpb"] == pytest.approx(0.02 * bpb_en)
+    assert table.loc["en", "byte_ppl_rel_change"] == pytest.approx(2 ** (0.02 * bpb_en) - 1)
+    # every doc scaled by the same factor: every bootstrap draw equals it, so the CI collapses
+    assert table.loc["sw", "ci_low"] == pytest.approx(0.10) and table.loc["sw", "ci_high"] == pytest.approx(0.10)
+
+    disp = analysis.disparity(deg, GROUPS).iloc[0]
+    assert disp.D_HR == pytest.approx(0.03) and disp.D_LR == pytest.approx(0.15)
+    assert disp.ratio == pytest.approx(5.0) and disp.difference == pytest.approx(0.12)
+    assert disp.worst_lang == "yo" and disp.worst_degradation == pytest.approx(0.20)
+    assert disp.max_over_min == pytest.approx(10.0)
+    assert disp.ratio_ci_low == pytest.approx(5.0) and disp.difference_ci_high == pytest.approx(0.12)
+
+
+def test_ratio_undefined_when_high_resource_degradation_not_positive(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, {"en": 0.99, "de": 1.0, "sw": 1.1, "yo": 1.1}), RTN4)
+    deg = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=200)
+    disp = analysis.disparity(deg, GROUPS).iloc[0]
+    assert math.isnan(disp.ratio) and disp.ratio_note.startswith("undefined")
+    assert math.isnan(disp.ratio_ci_low) and "ratio CI undefined" in disp.ci_note
+    assert disp.difference == pytest.approx(0.105)
+
+
+def test_small_denominator_flagged_unstable(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, {"en": 1.001, "de": 1.001, "sw": 1.05, "yo": 1.05}), RTN4)
+    disp = analysis.disparity(analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=50), GROUPS).iloc[0]
+    assert disp.ratio == pytest.approx(50.0) and disp.ratio_note.startswith("unstable")
+
+
+def test_group_tests_match_scipy(tmp_path):
+    from scipy import stats
+
+    base = base_nll()
+    rng = np.random.default_rng(7)
+    quant = {lang: [v * f for v, f in zip(values, 1 + rng.uniform(0, 0.1 if GROUPS[lang] == "high" else 0.3, 5))] for lang, values in base.items()}
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", quant, RTN4)
+    disp = analysis.disparity(analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=50), GROUPS).iloc[0]
+    per_doc = {lang: np.array(quant[lang]) / np.array(base[lang]) - 1 for lang in LANGS}
+    hr, lr = np.concatenate([per_doc["en"], per_doc["de"]]), np.concatenate([per_doc["sw"], per_doc["yo"]])
+    assert disp.welch_p == pytest.approx(stats.ttest_ind(lr, hr, equal_var=False).pvalue)
+    assert disp.mannwhitney_p == pytest.approx(stats.mannwhitneyu(lr, hr).pvalue)
+    pooled = math.sqrt((np.var(hr, ddof=1) * 9 + np.var(lr, ddof=1) * 9) / 18)
+    assert disp.cohens_d == pytest.approx((lr.mean() - hr.mean()) / pooled)
+
+
+def test_aggregates_only_gives_point_estimates_without_ci(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base, samples=False)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, dict.fromkeys(LANGS, 1.05)), RTN4, samples=False)
+    deg = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=50)
+    assert deg.table.degradation.to_numpy() == pytest.approx([0.05] * 4)
+    assert deg.table.ci_low.isna().all() and (deg.table.ci_source.str.contains("--log_samples")).all()
+    assert "--log_samples" in analysis.disparity(deg, GROUPS).iloc[0].ci_note
+
+
+def test_robustness_messages(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-05", base)  # duplicate baseline
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, dict.fromkeys(LANGS, 1.1)), RTN4,
+              bpb_override={"yo": float("nan")}, samples=False)
+    write_run(tmp_path, "qd-other", "2025-01-01T00-00-03", base, RTN4, model="other")  # no baseline of its model
+    (tmp_path / "tiny" / "results_2025-01-01T00-00-04.json").write_text("{not json")
+    runs = analysis.load_runs([tmp_path])
+    deg = analysis.degradation(runs, n_resamples=20)
+    text = "\n".join(deg.problems)
+    assert "results_2025-01-01T00-00-04.json: unreadable results JSON" in text
+    assert "duplicate runs" in text and "tiny/results_2025-01-01T00-00-05 (latest)" in text
+    assert "qd-other/results_2025-01-01T00-00-03 (model other): no baseline run" in text
+    assert "yo bits_per_byte = nan" in text
+    yo = deg.table.set_index("lang").loc["yo"]
+    assert math.isnan(yo.degradation) and "non-finite" in yo.flag  # kept and flagged, not dropped
+    with pytest.raises(analysis.AnalysisInputError, match="baseline='nope' matches 0 runs"):
+        analysis.degradation(runs, baseline="nope")
+
+
+def test_explicit_groups_override_and_validate():
+    assert analysis.resource_groups(["en", "de", "sw"], hr=["en"], lr=["sw", "de"]) == {"en": "high", "de": "low", "sw": "low"}
+    with pytest.raises(ValueError, match="--hr/--lr share"):
+        analysis.resource_groups(["en"], hr=["en"], lr=["en"])
+    fallback = {"en": {"resource": "high"}, "yo": {"resource": "low"}, "de": {"resource": "high"}}
+    assert analysis.resource_groups(["en", "de", "yo"], hr=["de"], metadata=fallback) == {"de": "high", "yo": "low"}
+
+
+def test_rate_distortion_slope_recovers_known_exponent(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    for i, bits in enumerate((3, 4, 5, 6)):
+        factor = 1 + 2.0 * math.exp(-0.7 * bits)  # D = 2 e^{-0.7 b}: slope of ln D is -0.7
+        write_run(tmp_path, f"qd-{bits}", f"2025-01-01T00-00-1{i}", scaled(base, dict.fromkeys(LANGS, factor)), dict(RTN4, bits=bits))
+    runs = analysis.load_runs([tmp_path])
+    rd = analysis.rate_distortion(runs, analysis.degradation(runs, n_resamples=20))
+    assert len(rd) == 4 and rd.slope.to_numpy() == pytest.approx([-0.7] * 4)
+    mse = analysis.weight_mse_slopes(analysis.weight_mse(runs)).iloc[0]
+    assert mse.slope == pytest.approx(-2 * math.log(2)) and mse.theoretical_slope == pytest.approx(-1.3862944, abs=1e-6)
+
+
+def test_pareto_front():
+    import pandas as pd
+
+    points = pd.DataFrame({"effective_bits_per_weight": [4.0, 4.5, 8.0, 3.0, 5.0], "worst_degradation": [0.2, 0.1, 0.01, 0.5, 0.3]})
+    assert list(analysis.pareto_front(points)) == [True, True, True, True, False]
+
+
+def test_cli_end_to_end(tmp_path):
+    runs_dir, out = tmp_path / "runs", tmp_path / "report"
+    base = base_nll()
+    write_run(runs_dir, "tiny", "2025-01-01T00-00-01", base)
+    for i, bits in enumerate((3, 4, 8)):
+        factor = {lang: 1 + (0.4 if GROUPS[lang] == "low" else 0.1) * 2.0 ** (3 - bits) for lang in LANGS}
+        write_run(runs_dir, f"qd-{bits}", f"2025-01-01T00-00-1{i}", scaled(base, factor), dict(RTN4, bits=bits))
+    scan = tmp_path / "scan.csv"
+    scan.write_text("block,lang,degradation\n" + "".join(f"block{b},{lang},{0.01 * b}\n" for b in range(3) for lang in LANGS))
+    code = main([str(runs_dir), "--out", str(out), "--hr", "en,de", "--lr", "sw,yo", "--n-resamples", "100", "--scan-csv", str(scan)])
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert "## Disparity (low- vs high-resource)" in report and "synthetic baseline note" in report
+    assert "4.00×" in report  # D_LR/D_HR = 0.4/0.1 at every bit width
+    assert "lm_eval 0.4.13" in report
+    for name in ("long_table", "degradation", "disparity", "rate_distortion", "pareto", "scan", "runs"):
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 0
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert any(p.startswith("degradation_") for p in pngs) and "scan_heatmap.png" in pngs and any(p.startswith("pareto") for p in pngs)
+    for png in (out / "figures").glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{png.name}" in report
+    import pandas as pd
+
+    long = pd.read_csv(out / "tables" / "long_table.csv")
+    assert {"model", "method", "bits", "effective_bits_per_weight", "lang", "metric", "value", "doc_id"} <= set(long.columns)
+    assert len(long[(long.metric == "loglikelihood")]) == 4 * 5 * 4  # 4 runs x 4 langs x 5 docs
+
+
+def test_cli_bad_input_one_line_error(tmp_path, capsys):
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err
+    assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--confidence", "1.5"]) == 2
+    assert "confidence=1.5" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "analysis", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--hr" in proc.stdout
