@@ -5,8 +5,10 @@ whose single line imports this module at interpreter start-up. This module impor
 nothing heavy (no torch, no lm_eval): it installs a post-import hook that acts only
 when lm-eval itself is imported:
 
-* after ``lm_eval.api.registry`` loads, ``qd-hf`` is registered as a lazy placeholder
-  (``qd_models.qd_hf:QDHFLM``), so torch/transformers load only when the model is used;
+* after ``lm_eval.models`` loads (it fills the model registry with lazy placeholders),
+  ``qd-hf`` is added the same way (``qd_models.qd_hf:QDHFLM``), so torch/transformers load
+  only when the model is used. Registering earlier would make the registry non-empty and
+  stop ``get_model`` from importing ``lm_eval.models`` at all;
 * after ``lm_eval.tasks.manager`` loads, ``TaskManager`` gets the ``qd_tasks`` folder
   appended to its include paths, so ``lm-eval ls tasks`` and ``--tasks qd_*`` see it.
 
@@ -28,8 +30,9 @@ MODEL_TARGET = "qd_models.qd_hf:QDHFLM"
 TASKS_DIR = Path(__file__).resolve().parent.parent / "qd_tasks"
 
 
-def _register_model(registry_module: ModuleType) -> None:
-    registry = registry_module.model_registry
+def _register_model(models_module: ModuleType) -> None:
+    from lm_eval.api.registry import model_registry as registry
+
     if MODEL_NAME not in registry:
         registry.register(MODEL_NAME, target=MODEL_TARGET)
 
@@ -63,7 +66,7 @@ def _patch_task_manager(manager_module: ModuleType) -> None:
 
 
 _POST_IMPORT: dict[str, Callable[[ModuleType], None]] = {
-    "lm_eval.api.registry": _register_model,
+    "lm_eval.models": _register_model,
     "lm_eval.tasks.manager": _patch_task_manager,
 }
 
@@ -98,10 +101,10 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 
 def register() -> None:
     """Register ``qd-hf`` and the ``qd_*`` tasks now (imports lm-eval's registry)."""
-    import lm_eval.api.registry
+    import lm_eval.models
     import lm_eval.tasks.manager
 
-    _register_model(lm_eval.api.registry)
+    _register_model(lm_eval.models)
     _patch_task_manager(lm_eval.tasks.manager)
 
 

@@ -32,11 +32,11 @@ class QDHFLM(HFLM):
         self.model_note = DEFAULT_MODEL_NOTE if (
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
-        if config.method in config.BNB_METHODS:
+        if config.kind == "bnb":
             from qd_models.engine import bnb_from_pretrained_kwargs
 
             hf_kwargs.update(bnb_from_pretrained_kwargs(config))
-        elif config.method != "none" and isinstance(pretrained, str):
+        elif config.kind == "fake" and isinstance(pretrained, str):
             from transformers import AutoConfig
 
             from qd_models.config import validate_for_model
@@ -52,7 +52,7 @@ class QDHFLM(HFLM):
         super().__init__(pretrained=pretrained, **hf_kwargs)
         if self.model_note:
             logger.warning("qd-hf: %s", self.model_note)
-        if config.method in config.BNB_METHODS or config.method == "none":
+        if config.kind != "fake":
             return
         from qd_models.engine import quantize_, summarize_report
 

@@ -1,0 +1,69 @@
+"""`qd-hf` through the real lm_eval CLI on tiny random models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from qd_models.qd_hf import QDHFLM
+
+LANGS = ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")
+
+
+def _bpb(results: dict, lang: str) -> float:
+    return results["results"][f"qd_multilingual_ppl_{lang}"]["bits_per_byte,none"]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
+def test_method_none_equals_plain_hf(arch, tiny_model_dir, lm_eval_cli, tmp_path):
+    path = tiny_model_dir(arch)
+    common = ["--tasks", "qd_multilingual_ppl", "--device", "cpu", "--batch_size", "4"]
+    hf = lm_eval_cli(["--model", "hf", "--model_args", f"pretrained={path}", *common], tmp_path / "hf")
+    qd = lm_eval_cli(
+        ["--model", "qd-hf", "--model_args", f"pretrained={path},method=none", *common], tmp_path / "qd"
+    )
+    for lang in LANGS:
+        task = f"qd_multilingual_ppl_{lang}"
+        for metric, value in hf["results"][task].items():
+            if isinstance(value, float):
+                assert qd["results"][task][metric] == pytest.approx(value, rel=1e-6, abs=1e-6), (task, metric)
+    block = qd["config"]["quant_disparity"]
+    assert block["quant_config"]["method"] == "none"
+    assert block["baseline_note"] is None  # a user model, not the dequantized-GGUF default
+    # a random byte-level model: about 8 bits per byte, finite, on every language
+    assert all(math.isfinite(_bpb(qd, lang)) and 4 < _bpb(qd, lang) < 12 for lang in LANGS)
+
+
+def test_random_model_finishes_group_with_word_perplexity(tiny_model_dir, lm_eval_cli, tmp_path):
+    results = lm_eval_cli(
+        ["--model", "qd-hf", "--model_args", f"pretrained={tiny_model_dir('gpt2')}",
+         "--tasks", "qd_multilingual_ppl", "--device", "cpu", "--limit", "2"],
+        tmp_path,
+    )
+    en = results["results"]["qd_multilingual_ppl_en"]
+    assert en["word_perplexity,none"] > 1  # a number or inf, never a crash
+    assert "word_perplexity,none" not in results["results"]["qd_multilingual_ppl_zh"]
+
+
+def test_unknown_method_fails_before_loading(tmp_path):
+    missing = tmp_path / "does-not-exist"
+    with pytest.raises(ValueError) as err:
+        QDHFLM(pretrained=str(missing), method="gptq")
+    message = str(err.value)
+    assert "\n" not in message and "method" in message and "rtn" in message
+
+
+def test_cli_bad_argument_is_one_line_nonzero_exit(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "qd-hf", "--model_args",
+         f"pretrained={tiny_model_dir('llama')},method=rtn,bits=9", "--tasks", "qd_multilingual_ppl_en",
+         "--device", "cpu", "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "bits" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()  # no half-written outputs
