@@ -14,8 +14,8 @@ def language_metadata() -> dict[str, dict]:
     table = getattr(languages, "LANGUAGES", {})
     out = {}
     for code, record in table.items():
-        fields = record if isinstance(record, dict) else vars(record)
-        out[str(code)] = {"resource": fields.get("resource"), "joshi_class": fields.get("joshi_class")}
+        get = record.get if isinstance(record, dict) else lambda name: getattr(record, name, None)
+        out[str(code)] = {"resource": get("resource"), "joshi_class": get("joshi_class")}
     return out
 
 

@@ -287,7 +287,7 @@ def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]
             if value is None or isinstance(value, str):  # absent, or "N/A"
                 continue
             value = float(value)
-            if not math.isfinite(value):
+            if metric == "bits_per_byte" and not math.isfinite(value):
                 problems.append(f"{run.path}: {task} {metric} = {value} (degenerate run, kept and flagged)")
             rows.append((run.run_id, task, suite, lang, metric, value))
     return rows

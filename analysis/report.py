@@ -203,7 +203,7 @@ def _pct(value: float, digits: int = 2) -> str:
         return "n/a"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    return f"{100 * value:+.{digits}f}%"
+    return f"{100 * value:+.{digits}f}%" if abs(value) >= 0.01 else f"{100 * value:+.{digits}g}%"
 
 
 def _num(value, digits: int = 4) -> str:

@@ -229,3 +229,35 @@ def test_cli_bad_input_one_line_error(tmp_path, capsys):
 def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "analysis", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--hr" in proc.stdout
+
+
+FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "analysis" / "runs"
+
+
+def test_real_lm_eval_fixture_bits_per_byte_matches_samples():
+    """lm-eval's aggregate bits/byte equals -sum(ll)/sum(bytes)/ln 2 recomputed from its samples;
+    a random byte-level model sits near log2(vocab=259) bits per byte."""
+    runs = analysis.load_runs([FIXTURE_RUNS])
+    assert len(runs.runs) == 3 and runs.problems == []
+    for (run_id, lang), docs in runs.docs.groupby(["run_id", "lang"]):
+        recomputed = -docs.loglikelihood.sum() / docs.n_bytes.sum() / math.log(2)
+        reported = runs.aggregates[(runs.aggregates.run_id == run_id) & (runs.aggregates.lang == lang)
+                                   & (runs.aggregates.metric == "bits_per_byte")].value.item()
+        assert recomputed == pytest.approx(reported, rel=1e-9)
+        assert abs(reported - math.log2(259)) < 0.1
+    quantized = [run for run in runs.runs.values() if not run.is_baseline]
+    assert sorted(run.bits for run in quantized) == [3.0, 4.0] and all(run.model == "tiny-gpt2" for run in quantized)
+
+
+def test_cli_on_real_fixture(tmp_path):
+    assert main([str(FIXTURE_RUNS), "--out", str(tmp_path), "--n-resamples", "200"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "High-resource: de, en; low-resource: he, sw, yo" in report  # from qd_tasks.languages
+    degradation = __import__("pandas").read_csv(tmp_path / "tables" / "degradation.csv")
+    assert len(degradation) == 2 * 5 and (degradation.n_docs == 5).all()
+    assert ((degradation.ci_low <= degradation.degradation) & (degradation.degradation <= degradation.ci_high)).all()
+
+
+def test_language_metadata_from_package():
+    groups = analysis.resource_groups(["en", "zh", "he", "yo", "xx"])
+    assert groups == {"en": "high", "zh": "high", "he": "low", "yo": "low"}
