@@ -93,3 +93,26 @@ def run_lm_eval(args: list[str], output_path: Path, timeout: int = 600) -> dict:
 @pytest.fixture
 def lm_eval_cli():
     return run_lm_eval
+
+
+@pytest.fixture(scope="session")
+def qd_task_manager():
+    """A TaskManager over the qd tasks only (indexing lm-eval's 14k YAMLs costs ~20 s)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=False)
+
+
+@pytest.fixture
+def evaluate_in_process(qd_task_manager):
+    """``evaluate_in_process(model, model_args, tasks, **kw)`` -> lm-eval results dict."""
+    from lm_eval import simple_evaluate
+
+    def run(model: str, model_args: str, tasks: list[str], **kwargs) -> dict:
+        kwargs.setdefault("device", "cpu")
+        kwargs.setdefault("batch_size", 4)
+        return simple_evaluate(
+            model=model, model_args=model_args, tasks=tasks, task_manager=qd_task_manager, **kwargs
+        )
+
+    return run

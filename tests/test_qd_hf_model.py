@@ -15,31 +15,41 @@ def _bpb(results: dict, lang: str) -> float:
     return results["results"][f"qd_multilingual_ppl_{lang}"]["bits_per_byte,none"]
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
-def test_method_none_equals_plain_hf(arch, tiny_model_dir, lm_eval_cli, tmp_path):
-    path = tiny_model_dir(arch)
+def test_cli_method_none_equals_plain_hf(tiny_model_dir, lm_eval_cli, tmp_path):
+    """The real CLI in subprocesses, as a user runs it."""
+    path = tiny_model_dir("llama")
     common = ["--tasks", "qd_multilingual_ppl", "--device", "cpu", "--batch_size", "4"]
     hf = lm_eval_cli(["--model", "hf", "--model_args", f"pretrained={path}", *common], tmp_path / "hf")
     qd = lm_eval_cli(
         ["--model", "qd-hf", "--model_args", f"pretrained={path},method=none", *common], tmp_path / "qd"
     )
+    _assert_same_metrics(hf, qd)
+    block = qd["config"]["quant_disparity"]
+    assert block["quant_config"]["method"] == "none"
+    assert block["baseline_note"] is None  # a user model, not the dequantized-GGUF default
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "bloom"])
+def test_method_none_equals_plain_hf_in_process(arch, tiny_model_dir, evaluate_in_process):
+    path = tiny_model_dir(arch)
+    hf = evaluate_in_process("hf", f"pretrained={path}", ["qd_multilingual_ppl"])
+    qd = evaluate_in_process("qd-hf", f"pretrained={path},method=none", ["qd_multilingual_ppl"])
+    _assert_same_metrics(hf, qd)
+    # a random byte-level model: about 8 bits per byte, finite, on every language
+    assert all(math.isfinite(_bpb(qd, lang)) and 4 < _bpb(qd, lang) < 12 for lang in LANGS)
+
+
+def _assert_same_metrics(hf: dict, qd: dict) -> None:
     for lang in LANGS:
         task = f"qd_multilingual_ppl_{lang}"
         for metric, value in hf["results"][task].items():
             if isinstance(value, float):
                 assert qd["results"][task][metric] == pytest.approx(value, rel=1e-6, abs=1e-6), (task, metric)
-    block = qd["config"]["quant_disparity"]
-    assert block["quant_config"]["method"] == "none"
-    assert block["baseline_note"] is None  # a user model, not the dequantized-GGUF default
-    # a random byte-level model: about 8 bits per byte, finite, on every language
-    assert all(math.isfinite(_bpb(qd, lang)) and 4 < _bpb(qd, lang) < 12 for lang in LANGS)
 
 
-def test_random_model_finishes_group_with_word_perplexity(tiny_model_dir, lm_eval_cli, tmp_path):
-    results = lm_eval_cli(
-        ["--model", "qd-hf", "--model_args", f"pretrained={tiny_model_dir('gpt2')}",
-         "--tasks", "qd_multilingual_ppl", "--device", "cpu", "--limit", "2"],
-        tmp_path,
+def test_random_model_finishes_group_with_word_perplexity(tiny_model_dir, evaluate_in_process):
+    results = evaluate_in_process(
+        "qd-hf", f"pretrained={tiny_model_dir('gpt2')}", ["qd_multilingual_ppl"], limit=2
     )
     en = results["results"]["qd_multilingual_ppl_en"]
     assert en["word_perplexity,none"] > 1  # a number or inf, never a crash
