@@ -50,9 +50,9 @@ class Degradation:
 def deduplicate(runset: RunSet) -> tuple[list[str], list[str]]:
     """Run ids to use (the latest of each group of identical runs) and one line per duplicate."""
     by_key: dict[tuple, list[Run]] = {}
+    tasks_of = runset.aggregates.groupby("run_id")["task"].agg(lambda tasks: tuple(sorted(set(tasks)))).to_dict()
     for run in runset.runs.values():
-        tasks = tuple(sorted(runset.aggregates.loc[runset.aggregates.run_id == run.run_id, "task"].unique()))
-        by_key.setdefault((run.config_key, tasks), []).append(run)
+        by_key.setdefault((run.config_key, tasks_of.get(run.run_id, ())), []).append(run)
     kept, problems = [], []
     for group in by_key.values():
         group.sort(key=lambda run: (run.date or 0.0, run.run_id), reverse=True)
@@ -121,18 +121,20 @@ def degradation(
     pairs, problems = pair_runs(runset, baseline)
     problems = list(runset.problems) + problems
     rows, doc_frames, draws = [], [], {}
-    aggregates = runset.aggregates.pivot_table(index=["run_id", "suite", "lang"], columns="metric", values="value", aggfunc="first")
-    docs_by_run = dict(tuple(runset.docs.groupby("run_id"))) if len(runset.docs) else {}
+    aggregates: dict[tuple, dict] = {}
+    for run_id, suite, lang, metric, value in runset.aggregates[["run_id", "suite", "lang", "metric", "value"]].itertuples(index=False):
+        aggregates.setdefault((run_id, suite, lang), {}).setdefault(metric, value)
+    languages_of: dict[str, list] = {}
+    for run_id, suite, lang in aggregates:
+        languages_of.setdefault(run_id, []).append((suite, lang))
+    docs = _docs_by_language(runset.docs)
     for pair in pairs:
         quant, base = runset.runs[pair.quant_id], runset.runs[pair.base_id]
-        quant_docs = docs_by_run.get(quant.run_id)
-        base_docs = docs_by_run.get(base.run_id)
-        for (suite, lang), agg_q in _languages(aggregates, quant.run_id):
-            key = (base.run_id, suite, lang)
-            if key not in aggregates.index:
+        for suite, lang in languages_of.get(quant.run_id, []):
+            agg_q, agg_b = aggregates[(quant.run_id, suite, lang)], aggregates.get((base.run_id, suite, lang))
+            if agg_b is None:
                 continue
-            agg_b = aggregates.loc[key]
-            paired = _paired_docs(quant_docs, base_docs, suite, lang, quant, base, problems)
+            paired = _paired_docs(docs.get((quant.run_id, suite, lang)), docs.get((base.run_id, suite, lang)), f"{quant.run_id} vs {base.run_id} {suite}/{lang}", problems)
             row = {
                 "quant_id": quant.run_id,
                 "base_id": base.run_id,
@@ -145,29 +147,16 @@ def degradation(
                 "lang": lang,
             }
             if paired is not None:
-                nll_b, nll_q = -paired.loglikelihood_base.to_numpy(), -paired.loglikelihood_quant.to_numpy()
-                n_bytes = paired.n_bytes.to_numpy()
+                doc_ids, nll_q, nll_b, n_bytes = paired
                 bpb_b, bpb_q = nll_b.sum() / n_bytes.sum() / LN2, nll_q.sum() / n_bytes.sum() / LN2
                 rng = np.random.default_rng([random_state, zlib.crc32(f"{quant.run_id}|{suite}|{lang}".encode())])
                 lang_draws = stats.bootstrap_degradation_draws(nll_q, nll_b, n_resamples, rng)
                 draws[(quant.run_id, suite, lang)] = lang_draws
                 estimate = float(stats.relative_increase(nll_q.sum(), nll_b.sum()))
                 interval = stats.percentile_interval(estimate, lang_draws, confidence)
-                ci_source = f"paired bootstrap, {len(paired)} docs"
-                doc_frames.append(
-                    pd.DataFrame(
-                        {
-                            "quant_id": quant.run_id,
-                            "suite": suite,
-                            "lang": lang,
-                            "doc_id": paired.doc_id.to_numpy(),
-                            "nll_base": nll_b,
-                            "nll_quant": nll_q,
-                            "doc_degradation": stats.relative_increase(nll_q, nll_b),
-                        }
-                    )
-                )
-                n_docs = len(paired)
+                ci_source = f"paired bootstrap, {len(doc_ids)} docs"
+                doc_frames.append((quant.run_id, suite, lang, doc_ids, nll_b, nll_q))
+                n_docs = len(doc_ids)
             else:
                 bpb_b, bpb_q = agg_b.get("bits_per_byte", math.nan), agg_q.get("bits_per_byte", math.nan)
                 estimate = float(stats.relative_increase(bpb_q, bpb_b))
@@ -188,20 +177,29 @@ def degradation(
             )
             rows.append(row)
     table = pd.DataFrame(rows)
-    docs = pd.concat(doc_frames, ignore_index=True) if doc_frames else pd.DataFrame(
-        columns=["quant_id", "suite", "lang", "doc_id", "nll_base", "nll_quant", "doc_degradation"]
-    )
+    docs = _docs_frame(doc_frames)
     for row in rows:
         if row["flag"]:
             problems.append(f"{row['quant_id']} {row['suite']}/{row['lang']}: {row['flag']} (kept and flagged)")
     return Degradation(table=table, docs=docs, draws=draws, pairs=pairs, problems=problems, confidence=confidence)
 
 
-def _languages(aggregates: pd.DataFrame, run_id: str):
-    if run_id not in aggregates.index.get_level_values(0):
-        return []
-    block = aggregates.loc[run_id]
-    return [((suite, lang), block.loc[(suite, lang)]) for suite, lang in block.index]
+def _docs_frame(blocks: list[tuple]) -> pd.DataFrame:
+    """One row per paired document from (quant_id, suite, lang, doc_ids, nll_base, nll_quant) blocks."""
+    sizes = [len(block[3]) for block in blocks]
+    nll_base = np.concatenate([block[4] for block in blocks]) if blocks else np.array([])
+    nll_quant = np.concatenate([block[5] for block in blocks]) if blocks else np.array([])
+    return pd.DataFrame(
+        {
+            "quant_id": np.repeat([block[0] for block in blocks], sizes).astype(object),
+            "suite": np.repeat([block[1] for block in blocks], sizes).astype(object),
+            "lang": np.repeat([block[2] for block in blocks], sizes).astype(object),
+            "doc_id": np.concatenate([block[3] for block in blocks]).astype(object) if blocks else np.array([], dtype=object),
+            "nll_base": nll_base,
+            "nll_quant": nll_quant,
+            "doc_degradation": stats.relative_increase(nll_quant, nll_base),
+        }
+    )
 
 
 def _byte_ppl_rel_change(delta_bpb: float) -> float:
@@ -219,23 +217,31 @@ def _flag(bpb_base: float, bpb_quant: float) -> str:
     return ""
 
 
-def _paired_docs(quant_docs, base_docs, suite, lang, quant: Run, base: Run, problems: list[str]) -> pd.DataFrame | None:
-    """Documents of (suite, lang) present in both runs, or None (then aggregates are used)."""
-    if quant_docs is None or base_docs is None:
+def _docs_by_language(docs: pd.DataFrame) -> dict:
+    """{(run_id, suite, lang): {doc_id: (loglikelihood, n_bytes, text_hash)}} from the docs table."""
+    out: dict = {}
+    for row in docs[["run_id", "suite", "lang", "doc_id", "loglikelihood", "n_bytes", "text_hash"]].itertuples(index=False):
+        out.setdefault((row.run_id, row.suite, row.lang), {})[row.doc_id] = (row.loglikelihood, row.n_bytes, row.text_hash)
+    return out
+
+
+def _paired_docs(quant: dict | None, base: dict | None, where: str, problems: list[str]):
+    """(doc_ids, nll_quant, nll_base, n_bytes) over the documents both runs scored — each
+    (n_common,) — or None when either run lacks samples (then aggregates are used)."""
+    if not quant or not base:
         return None
-    q = quant_docs[(quant_docs.suite == suite) & (quant_docs.lang == lang)]
-    b = base_docs[(base_docs.suite == suite) & (base_docs.lang == lang)]
-    if q.empty or b.empty:
+    common = [doc_id for doc_id in base if doc_id in quant]
+    if any(quant[doc_id][2] != base[doc_id][2] for doc_id in common):
+        problems.append(f"{where}: same doc_id, different text; using aggregates only — compare runs of the same task version")
         return None
-    paired = q.merge(b, on="doc_id", suffixes=("_quant", "_base"))
-    if (paired.text_hash_quant != paired.text_hash_base).any():
-        problems.append(f"{quant.run_id} vs {base.run_id} {suite}/{lang}: same doc_id, different text; using aggregates only — compare runs of the same task version")
+    if len(common) < max(len(quant), len(base)):
+        problems.append(f"{where}: only {len(common)} of {len(quant)}/{len(base)} docs in common; degradation uses the common docs")
+    if not common:
         return None
-    if len(paired) < max(len(q), len(b)):
-        problems.append(f"{quant.run_id} vs {base.run_id} {suite}/{lang}: only {len(paired)} of {len(q)}/{len(b)} docs in common; degradation uses the common docs")
-    if len(paired) == 0:
-        return None
-    return paired.rename(columns={"n_bytes_quant": "n_bytes"})
+    nll_q = -np.array([quant[doc_id][0] for doc_id in common])
+    nll_b = -np.array([base[doc_id][0] for doc_id in common])
+    n_bytes = np.array([base[doc_id][1] for doc_id in common], dtype=float)
+    return np.array(common), nll_q, nll_b, n_bytes
 
 
 def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float = 0.01) -> pd.DataFrame:
@@ -252,47 +258,58 @@ def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float =
     rows = []
     if deg.table.empty:
         return pd.DataFrame(rows)
-    for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True):
-        block = block.set_index("lang")
-        hr = [lang for lang in block.index if groups.get(lang) == "high"]
-        lr = [lang for lang in block.index if groups.get(lang) == "low"]
-        valid = block.degradation.dropna()
+    doc_values: dict[tuple, list] = {}
+    for key, value in zip(zip(deg.docs.quant_id, deg.docs.suite, deg.docs.lang), deg.docs.doc_degradation.to_numpy()):
+        doc_values.setdefault(key, []).append(value)
+    blocks: dict[tuple, dict] = {}
+    for record in deg.table.to_dict("records"):
+        blocks.setdefault((record["quant_id"], record["suite"]), {})[record["lang"]] = record
+    for (quant_id, suite), by_lang in sorted(blocks.items()):
+        first = next(iter(by_lang.values()))
+        hr = [lang for lang in by_lang if groups.get(lang) == "high"]
+        lr = [lang for lang in by_lang if groups.get(lang) == "low"]
+        valid = {lang: r["degradation"] for lang, r in by_lang.items() if not math.isnan(r["degradation"])}
+        worst, best = (max(valid, key=valid.get), min(valid, key=valid.get)) if valid else ("", "")
         row = {
             "quant_id": quant_id,
             "suite": suite,
-            "model": block.model.iloc[0],
-            "label": block.label.iloc[0],
-            "bits": block.bits.iloc[0],
-            "effective_bits_per_weight": block.effective_bits_per_weight.iloc[0],
+            "model": first["model"],
+            "label": first["label"],
+            "bits": first["bits"],
+            "effective_bits_per_weight": first["effective_bits_per_weight"],
             "hr_langs": ",".join(hr),
             "lr_langs": ",".join(lr),
-            "worst_lang": valid.idxmax() if len(valid) else "",
-            "worst_degradation": float(valid.max()) if len(valid) else math.nan,
-            "best_lang": valid.idxmin() if len(valid) else "",
-            "best_degradation": float(valid.min()) if len(valid) else math.nan,
+            "worst_lang": worst,
+            "worst_degradation": valid.get(worst, math.nan),
+            "best_lang": best,
+            "best_degradation": valid.get(best, math.nan),
         }
         row["max_over_min"] = row["worst_degradation"] / row["best_degradation"] if row["best_degradation"] > 0 else math.nan
         row["max_over_min_note"] = "" if row["best_degradation"] > 0 else "undefined: smallest degradation <= 0"
-        d_hr = float(block.degradation[hr].mean()) if hr else math.nan
-        d_lr = float(block.degradation[lr].mean()) if lr else math.nan
+        d_hr = _mean([by_lang[lang]["degradation"] for lang in hr])
+        d_lr = _mean([by_lang[lang]["degradation"] for lang in lr])
         row.update(
             D_HR=d_hr,
             D_LR=d_lr,
-            delta_bpb_HR=float(block.delta_bpb[hr].mean()) if hr else math.nan,
-            delta_bpb_LR=float(block.delta_bpb[lr].mean()) if lr else math.nan,
+            delta_bpb_HR=_mean([by_lang[lang]["delta_bpb"] for lang in hr]),
+            delta_bpb_LR=_mean([by_lang[lang]["delta_bpb"] for lang in lr]),
             difference=d_lr - d_hr,
         )
         row["ratio"], row["ratio_note"] = _ratio(d_lr, d_hr, min_denominator)
         row.update(_group_intervals(deg, quant_id, suite, hr, lr, deg.confidence))
-        docs = deg.docs[(deg.docs.quant_id == quant_id) & (deg.docs.suite == suite)]
-        hr_docs = docs.doc_degradation[docs.lang.isin(hr)].to_numpy()
-        lr_docs = docs.doc_degradation[docs.lang.isin(lr)].to_numpy()
+        hr_docs = np.array([v for lang in hr for v in doc_values.get((quant_id, suite, lang), [])])
+        lr_docs = np.array([v for lang in lr for v in doc_values.get((quant_id, suite, lang), [])])
         row["welch_t"], row["welch_p"] = stats.welch_t_test(hr_docs, lr_docs)
         row["mannwhitney_u"], row["mannwhitney_p"] = stats.mann_whitney(hr_docs, lr_docs)
         row["cohens_d"] = stats.cohens_d(hr_docs, lr_docs)
         row["n_docs_HR"], row["n_docs_LR"] = len(hr_docs), len(lr_docs)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of a list (NaN propagates); NaN for an empty list."""
+    return float(np.mean(values)) if values else math.nan
 
 
 def _ratio(d_lr: float, d_hr: float, min_denominator: float) -> tuple[float, str]:

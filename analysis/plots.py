@@ -18,7 +18,7 @@ OTHER_COLOUR = "#7f7f7f"
 def save(fig, path: Path) -> Path:
     """Write ``fig`` as PNG and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
@@ -92,14 +92,14 @@ def rate_distortion_curves(table: pd.DataFrame, groups: dict[str, str], title: s
 
 
 def pareto(points: pd.DataFrame, front: pd.Series, y: str = "worst_degradation", title: str = ""):
-    """Worst-language degradation (%) vs effective bits/weight per run; front joined by a line."""
+    """Worst-language degradation (%) vs effective bits/weight per run; the Pareto-front runs
+    are joined by a line and labelled."""
     fig, ax = plt.subplots(figsize=(5.0, 3.8))
     x_values, y_values = points.effective_bits_per_weight.to_numpy(dtype=float), 100 * points[y].to_numpy(dtype=float)
     ax.scatter(x_values, y_values, color=OTHER_COLOUR)
-    for xi, yi, label in zip(x_values, y_values, points.label):
-        if np.isfinite(xi) and np.isfinite(yi):
-            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
     on_front = points[front.to_numpy()].sort_values("effective_bits_per_weight")
+    for xi, yi, label in zip(on_front.effective_bits_per_weight, 100 * on_front[y], on_front.label):
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.plot(on_front.effective_bits_per_weight, 100 * on_front[y], color="#2ca02c", marker="o", label="Pareto front")
     ax.set_xlabel("effective bits per weight")
     ax.set_ylabel(f"{y.replace('_', ' ')} (%)")
@@ -108,15 +108,15 @@ def pareto(points: pd.DataFrame, front: pd.Series, y: str = "worst_degradation",
     return fig, ax
 
 
-def scan_heatmap(matrix: pd.DataFrame, title: str = ""):
-    """Layer/block × language heatmap of degradation (%). matrix: (n_blocks, n_langs)."""
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * matrix.shape[1], 1.2 + 0.35 * matrix.shape[0]))
+def degradation_heatmap(matrix: pd.DataFrame, ylabel: str, title: str = ""):
+    """Rows × language heatmap of degradation (%). matrix: (n_rows, n_langs); NaN cells blank."""
+    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * matrix.shape[1], 1.2 + 0.3 * matrix.shape[0]))
     values = 100 * matrix.to_numpy(dtype=float)
     image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns)
-    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    ax.set_yticks(range(matrix.shape[0]), matrix.index, fontsize=7 if matrix.shape[0] > 20 else 9)
     ax.set_xlabel("language")
-    ax.set_ylabel("block")
+    ax.set_ylabel(ylabel)
     fig.colorbar(image, ax=ax, label="relative NLL increase D (%)")
-    ax.set_title(title or "Sensitivity scan", fontsize=9)
+    ax.set_title(title, fontsize=9)
     return fig, ax

@@ -19,7 +19,8 @@ from analysis.groups import resource_groups
 from analysis.loading import RunSet, load_runs
 
 PACKAGES = ("quant-disparity", "lm_eval", "torch", "transformers", "bitsandbytes", "numpy", "scipy", "pandas", "matplotlib")
-MAX_LANGUAGE_FIGURES = 8
+MAX_LANGUAGE_FIGURES = 3  # per-run bar charts; beyond that one run × language heatmap (keeps 100 runs < 5 s)
+MAX_RATE_DISTORTION_FIGURES = 3
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,16 @@ def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
                 row = corr[(corr.quant_id == quant_id) & (corr.suite == suite) & (corr.predictor == "tokens_per_byte")]
                 fig, _ = plots.predictor_scatter(merged, "tokens_per_byte", analysis.groups, row.iloc[0].to_dict() if len(row) else None, title)
                 figures["fertility"].append(plots.save(fig, folder / f"fertility_{_slug(quant_id)}_{_slug(suite)}.png"))
+    if not table.empty and table.groupby(["quant_id", "suite"]).ngroups > MAX_LANGUAGE_FIGURES:
+        for suite, block in table.groupby("suite"):
+            matrix = block.assign(run=block.label + " " + block.quant_id.str.split("/").str[0]).pivot_table(
+                index="run", columns="lang", values="degradation", aggfunc="first")
+            fig, _ = plots.degradation_heatmap(matrix, "run", f"Degradation by run and language — {suite}")
+            figures["degradation"].append(plots.save(fig, folder / f"degradation_overview_{_slug(suite)}.png"))
     if not analysis.rate_distortion.empty:
         fam = table.assign(family_key=table.quant_id.map(lambda r: relations.quant_config_family(analysis.runset.runs[r])))
-        for family_key, suite in analysis.rate_distortion[["family_key", "suite"]].drop_duplicates().itertuples(index=False):
+        families = analysis.rate_distortion[["family_key", "suite"]].drop_duplicates()
+        for family_key, suite in families.head(MAX_RATE_DISTORTION_FIGURES).itertuples(index=False):
             block = fam[(fam.family_key == family_key) & (fam.suite == suite)]
             title = f"{block.model.iloc[0]} {block.label.iloc[0].split('-w')[0]} — {suite}"
             fig, _ = plots.rate_distortion_curves(block, analysis.groups, title)
@@ -177,7 +185,7 @@ def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
             fig, _ = plots.pareto(block, block.on_front, title=f"Worst-language degradation vs size — {suite}")
             figures["pareto"].append(plots.save(fig, folder / f"pareto_{_slug(suite)}.png"))
     if not analysis.scan.empty:
-        fig, _ = plots.scan_heatmap(relations.scan_pivot(analysis.scan))
+        fig, _ = plots.degradation_heatmap(relations.scan_pivot(analysis.scan), "block", "Sensitivity scan")
         figures["scan"].append(plots.save(fig, folder / "scan_heatmap.png"))
     return figures
 
@@ -270,7 +278,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
             out += ["Some languages have aggregates only: CIs need `--log_samples` for both runs.", ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["degradation"]]
     if len(deg.table.groupby(["quant_id", "suite"])) > MAX_LANGUAGE_FIGURES if not deg.table.empty else False:
-        out.append(f"(Figures for the first {MAX_LANGUAGE_FIGURES} run/suite combinations only; all numbers are in tables/degradation.csv.)")
+        out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
     out.append("")
 
     out += ["## Disparity (low- vs high-resource)", ""]
@@ -317,6 +325,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         out += [f"Slope of ln D per extra bit (OLS, {level} t-interval; needs ≥ 3 bit widths):", "",
                 _md_table(["family", "suite", "lang", "bits", "n", "slope", "CI", "points with D ≤ 0 (left out)"], rows), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["rate_distortion"]] + [""]
+    if len(figures["rate_distortion"]) < len(analysis.rate_distortion[["family_key", "suite"]].drop_duplicates()) if not analysis.rate_distortion.empty else False:
+        out += [f"(Curves for the first {MAX_RATE_DISTORTION_FIGURES} families only; all slopes are in tables/rate_distortion.csv.)", ""]
     if not analysis.weight_mse_slopes.empty:
         rows = [[r.label, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", _num(r.theoretical_slope, 4)]
                 for r in analysis.weight_mse_slopes.itertuples()]
