@@ -18,6 +18,7 @@ OTHER_COLOUR = "#7f7f7f"
 def save(fig, path: Path) -> Path:
     """Write ``fig`` as PNG and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.subplots_adjust(left=0.2, bottom=0.2, right=0.95, top=0.88)  # fixed margins: bbox_inches="tight" doubles the cost
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -75,15 +76,17 @@ def predictor_scatter(table: pd.DataFrame, predictor: str, groups: dict[str, str
 
 
 def rate_distortion_curves(table: pd.DataFrame, groups: dict[str, str], title: str = ""):
-    """ln(degradation) vs bits, one line per language. table: rows of one family and suite
-    (columns lang, bits, degradation); non-positive degradations are not drawn."""
+    """ln(degradation) vs bits, one line per language (colour = resource class, marker =
+    language). table: rows of one family and suite (columns lang, bits, degradation);
+    non-positive degradations are not drawn."""
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
-    for lang, block in table.sort_values("bits").groupby("lang"):
+    markers = "osD^vP*Xh<>"
+    for i, (lang, block) in enumerate(table.sort_values("bits").groupby("lang")):
         block = block[block.degradation > 0]
         if block.empty:
             continue
-        ax.plot(block.bits, np.log(block.degradation), marker="o", label=lang,
-                color=RESOURCE_COLOURS.get(groups.get(lang)), alpha=0.85)
+        ax.plot(block.bits, np.log(block.degradation), marker=markers[i % len(markers)], label=lang,
+                color=RESOURCE_COLOURS.get(groups.get(lang), OTHER_COLOUR), alpha=0.85)
     ax.set_xlabel("bits per weight (nominal)")
     ax.set_ylabel("ln D (relative NLL increase)")
     ax.set_title(title or "Rate-distortion per language", fontsize=9)

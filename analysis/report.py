@@ -127,7 +127,7 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
 def _write_tables(analysis: Analysis, folder: Path) -> None:
     long = analysis.runset.long_table()
     long.to_csv(folder / "long_table.csv", index=False)
-    pd.DataFrame([_run_row(analysis.runset, run_id) for run_id in sorted(analysis.runset.runs)]).to_csv(folder / "runs.csv", index=False)
+    pd.DataFrame(_run_rows(analysis.runset)).to_csv(folder / "runs.csv", index=False)
     named = {
         "degradation": analysis.deg.table,
         "doc_degradation": analysis.deg.docs,
@@ -190,20 +190,25 @@ def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
     return figures
 
 
-def _run_row(runset: RunSet, run_id: str) -> dict:
-    run = runset.runs[run_id]
-    return {
-        "run_id": run_id,
-        "path": str(run.path),
-        "model": run.model,
-        "lm_eval_model": run.lm_eval_model,
-        "label": run.label,
-        "bits": run.bits,
-        "effective_bits_per_weight": run.effective_bits_per_weight,
-        "n_tasks": int(runset.aggregates.loc[runset.aggregates.run_id == run_id, "task"].nunique()),
-        "has_samples": bool((runset.docs.run_id == run_id).any()) if len(runset.docs) else False,
-        "quant_report": run.quant_report is not None,
-    }
+def _run_rows(runset: RunSet) -> list[dict]:
+    """One summary dict per run, sorted by run id."""
+    n_tasks = runset.aggregates.groupby("run_id")["task"].nunique().to_dict()
+    with_samples = set(runset.docs.run_id)
+    return [
+        {
+            "run_id": run_id,
+            "path": str(run.path),
+            "model": run.model,
+            "lm_eval_model": run.lm_eval_model,
+            "label": run.label,
+            "bits": run.bits,
+            "effective_bits_per_weight": run.effective_bits_per_weight,
+            "n_tasks": int(n_tasks.get(run_id, 0)),
+            "has_samples": run_id in with_samples,
+            "quant_report": run.quant_report is not None,
+        }
+        for run_id, run in sorted(runset.runs.items())
+    ]
 
 
 def _pct(value: float, digits: int = 2) -> str:
@@ -258,7 +263,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
 
     out += ["## Runs", ""]
     rows = [[r["run_id"], r["model"], r["lm_eval_model"], r["label"], _num(r["bits"]), _num(r["effective_bits_per_weight"]),
-             "yes" if r["has_samples"] else "no", f"`{r['path']}`"] for r in map(lambda i: _run_row(runset, i), sorted(runset.runs))]
+             "yes" if r["has_samples"] else "no", f"`{r['path']}`"] for r in _run_rows(runset)]
     out += [_md_table(["run", "model", "lm-eval model", "config", "bits", "eff. bits/weight", "samples", "file"], rows), ""]
     pairs = [[p.quant_id, p.base_id] for p in deg.pairs]
     if pairs:
