@@ -1,31 +1,263 @@
-"""Quantization configs resolved from flat ``--model_args`` scalars.
+"""Quantization config resolved from flat ``--model_args`` scalars.
 
-PLACEHOLDER INTERFACE (to be completed by the engine work): ``parse_qd_args`` pops the
-qd-specific keys from the lm-eval model kwargs, validates them and returns a frozen config
-plus the remaining kwargs for ``HFLM``.
+``parse_qd_args`` pops the qd-specific keys from lm-eval's model kwargs, converts CLI
+strings ("4", "true", "0;11", "[0, 11]") to typed values, validates them and returns a frozen
+:class:`QuantConfig` plus the remaining kwargs for ``HFLM``. Importing this module is cheap
+(no torch). Every invalid value raises a one-line ``ValueError`` naming the argument and the
+allowed values, before any model is loaded.
+
+Extending: register a new method with :func:`register_method`; add its extra arguments as
+fields of :class:`QuantConfig` with a converter in ``_CONVERTERS`` (``QD_ARGS`` is derived
+from the dataclass fields) and their checks in ``QuantConfig.__post_init__``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
-METHODS = ("none",)
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How a method is applied: ``kind`` is ``none``, ``fake`` (our weight-only
+    quantize->dequantize) or ``bnb`` (bitsandbytes at load time)."""
+
+    kind: str
+    clips: tuple[str, ...] = ("none",)
+    default_clip: str = "none"
+    fixed_bits: int | None = None
+
+
+METHODS: dict[str, MethodSpec] = {
+    "none": MethodSpec(kind="none"),
+    "rtn": MethodSpec(kind="fake"),
+    "aciq": MethodSpec(kind="fake", clips=("gauss", "laplace", "auto"), default_clip="auto"),
+    "mse": MethodSpec(kind="fake"),
+    "nf4": MethodSpec(kind="bnb", fixed_bits=4),
+    "fp4": MethodSpec(kind="bnb", fixed_bits=4),
+    "int8": MethodSpec(kind="bnb", fixed_bits=8),
+}
+
+FAKE_QUANT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+GRANULARITIES = ("tensor", "channel", "group")
+KEEP_BY = ("magnitude",)
+KEEP_TOP_SCOPES = ("layer", "global")
+IDENTITY_BITS = 16
+
+
+def register_method(name: str, spec: MethodSpec) -> None:
+    """Add a quantization method (e.g. ``laaciq``) to the allowed ``method`` values."""
+    if name in METHODS:
+        raise ValueError(f"method={name!r} is already registered")
+    METHODS[name] = spec
+
+
+def _allowed(values) -> str:
+    return ", ".join(str(v) for v in values)
 
 
 @dataclass(frozen=True)
 class QuantConfig:
+    """Resolved, validated quantization settings (see the README argument table).
+
+    Method-specific fields left ``None`` are resolved to their defaults for methods that use
+    them and must stay ``None`` for methods that do not (e.g. ``granularity`` with ``nf4``).
+    """
+
     method: str = "none"
+    bits: int | None = None
+    granularity: str | None = None
+    group_size: int | None = None
+    symmetric: bool | None = None
+    clip: str | None = None
+    keep_top: float = 0.0
+    keep_top_scope: str | None = None
+    keep_by: str | None = None
+    keep_layers: tuple[int, ...] = ()
+    keep: tuple[str, ...] = ()
+    quantize_embeddings: bool = False
+    quantize_lm_head: bool = False
+    save_to: str | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not allowed; allowed: {', '.join(METHODS)}")
+            raise ValueError(f"method={self.method!r} is not allowed; allowed: {_allowed(METHODS)}")
+        spec = METHODS[self.method]
+        if spec.kind == "fake":
+            self._resolve_fake(spec)
+        else:
+            self._reject_fake_options(spec)
+        for name in ("quantize_embeddings", "quantize_lm_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def _resolve_fake(self, spec: MethodSpec) -> None:
+        self._set("bits", 4 if self.bits is None else self.bits)
+        if self.bits not in FAKE_QUANT_BITS:
+            raise ValueError(f"bits={self.bits!r} is not allowed for method={self.method}; allowed: 2..8, or 16 (identity)")
+        self._set("granularity", self.granularity or "channel")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity={self.granularity!r} is not allowed; allowed: {_allowed(GRANULARITIES)}")
+        if self.granularity == "group":
+            self._set("group_size", 128 if self.group_size is None else self.group_size)
+            if not (isinstance(self.group_size, int) and self.group_size > 0):
+                raise ValueError(f"group_size={self.group_size!r} is not allowed; allowed: a positive integer")
+        elif self.group_size is not None:
+            raise ValueError(f"group_size={self.group_size!r} is not allowed with granularity={self.granularity}; allowed: unset (or granularity=group)")
+        self._set("symmetric", True if self.symmetric is None else self.symmetric)
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"symmetric={self.symmetric!r} is not allowed; allowed: true, false")
+        self._set("clip", self.clip or spec.default_clip)
+        if self.clip not in spec.clips:
+            raise ValueError(f"clip={self.clip!r} is not allowed for method={self.method}; allowed: {_allowed(spec.clips)}")
+        if not (0.0 <= self.keep_top <= 100.0):
+            raise ValueError(f"keep_top={self.keep_top!r} is not allowed; allowed: a percentage in [0, 100]")
+        if self.keep_top > 0:
+            self._set("keep_by", self.keep_by or "magnitude")
+            self._set("keep_top_scope", self.keep_top_scope or "layer")
+        if self.keep_by is not None and self.keep_by not in KEEP_BY:
+            raise ValueError(f"keep_by={self.keep_by!r} is not allowed; allowed: {_allowed(KEEP_BY)}")
+        if self.keep_top_scope is not None and self.keep_top_scope not in KEEP_TOP_SCOPES:
+            raise ValueError(f"keep_top_scope={self.keep_top_scope!r} is not allowed; allowed: {_allowed(KEEP_TOP_SCOPES)}")
+        if self.keep_top == 0 and (self.keep_by is not None or self.keep_top_scope is not None):
+            raise ValueError("keep_by/keep_top_scope are not allowed without keep_top; allowed: set keep_top in (0, 100]")
+        if any(layer < 0 for layer in self.keep_layers):
+            raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
+
+    def _reject_fake_options(self, spec: MethodSpec) -> None:
+        if spec.fixed_bits is not None and self.bits is not None and self.bits != spec.fixed_bits:
+            raise ValueError(f"bits={self.bits!r} is not allowed for method={self.method}; allowed: {spec.fixed_bits} (or unset)")
+        if spec.kind == "none" and self.bits not in (None, IDENTITY_BITS):
+            raise ValueError(f"bits={self.bits!r} is not allowed for method=none; allowed: unset or 16")
+        self._set("bits", spec.fixed_bits or IDENTITY_BITS)
+        given = [
+            name
+            for name in ("granularity", "group_size", "symmetric", "clip", "keep_by", "keep_top_scope")
+            if getattr(self, name) not in (None, "none")
+        ]
+        given += [name for name in ("keep_top", "keep_layers", "keep") if getattr(self, name)]
+        given += [name for name in ("quantize_embeddings", "quantize_lm_head") if getattr(self, name)]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} not allowed with method={self.method}; allowed with methods: "
+                f"{_allowed(m for m, s in METHODS.items() if s.kind == 'fake')}"
+            )
+        self._set("clip", "none")
+
+    @property
+    def kind(self) -> str:
+        """``none`` | ``fake`` | ``bnb``."""
+        return METHODS[self.method].kind
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable resolved config."""
+        out = asdict(self)
+        out["keep_layers"] = list(self.keep_layers)
+        out["keep"] = list(self.keep)
+        return out
 
 
-QD_ARGS = ("method",)
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name}={value!r} is not allowed; allowed: true, false")
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: an integer") from None
+
+
+def _to_float(name: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: a number") from None
+
+
+def _to_str(name: str, value: Any) -> str:
+    return str(value).strip().lower()
+
+
+def _split(value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [part for part in re.split(r"[;,]", str(value)) if part.strip()]
+
+
+def _to_layers(name: str, value: Any) -> tuple[int, ...]:
+    return tuple(sorted({_to_int(name, part) for part in _split(value)}))
+
+
+def _to_patterns(name: str, value: Any) -> tuple[str, ...]:
+    patterns = tuple(str(part).strip() for part in _split(value))
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as err:
+                raise ValueError(f"{name}={pattern!r} is not allowed ({err}); allowed: exact module names or re:<regex>") from None
+    return patterns
+
+
+def _to_path(name: str, value: Any) -> str:
+    return str(value)
+
+
+_CONVERTERS = {
+    "method": _to_str,
+    "bits": _to_int,
+    "granularity": _to_str,
+    "group_size": _to_int,
+    "symmetric": _to_bool,
+    "clip": _to_str,
+    "keep_top": _to_float,
+    "keep_top_scope": _to_str,
+    "keep_by": _to_str,
+    "keep_layers": _to_layers,
+    "keep": _to_patterns,
+    "quantize_embeddings": _to_bool,
+    "quantize_lm_head": _to_bool,
+    "save_to": _to_path,
+}
+
+QD_ARGS = tuple(f.name for f in fields(QuantConfig))
 
 
 def parse_qd_args(kwargs: dict) -> tuple[QuantConfig, dict]:
-    """Split lm-eval model kwargs into (QuantConfig, remaining HFLM kwargs)."""
+    """Split lm-eval model kwargs into (QuantConfig, remaining HFLM kwargs).
+
+    ``None`` values (lm-eval's Python parser turns the string ``none`` into ``None``) mean
+    "unset", except for ``method``/``clip`` where they mean ``none``.
+    """
     rest = dict(kwargs)
-    qd = {k: rest.pop(k) for k in QD_ARGS if k in rest}
-    return QuantConfig(**qd), rest
+    typed: dict[str, Any] = {}
+    for name in QD_ARGS:
+        if name not in rest:
+            continue
+        value = rest.pop(name)
+        if value is None:
+            if name in ("method", "clip"):
+                typed[name] = "none"
+            continue
+        typed[name] = _CONVERTERS[name](name, value)
+    return QuantConfig(**typed), rest

@@ -1,0 +1,382 @@
+"""Walk a transformers model and fake-quantize its weights in place, one layer at a time.
+
+Selection (``quantize_``): the weights of ``nn.Linear`` and transformers' ``Conv1D`` modules
+(GPT-2 stores Conv1D weights as ``[in, out]``; they are transposed to ``[out, in]`` so that
+"channel" always means an output channel). Skipped by default: embeddings, ``lm_head``, a weight
+tied between them (quantized only when both ``quantize_embeddings`` and ``quantize_lm_head``
+are on), norms, biases and every other parameter. Kept in original precision (counted in the
+effective bits): modules in ``keep_layers`` blocks, modules matching ``keep`` (exact names or
+``re:<regex>`` matched with ``re.fullmatch``), modules ``filter_fn(module, name)`` rejects,
+and the ``keep_top`` % largest-|w| weights of each quantized layer (``keep_top_scope=global``:
+one |w| threshold over all quantized layers, from a 65536-bin histogram, so at least
+``keep_top`` % is kept, over by less than one bin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import QuantConfig
+from .quant import clip_range, fake_quantize, to_blocks, top_fraction_mask, weight_stats
+from .report import json_safe, quantized_layer_bits, summary
+
+BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)(?:\.|$)")
+"""Transformer block index in a module name: ``model.layers.3.``, ``transformer.h.3.``."""
+
+GLOBAL_HISTOGRAM_BINS = 65536
+REPORT_FILENAME = "quant_report.json"
+
+FilterFn = Callable[[nn.Module, str], bool]
+
+
+def _conv1d_type():
+    from transformers.pytorch_utils import Conv1D
+
+    return Conv1D
+
+
+@dataclass
+class _Target:
+    name: str  # module name
+    param_name: str
+    module: nn.Module
+    layout: str  # linear | conv1d | embedding
+    status: str  # quantize | keep
+    reason: str = ""
+
+    def oriented(self) -> torch.Tensor:
+        """float32 weight ``[out, in]`` (a view when the weight already is float32)."""
+        weight = self.module.weight.detach()
+        weight = weight.t() if self.layout == "conv1d" else weight
+        return weight.float().contiguous()
+
+    def write(self, oriented: torch.Tensor) -> None:
+        self.module.weight.data.copy_(oriented.t() if self.layout == "conv1d" else oriented)
+
+
+def block_index(name: str) -> int | None:
+    """Transformer block index in a module name, or ``None``."""
+    match = BLOCK_INDEX.search(name)
+    return int(match.group(1)) if match else None
+
+
+def num_blocks(hf_config) -> int | None:
+    """Number of transformer blocks from a ``PretrainedConfig`` (text config if nested)."""
+    for cfg in (getattr(hf_config, "text_config", None), hf_config):
+        for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+            value = getattr(cfg, attr, None) if cfg is not None else None
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def validate_for_model(config: QuantConfig, hf_config) -> None:
+    """Checks that need only the model's ``PretrainedConfig`` (call before loading weights)."""
+    if config.keep_layers:
+        count = num_blocks(hf_config)
+        if count is not None and max(config.keep_layers) >= count:
+            raise ValueError(f"keep_layers={list(config.keep_layers)} is out of range; allowed: block indices 0..{count - 1}")
+    if config.granularity == "group":
+        text = getattr(hf_config, "text_config", None) or hf_config
+        for attr in ("hidden_size", "n_embd", "intermediate_size"):
+            dim = getattr(text, attr, None)
+            if isinstance(dim, int) and dim % config.group_size:
+                raise ValueError(f"group_size={config.group_size} does not divide {attr}={dim}; allowed: a divisor of every quantized layer's input dim")
+
+
+def bnb_from_pretrained_kwargs(config: QuantConfig) -> dict:
+    """``from_pretrained`` kwargs for bitsandbytes methods (``{}`` for the others)."""
+    if config.kind != "bnb":
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    if config.method == "int8":
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.method)}
+
+
+def _layout(module: nn.Module) -> str | None:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, _conv1d_type()):
+        return "conv1d"
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    return None
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> str | None:
+    for pattern in patterns:
+        if (pattern[3:] and re.fullmatch(pattern[3:], name)) if pattern.startswith("re:") else name == pattern:
+            return pattern
+    return None
+
+
+def _select(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None) -> tuple[list[_Target], set[int]]:
+    """Quantization candidates (status quantize | keep) and the ids of their weights."""
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied_id = id(head.weight) if head is not None and embedding is not None and head.weight is embedding.weight else None
+    targets, seen, used_patterns = [], set(), set()
+    for name, module in model.named_modules():
+        layout = _layout(module)
+        if layout is None or id(module.weight) in seen:
+            continue
+        if id(module.weight) == tied_id:
+            if not (config.quantize_embeddings and config.quantize_lm_head):
+                continue
+        elif module is head or name.split(".")[-1] == "lm_head":
+            if not config.quantize_lm_head:
+                continue
+        elif layout == "embedding" and not config.quantize_embeddings:
+            continue
+        seen.add(id(module.weight))
+        target = _Target(name, f"{name}.weight" if name else "weight", module, layout, "quantize")
+        block = block_index(name)
+        pattern = _matches(name, config.keep)
+        if block is not None and block in config.keep_layers:
+            target.status, target.reason = "keep", f"keep_layers:{block}"
+        elif pattern is not None:
+            used_patterns.add(pattern)
+            target.status, target.reason = "keep", f"keep:{pattern}"
+        elif filter_fn is not None and not filter_fn(module, name):
+            target.status, target.reason = "keep", "filter_fn"
+        targets.append(target)
+    unused = [p for p in config.keep if p not in used_patterns]
+    if unused:
+        raise ValueError(f"keep={';'.join(unused)} matches no quantizable module; allowed: exact module names or re:<regex> (fullmatch)")
+    return targets, seen
+
+
+def _skip_reason(param_name: str) -> str:
+    lowered = param_name.lower()
+    if lowered.endswith("bias"):
+        return "bias"
+    if "norm" in lowered or "ln_" in lowered:
+        return "norm"
+    if "embed" in lowered or "wte" in lowered or "wpe" in lowered:
+        return "embedding"
+    if "lm_head" in lowered:
+        return "lm_head"
+    return "other"
+
+
+def _global_threshold(targets: list[_Target], percent: float) -> float:
+    """|w| threshold keeping at least ``percent`` % of all quantized weights."""
+    quantized = [t for t in targets if t.status == "quantize"]
+    total = sum(t.module.weight.numel() for t in quantized)
+    wanted = round(percent / 100.0 * total)
+    if wanted == 0:
+        return float("inf")
+    top = max(float(t.module.weight.detach().abs().max()) for t in quantized)
+    counts = torch.zeros(GLOBAL_HISTOGRAM_BINS, dtype=torch.float64)
+    for target in quantized:
+        counts += torch.histc(target.module.weight.detach().float().abs(), GLOBAL_HISTOGRAM_BINS, 0.0, top).double()
+    from_top = counts.flip(0).cumsum(0)
+    bins_from_top = int(torch.searchsorted(from_top, torch.tensor(float(wanted), dtype=torch.float64)))
+    return top * (GLOBAL_HISTOGRAM_BINS - 1 - bins_from_top) / GLOBAL_HISTOGRAM_BINS
+
+
+def _bits_of(param: torch.Tensor) -> int:
+    return param.element_size() * 8
+
+
+def quantize_(
+    model: nn.Module,
+    config: QuantConfig,
+    filter_fn: FilterFn | None = None,
+    keep_originals: dict[str, torch.Tensor] | None = None,
+) -> dict:
+    """Fake-quantize ``model``'s selected weights in place (quantize -> dequantize, layer by
+    layer, no model copy) and return the JSON-serialisable report.
+
+    ``filter_fn(module, name) -> bool``: False keeps the module in original precision.
+    ``keep_originals``: if a dict, receives CPU copies of every modified weight (by parameter
+    name) for :func:`restore_`. For bitsandbytes methods (already quantized at load) only the
+    report is built.
+    """
+    if config.kind == "bnb":
+        return _bnb_report(model, config)
+    targets, target_ids = _select(model, config, filter_fn)
+    if config.kind == "fake" and config.granularity == "group":
+        for target in targets:
+            if target.status == "quantize":
+                shape = target.module.weight.shape
+                in_dim = shape[0] if target.layout == "conv1d" else shape[1]
+                if in_dim % config.group_size:
+                    raise ValueError(
+                        f"group_size={config.group_size} does not divide the input dim {in_dim} of {target.name}; allowed: a divisor of every quantized layer's input dim"
+                    )
+    active = config.kind == "fake" and config.bits != 16
+    threshold = None
+    if active and config.keep_top > 0 and config.keep_top_scope == "global":
+        threshold = _global_threshold(targets, config.keep_top)
+    layers, storage_bits, counts = [], 0, {"quantized": 0, "kept": 0, "nonfinite": 0}
+    for target in targets:
+        param = target.module.weight
+        value_bits = _bits_of(param)
+        weight = target.oriented()
+        stats = weight_stats(weight)
+        layer = {"name": target.name, "kind": target.layout, "shape": list(param.shape), "numel": param.numel(), **stats}
+        counts["nonfinite"] += stats["nonfinite"]
+        if not active or target.status == "keep":
+            layer.update(status="kept" if target.status == "keep" else "unchanged", reason=target.reason or config.method,
+                         rel_mse=0.0, kept_fraction=1.0, bits_per_weight=float(value_bits))
+            storage_bits += value_bits * param.numel()
+            counts["kept"] += param.numel()
+            layers.append(layer)
+            continue
+        blocks = to_blocks(weight, config.granularity, config.group_size)
+        if threshold is not None:
+            kept = weight.abs() >= threshold
+        elif config.keep_top > 0:
+            kept = top_fraction_mask(weight.abs(), config.keep_top)
+        else:
+            kept = None
+        valid = None if kept is None else (~kept).float().view_as(blocks)
+        low, high, info = clip_range(blocks, config.method, config.bits, config.symmetric, config.clip, valid)
+        quantized = fake_quantize(blocks, low, high, config.bits, config.symmetric).view_as(weight)
+        n_kept = 0
+        if kept is not None:
+            n_kept = int(kept.sum())
+            quantized[kept] = weight[kept]
+        norm = float(weight.square().sum())
+        error = float((quantized - weight).square_().sum())
+        alpha_over_sigma = info["alpha"] / info["sigma"]
+        bits = quantized_layer_bits(param.numel(), blocks.shape[0], config.bits, config.symmetric, n_kept, value_bits)
+        layer.update(
+            status="quantized",
+            n_blocks=blocks.shape[0],
+            rel_mse=error / norm if norm > 0 else float("nan"),
+            alpha_over_sigma={k: float(getattr(alpha_over_sigma, k)()) for k in ("mean", "min", "max")},
+            kept_fraction=n_kept / param.numel(),
+            bits_per_weight=bits / param.numel(),
+        )
+        if "laplace" in info:
+            layer["laplace_fraction"] = float(info["laplace"].float().mean())
+        if "ratio" in info:
+            layer["clip_ratio"] = {k: float(getattr(info["ratio"], k)()) for k in ("mean", "min", "max")}
+        if keep_originals is not None:
+            keep_originals[target.param_name] = param.detach().to("cpu", copy=True)
+        target.write(quantized)
+        storage_bits += bits
+        counts["quantized"] += param.numel() - n_kept
+        counts["kept"] += n_kept
+        layers.append(layer)
+        del weight, blocks, quantized, valid, kept
+    skipped, skipped_bits = [], 0
+    for param_name, param in model.named_parameters(remove_duplicate=True):
+        if id(param) in target_ids:
+            continue
+        skipped.append({"name": param_name, "numel": param.numel(), "reason": _skip_reason(param_name)})
+        skipped_bits += _bits_of(param) * param.numel()
+    candidates = counts["quantized"] + counts["kept"]
+    original_bits = skipped_bits + sum(_bits_of(t.module.weight) * t.module.weight.numel() for t in targets)
+    report = {
+        "config": config.to_dict(),
+        "package_version": __version__,
+        "totals": {
+            "params_quantized": counts["quantized"],
+            "params_kept": counts["kept"],
+            "params_skipped": sum(s["numel"] for s in skipped),
+            "layers_quantized": sum(layer["status"] == "quantized" for layer in layers),
+            "layers_kept": sum(layer["status"] == "kept" for layer in layers),
+            "effective_bits_per_weight": storage_bits / candidates if candidates else float("nan"),
+            "estimated_size_bytes": (storage_bits + skipped_bits) // 8,
+            "original_size_bytes": original_bits // 8,
+            "nonfinite_weights": counts["nonfinite"],
+        },
+        "layers": layers,
+        "skipped": skipped,
+    }
+    return json_safe(report)
+
+
+def _bnb_report(model: nn.Module, config: QuantConfig) -> dict:
+    """Report for a model bitsandbytes quantized at load: 4-bit codes plus one fp32 absmax per
+    block (nf4/fp4), or 8-bit codes plus one fp32 scale per output row (int8)."""
+    import bitsandbytes as bnb
+
+    layers, storage_bits, quantized_params, seen = [], 0, 0, set()
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            numel = module.in_features * module.out_features
+            block = module.weight.quant_state.blocksize if module.weight.quant_state is not None else 64
+            bits = numel * 4 + (numel // block) * 32
+        elif isinstance(module, bnb.nn.Linear8bitLt):
+            numel = module.in_features * module.out_features
+            bits = numel * 8 + module.out_features * 32
+        else:
+            continue
+        seen.add(id(module.weight))
+        layers.append({"name": name, "kind": type(module).__name__, "shape": [module.out_features, module.in_features],
+                       "numel": numel, "status": "quantized", "bits_per_weight": bits / numel})
+        storage_bits += bits
+        quantized_params += numel
+    skipped, skipped_bits = [], 0
+    for param_name, param in model.named_parameters(remove_duplicate=True):
+        if id(param) in seen:
+            continue
+        skipped.append({"name": param_name, "numel": param.numel(), "reason": _skip_reason(param_name)})
+        skipped_bits += _bits_of(param) * param.numel()
+    return json_safe({
+        "config": config.to_dict(),
+        "package_version": __version__,
+        "totals": {
+            "params_quantized": quantized_params,
+            "params_kept": 0,
+            "params_skipped": sum(s["numel"] for s in skipped),
+            "layers_quantized": len(layers),
+            "layers_kept": 0,
+            "effective_bits_per_weight": storage_bits / quantized_params if quantized_params else float("nan"),
+            "estimated_size_bytes": (storage_bits + skipped_bits) // 8,
+            "original_size_bytes": None,
+            "nonfinite_weights": None,
+        },
+        "layers": layers,
+        "skipped": skipped,
+    })
+
+
+def restore_(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
+    """Copy weights saved by ``quantize_(..., keep_originals=originals)`` back into ``model``."""
+    for param_name, original in originals.items():
+        model.get_parameter(param_name).data.copy_(original)
+
+
+def save_quantized(model: nn.Module, tokenizer, directory: str | os.PathLike, report: dict) -> str:
+    """Write ``model`` (dequantized weights, HF format, loadable by ``--model hf``), its
+    tokenizer and ``quant_report.json`` to ``directory``; return the report path."""
+    os.makedirs(directory, exist_ok=True)
+    model.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    path = os.path.join(directory, REPORT_FILENAME)
+    write_report(report, path)
+    return path
+
+
+def write_report(report: dict, path: str | os.PathLike) -> None:
+    """Strict JSON (non-finite numbers already mapped to null)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=1, allow_nan=False)
+
+
+__all__ = [
+    "bnb_from_pretrained_kwargs",
+    "block_index",
+    "quantize_",
+    "restore_",
+    "save_quantized",
+    "summary",
+    "validate_for_model",
+    "write_report",
+]

@@ -1,0 +1,236 @@
+"""Pure tensor functions for weight-only fake quantization (quantize -> dequantize).
+
+Shapes: a weight is oriented ``[out, in]`` (one row per output channel) and reshaped to
+``blocks`` of shape ``[n_blocks, block_len]``: ``tensor`` -> ``[1, out*in]``, ``channel`` ->
+``[out, in]``, ``group`` -> ``[out*in/g, g]`` (consecutive input weights of one row).
+Per-block quantities (ranges, scales, ratios) have shape ``[n_blocks, 1]``. All maths runs in
+float32. ``valid`` (optional, float 0/1, shape of ``blocks``) marks the weights that will be
+quantized; entries with 0 (kept in original precision) are ignored by every statistic.
+
+Grids (2^bits uniformly spaced levels, Delta = range / (2^bits - 1); the end levels sit on
+the range ends, so a clipped value maps exactly to the clip value as ACIQ's clipping term
+assumes, and the error is <= Delta/2 inside the range):
+
+* symmetric: levels ``-alpha + k*Delta``, k = 0..2^bits-1 (an even count of levels: no exact
+  zero, every level used);
+* asymmetric: ``[low, high]`` (always widened to contain 0) with an integer zero point
+  round(-low/Delta), so zero is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .aciq import aciq_constant
+
+AUTO_LAPLACE_KURTOSIS = 1.5
+"""``clip=auto``: a block whose excess kurtosis exceeds this uses the Laplace prior
+(Gaussian: 0, Laplace: 3; 1.5 is the midpoint), otherwise the Gaussian prior."""
+
+MSE_COARSE_STEPS = 20
+"""``method=mse``: coarse grid of clip ratios r = k/20, k = 1..20, times the block's absmax
+(symmetric) or its [min, max] (asymmetric) ..."""
+
+MSE_REFINE_STEPS = 12
+"""... then golden-section search per block in [r* - 1/20, r* + 1/20] (12 steps, bracket
+shrinks to 0.1 * 0.618^12 ~ 3e-4); the best ratio ever evaluated is returned."""
+
+
+def to_blocks(weight: Tensor, granularity: str, group_size: int | None = None) -> Tensor:
+    """``[out, in]`` -> ``[n_blocks, block_len]`` (a view of a contiguous weight)."""
+    if granularity == "tensor":
+        return weight.reshape(1, -1)
+    if granularity == "channel":
+        return weight
+    if granularity == "group":
+        if weight.shape[1] % group_size:
+            raise ValueError(
+                f"group_size={group_size} does not divide input dim {weight.shape[1]}; allowed: a divisor of every quantized layer's input dim"
+            )
+        return weight.reshape(-1, group_size)
+    raise ValueError(f"granularity={granularity!r} is not allowed; allowed: tensor, channel, group")
+
+
+def _count(blocks: Tensor, valid: Tensor | None) -> Tensor:
+    if valid is None:
+        return torch.full((blocks.shape[0], 1), float(blocks.shape[1]), dtype=blocks.dtype, device=blocks.device)
+    return valid.sum(1, keepdim=True).clamp_min_(1.0)
+
+
+def _masked(blocks: Tensor, valid: Tensor | None) -> Tensor:
+    return blocks if valid is None else blocks * valid
+
+
+def min_max(blocks: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-block (min, max) of the valid entries, widened to contain 0; ``[n, 1]`` each."""
+    masked = _masked(blocks, valid)
+    return masked.amin(1, keepdim=True).clamp_max_(0.0), masked.amax(1, keepdim=True).clamp_min_(0.0)
+
+
+def absmax(blocks: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Per-block max |x| over valid entries, ``[n, 1]``."""
+    low, high = min_max(blocks, valid)
+    return torch.maximum(-low, high)
+
+
+def block_moments(blocks: Tensor, valid: Tensor | None, centered: bool, kurtosis: bool) -> dict[str, Tensor]:
+    """Per-block ``center``, ``sigma`` (RMS about center), ``b`` (mean |x - center|) and,
+    if asked, excess ``kurtosis`` m4/m2^2 - 3; each ``[n, 1]``. ``centered=False`` uses 0."""
+    count = _count(blocks, valid)
+    if centered:
+        center = _masked(blocks, valid).sum(1, keepdim=True) / count
+        dev = _masked(blocks - center, valid)
+    else:
+        center = torch.zeros_like(count)
+        dev = _masked(blocks, valid)
+    out = {"center": center, "b": dev.abs().sum(1, keepdim=True) / count}
+    sq = dev.square()
+    m2 = sq.sum(1, keepdim=True) / count
+    out["sigma"] = m2.sqrt()
+    if kurtosis:
+        m4 = sq.square_().sum(1, keepdim=True) / count
+        out["kurtosis"] = m4 / m2.square() - 3.0
+    return out
+
+
+def fake_quantize(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool) -> Tensor:
+    """Quantize then dequantize ``blocks`` to the grid given by per-block ``[low, high]``
+    (symmetric uses ``alpha = high``). Blocks with an empty range come back unchanged."""
+    top = 2**bits - 1
+    if symmetric:
+        step = high * (2.0 / top)
+        out = blocks / step
+        out.add_(top / 2).round_().clamp_(0, top).sub_(top / 2).mul_(step)
+    else:
+        step = (high - low) / top
+        zero_point = torch.round(-low / step)
+        out = blocks / step
+        out.round_().add_(zero_point).clamp_(0, top).sub_(zero_point).mul_(step)
+    empty = ~(step > 0).squeeze(1)
+    if bool(empty.any()):
+        out[empty] = blocks[empty]
+    return out
+
+
+def _squared_error(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool, valid: Tensor | None) -> Tensor:
+    err = fake_quantize(blocks, low, high, bits, symmetric).sub_(blocks).square_()
+    if valid is not None:
+        err.mul_(valid)
+    return err.sum(1, keepdim=True)
+
+
+def mse_clip_ratio(blocks: Tensor, bits: int, symmetric: bool, valid: Tensor | None = None) -> Tensor:
+    """Per-block clip ratio r in (0, 1] minimising the squared error of
+    ``fake_quantize(blocks, r*low, r*high)`` (see ``MSE_COARSE_STEPS``), ``[n, 1]``."""
+    low, high = min_max(blocks, valid)
+    if symmetric:
+        high = torch.maximum(-low, high)
+
+    def error(ratio: Tensor) -> Tensor:
+        return _squared_error(blocks, ratio * low, ratio * high, bits, symmetric, valid)
+
+    n_blocks = blocks.shape[0]
+    coarse = torch.stack(
+        [error(torch.full((n_blocks, 1), k / MSE_COARSE_STEPS)) for k in range(1, MSE_COARSE_STEPS + 1)], dim=0
+    )  # [steps, n, 1]
+    best_err, best_k = coarse.min(0)
+    best = (best_k + 1).float() / MSE_COARSE_STEPS
+    a = (best - 1.0 / MSE_COARSE_STEPS).clamp_min(1e-3)
+    b = (best + 1.0 / MSE_COARSE_STEPS).clamp_max(1.0)
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - golden * (b - a), a + golden * (b - a)
+    fc, fd = error(c), error(d)
+    for r, f in ((c, fc), (d, fd)):
+        better = f < best_err
+        best, best_err = torch.where(better, r, best), torch.where(better, f, best_err)
+    for _ in range(MSE_REFINE_STEPS):
+        left = fc < fd
+        a, b = torch.where(left, a, c), torch.where(left, d, b)
+        new = torch.where(left, b - golden * (b - a), a + golden * (b - a))
+        f_new = error(new)
+        c, d, fc, fd = (
+            torch.where(left, new, d),
+            torch.where(left, c, new),
+            torch.where(left, f_new, fd),
+            torch.where(left, fc, f_new),
+        )
+        better = f_new < best_err
+        best, best_err = torch.where(better, new, best), torch.where(better, f_new, best_err)
+    return best
+
+
+def clip_range(
+    blocks: Tensor, method: str, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Per-block quantization range ``(low, high, info)`` for ``method`` rtn | aciq | mse.
+
+    rtn: absmax (symmetric) or [min, max]. aciq: alpha = c_bits * sigma (Gaussian) or
+    c_bits * b (Laplace) about 0 (symmetric) or about the block mean (asymmetric: mean +- alpha),
+    never wider than the data. mse: ``mse_clip_ratio`` times the rtn range. ``info`` holds
+    per-block ``alpha`` (half-width), ``sigma`` and, for clip=auto, ``laplace`` (bool).
+    """
+    low, high = min_max(blocks, valid)
+    moments = block_moments(blocks, valid, centered=not symmetric, kurtosis=(method == "aciq" and clip == "auto"))
+    info: dict[str, Tensor] = {"sigma": moments["sigma"]}
+    if symmetric:
+        high = torch.maximum(-low, high)
+        low = -high
+    if method == "rtn":
+        pass
+    elif method == "aciq":
+        alpha_gauss = aciq_constant(bits, "gauss") * moments["sigma"]
+        alpha_laplace = aciq_constant(bits, "laplace") * moments["b"]
+        if clip == "gauss":
+            alpha = alpha_gauss
+        elif clip == "laplace":
+            alpha = alpha_laplace
+        elif clip == "auto":
+            laplace = moments["kurtosis"] > AUTO_LAPLACE_KURTOSIS
+            info["laplace"] = laplace
+            alpha = torch.where(laplace, alpha_laplace, alpha_gauss)
+        else:
+            raise ValueError(f"clip={clip!r} is not allowed for method=aciq; allowed: gauss, laplace, auto")
+        center = moments["center"]
+        low = torch.maximum(low, center - alpha).clamp_max_(0.0)
+        high = torch.minimum(high, center + alpha).clamp_min_(0.0)
+    elif method == "mse":
+        ratio = mse_clip_ratio(blocks, bits, symmetric, valid)
+        low, high = low * ratio, high * ratio
+        info["ratio"] = ratio
+    else:
+        raise ValueError(f"method={method!r} is not allowed; allowed: rtn, aciq, mse")
+    info["alpha"] = (high - low) / 2.0
+    return low, high, info
+
+
+def top_fraction_mask(scores: Tensor, percent: float) -> Tensor | None:
+    """Boolean mask (shape of ``scores``) of the round(percent% * numel) largest scores, or
+    ``None`` when that count is 0. Ties are broken by ``torch.topk`` (deterministic on CPU)."""
+    count = round(percent / 100.0 * scores.numel())
+    if count == 0:
+        return None
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    mask[torch.topk(scores.reshape(-1), count, sorted=False).indices] = True
+    return mask.view_as(scores)
+
+
+def weight_stats(weight: Tensor) -> dict[str, float]:
+    """Whole-tensor ``sigma`` (population std), excess ``kurtosis`` (m4/m2^2 - 3, plain central
+    moments), ``max_over_sigma`` (max |w - mean| / sigma) and ``nonfinite`` count."""
+    w = weight.reshape(-1).float()
+    mean = w.mean()
+    dev = w - mean
+    sq = dev.square()
+    m2 = sq.mean()
+    m4 = sq.square_().mean()
+    sigma = m2.sqrt()
+    finite = bool(torch.isfinite(m4))  # else count (isfinite over the tensor is slow)
+    return {
+        "sigma": float(sigma),
+        "kurtosis": float(m4 / m2.square() - 3.0),
+        "max_over_sigma": float(dev.abs_().max() / sigma),
+        "nonfinite": 0 if finite else int((~torch.isfinite(w)).sum()),
+    }

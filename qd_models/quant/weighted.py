@@ -1,0 +1,180 @@
+"""Activation-weighted clipping (LA-ACIQ) and activation-aware keep scores: pure tensor maths.
+
+Notation: a weight is oriented ``[out, in]``; ``inputs`` holds per-input-channel second
+moments of the layer's input, one column per calibration language, ``[in, L]``
+(s_l[j] = E[x_j^2] over language l's tokens). :func:`normalise_inputs` rescales every column to
+mean 1 (``s_hat_l = s_l / mean_j s_l[j]``), so each language carries equal total weight
+whatever its token count or activation scale.
+
+For a block (output channel, group or tensor, see :func:`qd_models.quant.core.to_blocks`) and
+a clip ratio r the language-l weighted error is
+
+    E_l(r) = sum_{(i,j) in block} s_hat_l[j] * (W_ij - Q_r(W_ij))^2,
+
+the diagonal approximation of the squared output error ``E||(W - Q(W)) x||^2`` on language l.
+Modes (``calib_mode``) pick one r per block on the same grid as ``method=mse``
+(``MSE_COARSE_STEPS`` ratios, then ``MSE_REFINE_STEPS`` golden-section steps):
+
+* ``target``: minimise E_l for the single calibration language;
+* ``mean``: minimise (1/L) sum_l E_l (i.e. weights ``mean_l s_hat_l``);
+* ``minimax``: minimise max_l E_l; the ``mean`` optimum is also evaluated as a candidate, so a
+  block's worst-language error is never above the ``mean`` choice's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .core import MSE_COARSE_STEPS, MSE_REFINE_STEPS, block_moments, fake_quantize, min_max
+
+CALIB_MODES = ("target", "mean", "minimax")
+
+
+def normalise_inputs(inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """``[in, L]`` second moments -> (float32 ``[in, L]`` with every column's mean 1,
+    bool ``[L]`` degenerate flags). A column whose sum is 0 or non-finite is degenerate and
+    replaced by ones (plain MSE weighting for that language)."""
+    inputs = inputs.double()
+    total = inputs.sum(0)
+    degenerate = ~(torch.isfinite(total) & (total > 0))
+    scaled = inputs * (inputs.shape[0] / torch.where(degenerate, torch.ones_like(total), total))
+    scaled[:, degenerate] = 1.0
+    return scaled.float(), degenerate
+
+
+def block_errors(sq_error: Tensor, weights: Tensor, granularity: str, group_size: int | None) -> Tensor:
+    """Per-block weighted sums of an elementwise error ``[out, in]`` with input-channel
+    weights ``[in, K]`` -> ``[n_blocks, K]`` (block order of ``to_blocks``)."""
+    if granularity == "channel":
+        return sq_error @ weights
+    if granularity == "tensor":
+        return (sq_error @ weights).sum(0, keepdim=True)
+    if granularity == "group":
+        out_dim, in_dim = sq_error.shape
+        groups = in_dim // group_size
+        per_group = torch.einsum("ogk,gkl->ogl", sq_error.view(out_dim, groups, group_size), weights.view(groups, group_size, -1))
+        return per_group.reshape(out_dim * groups, -1)
+    raise ValueError(f"granularity={granularity!r} is not allowed; allowed: tensor, channel, group")
+
+
+def search_clip_ratio(objective: Callable[[Tensor], Tensor], n_blocks: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-block ratio r in (0, 1] minimising ``objective(r [n, 1]) -> [n, 1]`` on the
+    ``method=mse`` grid; returns (best ratio, best objective), ``[n, 1]`` each."""
+    def full(value: float) -> Tensor:
+        return torch.full((n_blocks, 1), value, dtype=like.dtype, device=like.device)
+
+    coarse = torch.stack([objective(full(k / MSE_COARSE_STEPS)) for k in range(1, MSE_COARSE_STEPS + 1)], dim=0)
+    best_err, best_k = coarse.min(0)
+    best = (best_k + 1).to(like.dtype) / MSE_COARSE_STEPS
+    a = (best - 1.0 / MSE_COARSE_STEPS).clamp_min(1e-3)
+    b = (best + 1.0 / MSE_COARSE_STEPS).clamp_max(1.0)
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - golden * (b - a), a + golden * (b - a)
+    fc, fd = objective(c), objective(d)
+    for r, f in ((c, fc), (d, fd)):
+        better = f < best_err
+        best, best_err = torch.where(better, r, best), torch.where(better, f, best_err)
+    for _ in range(MSE_REFINE_STEPS):
+        left = fc < fd
+        a, b = torch.where(left, a, c), torch.where(left, d, b)
+        new = torch.where(left, b - golden * (b - a), a + golden * (b - a))
+        f_new = objective(new)
+        c, d, fc, fd = (
+            torch.where(left, new, d),
+            torch.where(left, c, new),
+            torch.where(left, f_new, fd),
+            torch.where(left, fc, f_new),
+        )
+        better = f_new < best_err
+        best, best_err = torch.where(better, new, best), torch.where(better, f_new, best_err)
+    return best, best_err
+
+
+def weighted_clip_range(
+    blocks: Tensor,
+    out_dim: int,
+    inputs: Tensor,
+    mode: str,
+    bits: int,
+    symmetric: bool,
+    granularity: str,
+    group_size: int | None = None,
+    valid: Tensor | None = None,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Per-block range ``(low, high, info)`` minimising the ``mode`` objective (module doc).
+
+    ``blocks``: ``[n_blocks, block_len]`` view of an ``[out_dim, in]`` weight; ``inputs``:
+    normalised ``[in, L]`` (``target`` needs L == 1); ``valid``: 0/1 like ``blocks`` (0 =
+    kept in original precision, excluded from the error). ``info``: ``ratio``, ``alpha``,
+    ``sigma`` (as :func:`qd_models.quant.core.clip_range`) and ``errors`` ``[n_blocks, L]``
+    (per-language weighted errors at the chosen ratio).
+    """
+    if mode not in CALIB_MODES:
+        raise ValueError(f"calib_mode={mode!r} is not allowed; allowed: {', '.join(CALIB_MODES)}")
+    if mode == "target" and inputs.shape[1] != 1:
+        raise ValueError(f"calib_mode=target needs exactly one calibration language, got {inputs.shape[1]}; allowed: calib_langs=<one language>")
+    low, high = min_max(blocks, valid)
+    if symmetric:
+        high = torch.maximum(-low, high)
+        low = -high
+
+    def per_language(ratio: Tensor, weights: Tensor) -> Tensor:
+        err = fake_quantize(blocks, ratio * low, ratio * high, bits, symmetric).sub_(blocks).square_()
+        if valid is not None:
+            err.mul_(valid)
+        return block_errors(err.view(out_dim, -1), weights, granularity, group_size)
+
+    mean_weights = inputs.mean(1, keepdim=True)
+    ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), blocks.shape[0], blocks)
+    if mode == "minimax":
+        worst = lambda r: per_language(r, inputs).amax(1, keepdim=True)  # noqa: E731
+        minimax_ratio, minimax_err = search_clip_ratio(worst, blocks.shape[0], blocks)
+        ratio = torch.where(minimax_err <= worst(ratio), minimax_ratio, ratio)
+    errors = per_language(ratio, inputs)
+    low, high = low * ratio, high * ratio
+    moments = block_moments(blocks, valid, centered=not symmetric, kurtosis=False)
+    info = {"ratio": ratio, "alpha": (high - low) / 2.0, "sigma": moments["sigma"], "errors": errors}
+    return low, high, info
+
+
+def mode_weights(inputs: Tensor, mode: str) -> Tensor:
+    """One input-channel weight vector ``[in]`` for a mode (used by ``keep_by=activation``):
+    target: the language's column; mean: the column mean; minimax: the column max (a channel
+    that matters to any language counts)."""
+    if mode == "minimax":
+        return inputs.amax(1)
+    return inputs.mean(1)
+
+
+def activation_keep_scores(weight: Tensor, channel_weights: Tensor) -> Tensor:
+    """Salience ``|W_ij| * sqrt(s[j])`` for ``keep_by=activation``, ``[out, in]``."""
+    return weight.abs() * channel_weights.clamp_min(0.0).sqrt()
+
+
+def language_errors(weight: Tensor, quantized: Tensor, inputs: Tensor) -> Tensor:
+    """Relative weighted error per language of a whole layer, ``[L]``:
+    sum_ij s_hat_l[j] (W_ij - Q_ij)^2 / sum_ij s_hat_l[j] W_ij^2 (NaN for an all-zero weight)."""
+    error = (quantized - weight).square_().sum(0) @ inputs
+    energy = weight.square().sum(0) @ inputs
+    return error / energy
+
+
+def activation_weighted_kurtosis(weight: Tensor, inputs: Tensor) -> Tensor:
+    """Excess kurtosis of the layer's weights under the distribution that gives W_ij the
+    probability s_l[j] / (out * sum_j s_l[j]), one value per language, ``[L]``: with
+    mu = E_p[W], m_k = E_p[(W - mu)^k], kappa_l = m4 / m2^2 - 3. Uniform ``s`` gives the
+    plain (population) excess kurtosis. ``weight`` ``[out, in]``, ``inputs`` ``[in, L]``."""
+    w = weight.double()
+    p = inputs.double() / (inputs.double().sum(0, keepdim=True) * w.shape[0])  # [in, L]
+    mu = w.sum(0) @ p  # [L]
+    out = []
+    for lang in range(p.shape[1]):
+        dev2 = (w - mu[lang]).square_()
+        m2 = dev2.sum(0) @ p[:, lang]
+        m4 = dev2.square_().sum(0) @ p[:, lang]
+        out.append(m4 / m2.square() - 3.0)
+    return torch.stack(out).float()
