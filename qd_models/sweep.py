@@ -1,0 +1,500 @@
+"""``python -m qd_models.sweep``: many quantization configs, one process, one loaded model.
+
+The model is loaded once as ``qd-hf`` with ``method=none`` (every ``hf`` model argument passes
+through; no ``pretrained`` -> the embedded Gemma default). For each config: the original
+weights are restored, the config is applied in place with :func:`qd_models.engine.quantize_`
+and lm-eval runs on the same ``LM`` object with one ``TaskManager``. bitsandbytes methods
+(nf4/fp4/int8) quantize at load time, so each of them gets a fresh load (same process, after
+all fake-quant configs). ``method=none`` (the baseline) is evaluated first unless
+``--no_baseline``.
+
+Output: one folder per config under ``--output_path``, ``<label>-<hash>/`` holding normal
+lm-eval output (``<model>/results_*.json`` + ``samples_*.jsonl``, readable by ``qd-analyze``)
+and ``sweep_complete.json``. Each folder is written under ``.tmp-<label>-<hash>`` and renamed
+when complete, so a crash or Ctrl-C leaves no half-written config; rerunning the same command
+skips completed configs. The hash covers the model args, the config and the eval settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qd_models.config import METHODS, QD_ARGS, QuantConfig, parse_qd_args
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "sweep_complete.json"
+LOCK_FILE = ".sweep.lock"
+TMP_PREFIX = ".tmp-"
+LM_EVAL_MODEL = "qd-hf"
+FAKE_ONLY_ARGS = tuple(name for name in QD_ARGS if name not in ("method", "bits", "save_to"))
+"""Grid keys dropped for methods that are not fake-quant (they would be rejected)."""
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True)
+class SweepItem:
+    """One config of a sweep: the qd args as given (``qd_args``, canonical order), the
+    validated :class:`QuantConfig`, a short label and an optional scan label (recorded as
+    ``quant_config["scan"]`` so ``qd-analyze`` can build a block × language heatmap)."""
+
+    qd_args: tuple[tuple[str, Any], ...]
+    config: QuantConfig
+    label: str
+    scan: str | None = None
+
+    @property
+    def qd_arg_string(self) -> str:
+        """``method=rtn,bits=4`` (lists joined with ``;``), as ``--model_args`` accepts it."""
+        return ",".join(f"{name}={_format_value(value)}" for name, value in self.qd_args)
+
+    def model_args(self, base: str) -> str:
+        """The equivalent standalone ``--model qd-hf --model_args`` string."""
+        return ",".join(part for part in (base.strip(","), self.qd_arg_string) if part)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def make_item(qd_args: dict[str, Any], scan: str | None = None) -> SweepItem:
+    """Validate one config's qd args (``ValueError`` naming the bad key/value) into an item."""
+    unknown = sorted(set(qd_args) - set(QD_ARGS))
+    if unknown:
+        raise ValueError(f"grid key(s) {unknown} are not quantization args; allowed: {', '.join(QD_ARGS)}")
+    if "save_to" in qd_args:
+        raise ValueError("save_to is not allowed in a sweep; allowed: the qd args other than save_to")
+    config, _ = parse_qd_args(dict(qd_args))
+    ordered = tuple((name, qd_args[name]) for name in QD_ARGS if name in qd_args and qd_args[name] is not None)
+    label = "baseline" if config.kind == "none" else "-".join(_label_part(name, value) for name, value in ordered)
+    return SweepItem(ordered, config, label, scan)
+
+
+def _label_part(name: str, value: Any) -> str:
+    if name == "method":
+        return str(value)
+    if name == "bits":
+        return f"w{value}"
+    return _slug_part(f"{name}={_format_value(value)}")
+
+
+def _slug_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)[:40]
+
+
+def expand_grid(grid: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cartesian product of ``{key: value or [values]}`` (a list of such dicts: their union).
+
+    For methods that are not fake-quant (``none``, ``nf4``, ``fp4``, ``int8``) the fake-only
+    keys (granularity, clip, keep_top, ...) and ``bits`` are dropped, and duplicates removed,
+    so ``method: [rtn, nf4], bits: [4, 3]`` gives rtn/4, rtn/3 and one nf4.
+    """
+    if isinstance(grid, list):
+        return _dedupe(itertools.chain.from_iterable(expand_grid(part) for part in grid))
+    if not isinstance(grid, dict):
+        raise ValueError(f"grid={grid!r} is not allowed; allowed: a mapping of qd arg -> value or list of values")
+    keys = list(grid)
+    axes = [value if isinstance(value, list) else [value] for value in grid.values()]
+    combos = []
+    for values in itertools.product(*axes):
+        combo = dict(zip(keys, values))
+        method = str(combo.get("method", "none")).lower()
+        if method in METHODS and METHODS[method].kind != "fake":
+            combo = {k: v for k, v in combo.items() if k not in FAKE_ONLY_ARGS and k != "bits"}
+        combos.append(combo)
+    return _dedupe(combos)
+
+
+def _dedupe(combos: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for combo in combos:
+        key = json.dumps(combo, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(combo)
+    return out
+
+
+def build_items(combos: Iterable[dict[str, Any]], baseline: bool = True) -> list[SweepItem]:
+    """Validated, deduplicated items (by resolved config + scan label); the baseline first,
+    then fake-quant configs, then bitsandbytes configs (each needs its own load)."""
+    items = [make_item(combo) for combo in combos]
+    if baseline:
+        items.insert(0, make_item({"method": "none"}))
+    unique: dict[str, SweepItem] = {}
+    for item in items:
+        unique.setdefault(json.dumps([item.config.to_dict(), item.scan], sort_keys=True), item)
+    order = {"none": 0, "fake": 1, "bnb": 2}
+    return sorted(unique.values(), key=lambda item: order[item.config.kind])
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """lm-eval settings shared by every config of a sweep."""
+
+    tasks: tuple[str, ...]
+    output_path: str
+    model_args: str = ""
+    limit: float | None = None
+    num_fewshot: int | None = None
+    batch_size: int | str = 1
+    max_batch_size: int | None = None
+    device: str | None = None
+    log_samples: bool = False
+    include_path: str | None = None
+
+    def __post_init__(self):
+        if not self.tasks:
+            raise ValueError("tasks=[] is not allowed; allowed: one or more lm-eval task or group names")
+        base, _ = parse_qd_args(_parse_model_args(self.model_args))
+        if base.kind != "none":
+            raise ValueError(f"model_args method={base.method} is not allowed in a sweep; allowed: hf args only (methods come from the grid)")
+
+
+def _parse_model_args(model_args: str) -> dict:
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(model_args)
+
+
+@dataclass
+class SweepOutcome:
+    item: SweepItem
+    folder: Path
+    status: str  # done | skipped
+    seconds: float = 0.0
+    results: dict | None = field(default=None, repr=False)
+
+
+class Sweep:
+    """Runs :class:`SweepItem` s on one loaded ``qd-hf`` model (see the module docstring)."""
+
+    def __init__(self, settings: EvalSettings):
+        self.settings = settings
+        self.output = Path(settings.output_path)
+        self._lm = None
+        self._originals: dict = {}
+        self._task_manager = None
+
+    # -- paths -------------------------------------------------------------------------
+    def folder_name(self, item: SweepItem) -> str:
+        """``<label>-<10 hex>``; the hash covers everything that changes the results."""
+        s = self.settings
+        identity = {
+            "model_args": item.model_args(s.model_args),
+            "tasks": list(s.tasks),
+            "limit": s.limit,
+            "num_fewshot": s.num_fewshot,
+            "scan": item.scan,
+        }
+        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{_slug_part(item.scan) + '-' if item.scan else ''}{item.label}-{digest}"
+
+    def is_complete(self, item: SweepItem) -> bool:
+        return (self.output / self.folder_name(item) / COMPLETE_MARKER).is_file()
+
+    # -- model -------------------------------------------------------------------------
+    def hf_config(self):
+        """The model's ``PretrainedConfig`` (no weights loaded)."""
+        from transformers import AutoConfig
+
+        kwargs = _parse_model_args(self.settings.model_args)
+        pretrained = kwargs.get("pretrained")
+        if pretrained is None:
+            from qd_models.default_model import default_model_path
+
+            pretrained = str(default_model_path())
+        return AutoConfig.from_pretrained(
+            pretrained, revision=kwargs.get("revision", "main"), trust_remote_code=kwargs.get("trust_remote_code", False)
+        )
+
+    def validate(self, items: list[SweepItem]) -> None:
+        """Model-dependent checks of every item (e.g. keep_layers range), before any load."""
+        from qd_models.engine import validate_for_model
+
+        hf_config = self.hf_config()
+        for item in items:
+            if item.config.kind == "fake":
+                validate_for_model(item.config, hf_config)
+
+    def _model_kwargs(self) -> dict:
+        s = self.settings
+        extra = {"batch_size": s.batch_size, "max_batch_size": s.max_batch_size, "device": s.device}
+        return {**_parse_model_args(s.model_args), **{k: v for k, v in extra.items() if v is not None}}
+
+    @property
+    def lm(self):
+        """The shared ``qd-hf`` LM (``method=none``), loaded on first use."""
+        if self._lm is None:
+            from qd_models.qd_hf import QDHFLM
+
+            self._lm = QDHFLM(**self._model_kwargs())
+        return self._lm
+
+    def release_model(self) -> None:
+        self._lm, self._originals = None, {}
+
+    def apply(self, item: SweepItem):
+        """Restore the shared model's original weights, then apply ``item`` in place; return
+        the LM (for bitsandbytes items: a freshly loaded one)."""
+        from qd_models.engine import quantize_, restore_
+
+        if item.config.kind == "bnb":
+            from qd_models.qd_hf import QDHFLM
+
+            self.release_model()  # bnb items come last: free the shared model's memory
+            return QDHFLM(**self._model_kwargs(), **dict(item.qd_args))
+        lm = self.lm
+        restore_(lm.model, self._originals)
+        saved: dict = {}
+        report = None
+        if item.config.kind == "fake":
+            report = quantize_(lm.model, item.config, keep_originals=saved)
+        for name, tensor in saved.items():  # copies taken after a full restore: originals
+            self._originals.setdefault(name, tensor)
+        lm.quant_config, lm.quant_report = item.config, report
+        return lm
+
+    def task_manager(self):
+        """One ``TaskManager`` for the sweep: qd tasks only when they cover ``tasks`` (fast),
+        else lm-eval's full index."""
+        if self._task_manager is None:
+            from lm_eval.tasks import TaskManager
+
+            s = self.settings
+            manager = TaskManager(include_path=s.include_path, include_defaults=False)
+            if any(task not in manager.all_tasks for task in s.tasks):
+                manager = TaskManager(include_path=s.include_path)
+            missing = [task for task in s.tasks if task not in manager.all_tasks]
+            if missing:
+                raise ValueError(f"tasks={missing} are unknown to lm-eval; allowed: names listed by `lm-eval ls tasks`")
+            self._task_manager = manager
+        return self._task_manager
+
+    # -- one config --------------------------------------------------------------------
+    def evaluate(self, item: SweepItem) -> SweepOutcome:
+        """Run ``item`` (or skip it when complete) and write its folder atomically."""
+        final = self.output / self.folder_name(item)
+        if (final / COMPLETE_MARKER).is_file():
+            return SweepOutcome(item, final, "skipped", results=_read_results(final))
+        if final.exists():  # not made by this module (it renames complete folders only)
+            aside = final.with_name(f"{final.name}.incomplete-{int(time.time())}")
+            logger.warning("qd-sweep: %s has no %s; moved to %s and re-run", final, COMPLETE_MARKER, aside)
+            final.rename(aside)
+        tmp = self.output / f"{TMP_PREFIX}{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        start = time.perf_counter()
+        try:
+            results = self._evaluate_into(item, tmp)
+            seconds = time.perf_counter() - start
+            marker = {
+                "label": item.label,
+                "scan": item.scan,
+                "model": LM_EVAL_MODEL,
+                "model_args": item.model_args(self.settings.model_args),
+                "tasks": list(self.settings.tasks),
+                "limit": self.settings.limit,
+                "num_fewshot": self.settings.num_fewshot,
+                "seconds": seconds,
+                "results_files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("results_*.json")),
+            }
+            (tmp / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return SweepOutcome(item, final, "done", seconds, results)
+
+    def _evaluate_into(self, item: SweepItem, folder: Path) -> dict:
+        from lm_eval import simple_evaluate
+        from lm_eval.loggers import EvaluationTracker
+
+        s = self.settings
+        lm = self.apply(item)
+        tracker = EvaluationTracker(output_path=str(folder))
+        model_args = item.model_args(s.model_args)
+        results = simple_evaluate(
+            model=lm,
+            model_args=model_args,
+            tasks=list(s.tasks),
+            num_fewshot=s.num_fewshot,
+            batch_size=s.batch_size,
+            max_batch_size=s.max_batch_size,
+            device=s.device,
+            limit=s.limit,
+            log_samples=s.log_samples,
+            evaluation_tracker=tracker,
+            task_manager=self.task_manager(),
+        )
+        if results is None:
+            raise RuntimeError("lm-eval returned no results (non-zero rank?); qd-sweep runs in a single process")
+        # as a standalone `lm_eval --model qd-hf --model_args <model_args>` run records them
+        results["config"]["model"] = LM_EVAL_MODEL
+        tracker.general_config_tracker.model_source = LM_EVAL_MODEL
+        if item.scan is not None:
+            results["config"]["quant_disparity"]["quant_config"]["scan"] = item.scan
+        samples = results.pop("samples", None) if s.log_samples else None
+        tracker.save_results_aggregated(results=results, samples=samples)
+        if samples is not None:
+            for task_name in results["configs"]:
+                tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+        if not any(folder.rglob("results_*.json")):  # lm-eval logs save errors instead of raising
+            raise RuntimeError(f"lm-eval wrote no results file under {folder}")
+        return results
+
+    # -- many configs ------------------------------------------------------------------
+    def run(self, items: list[SweepItem]) -> list[SweepOutcome]:
+        """Validate every item against the model's config (before loading weights), then
+        evaluate them in order under an exclusive lock on ``output_path`` (a second sweep on
+        the same folder fails fast)."""
+        from tqdm import tqdm
+
+        self.validate(items)
+        self.output.mkdir(parents=True, exist_ok=True)
+        outcomes = []
+        with _exclusive(self.output / LOCK_FILE):
+            todo = sum(not self.is_complete(item) for item in items)
+            logger.info("qd-sweep: %d configs, %d to run, %d already complete", len(items), todo, len(items) - todo)
+            bar = tqdm(items, desc="qd-sweep", unit="config")
+            for item in bar:
+                bar.set_postfix_str(item.scan or item.label)
+                outcomes.append(self.evaluate(item))
+        return outcomes
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another qd-sweep is writing to {lock_path.parent}; wait for it or use another --output_path") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_results(folder: Path) -> dict | None:
+    files = sorted(folder.rglob("results_*.json"))
+    return json.loads(files[-1].read_text(encoding="utf-8")) if files else None
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qd-sweep",
+        description="Evaluate many quantization configs on one loaded model (see module docstring).",
+    )
+    parser.add_argument("--grid", help="YAML file: `grid:` (mapping or list of mappings of qd arg -> values) and/or `configs:` (list of qd-arg mappings)")
+    parser.add_argument("--methods", type=_csv, help="simple grid: comma-separated methods, e.g. rtn,aciq,nf4")
+    parser.add_argument("--bits", type=_csv, help="simple grid: comma-separated bit widths, e.g. 4,3")
+    parser.add_argument("--granularity", type=_csv, help="simple grid: tensor,channel,group")
+    parser.add_argument("--group_size", type=_csv, help="simple grid: group sizes (with granularity=group)")
+    parser.add_argument("--keep_top", type=_csv, help="simple grid: kept %% of largest weights, e.g. 0,1,5")
+    parser.add_argument("--no_baseline", action="store_true", help="do not add the method=none baseline config")
+    parser.add_argument("--tasks", type=_csv, required=True)
+    parser.add_argument("--output_path", required=True)
+    parser.add_argument("--model_args", default="", help="hf args shared by all configs (no `method`), e.g. pretrained=PATH,dtype=float32")
+    parser.add_argument("--limit", type=float)
+    parser.add_argument("--num_fewshot", type=int)
+    parser.add_argument("--batch_size", default="1")
+    parser.add_argument("--max_batch_size", type=int)
+    parser.add_argument("--device")
+    parser.add_argument("--log_samples", action="store_true")
+    parser.add_argument("--include_path")
+    parser.add_argument("--dry_run", action="store_true", help="print the configs and their folders, run nothing")
+    return parser
+
+
+def combos_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Grid combos from ``--grid`` and the simple-grid flags (validated later by make_item)."""
+    combos: list[dict[str, Any]] = []
+    if args.grid:
+        try:
+            spec = yaml_load(args.grid)
+        except OSError as err:
+            raise ValueError(f"grid={args.grid!r} could not be read ({err}); allowed: a readable YAML file") from None
+        if not isinstance(spec, dict) or not set(spec) <= {"grid", "configs"} or not spec:
+            raise ValueError(f"grid={args.grid!r} is not allowed; allowed: a YAML mapping with keys grid and/or configs")
+        if "grid" in spec:
+            combos += expand_grid(spec["grid"])
+        for config in spec.get("configs") or []:
+            if not isinstance(config, dict):
+                raise ValueError(f"grid configs entry {config!r} is not allowed; allowed: a mapping of qd arg -> value")
+            combos.append(config)
+    flags = {name: getattr(args, name) for name in ("bits", "granularity", "group_size", "keep_top") if getattr(args, name)}
+    if args.methods:
+        combos += expand_grid({"method": args.methods, **flags})
+    elif flags:
+        raise ValueError(f"{', '.join(flags)} given without --methods; allowed: --methods with the simple-grid flags")
+    return combos
+
+
+def yaml_load(path: str):
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            raise ValueError(f"grid={path!r} is not valid YAML ({str(err).splitlines()[0]}); allowed: a YAML mapping") from None
+
+
+def _batch_size(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    items = build_items(combos_from_args(args), baseline=not args.no_baseline)
+    settings = EvalSettings(
+        tasks=tuple(args.tasks), output_path=args.output_path, model_args=args.model_args, limit=args.limit,
+        num_fewshot=args.num_fewshot, batch_size=_batch_size(args.batch_size), max_batch_size=args.max_batch_size,
+        device=args.device, log_samples=args.log_samples, include_path=args.include_path,
+    )
+    sweep = Sweep(settings)
+    if args.dry_run:
+        for item in items:
+            state = "complete" if sweep.is_complete(item) else "to run"
+            print(f"{sweep.folder_name(item)}\t{item.model_args(settings.model_args)}\t{state}")
+        return 0
+    outcomes = sweep.run(items)
+    for outcome in outcomes:
+        print(f"{outcome.status:8s} {outcome.seconds:8.1f}s  {outcome.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

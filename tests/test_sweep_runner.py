@@ -1,0 +1,188 @@
+"""qd_models.sweep: one loaded model, many configs, same numbers as separate qd-hf runs,
+atomic per-config folders, resume after a crash."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+
+import pytest
+
+from qd_models.sweep import (
+    COMPLETE_MARKER,
+    LOCK_FILE,
+    TMP_PREFIX,
+    EvalSettings,
+    Sweep,
+    build_items,
+    combos_from_args,
+    build_parser,
+    expand_grid,
+    make_item,
+)
+
+TASKS = ("qd_multilingual_ppl",)
+LIMIT = 2
+BATCH = 4
+
+
+def _settings(model_dir, out, **kw) -> EvalSettings:
+    return EvalSettings(
+        tasks=TASKS, output_path=str(out), model_args=f"pretrained={model_dir}", limit=LIMIT,
+        batch_size=BATCH, device="cpu", **kw,
+    )
+
+
+def _bits_per_byte(results: dict) -> dict[str, float]:
+    return {task: values["bits_per_byte,none"] for task, values in results["results"].items() if "bits_per_byte,none" in values}
+
+
+def _results_file(folder):
+    files = sorted(folder.rglob("results_*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+GRID = [
+    {"method": "rtn", "bits": 3, "granularity": "tensor"},
+    {"method": "aciq", "bits": 4, "granularity": "group", "group_size": 32},
+    {"method": "rtn", "bits": 4, "keep_top": 1.0, "keep_layers": [1]},
+]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_process, tmp_path):
+    model_dir = tiny_model_dir(arch)
+    items = build_items(GRID)
+    outcomes = Sweep(_settings(model_dir, tmp_path, log_samples=True)).run(items)
+    assert [o.status for o in outcomes] == ["done"] * 4
+    assert outcomes[0].item.config.method == "none"
+    bpb_by_method = {}
+    for outcome in outcomes:
+        saved = _results_file(outcome.folder)
+        model_args = outcome.item.model_args(f"pretrained={model_dir}")
+        assert saved["config"]["model"] == "qd-hf"
+        assert saved["config"]["model_args"] == model_args
+        alone = evaluate_in_process("qd-hf", model_args, list(TASKS), limit=LIMIT, batch_size=BATCH)
+        assert set(_bits_per_byte(saved)) == set(_bits_per_byte(alone)) and len(_bits_per_byte(alone)) == 9  # 8 languages + group
+        for task, value in _bits_per_byte(alone).items():
+            assert _bits_per_byte(saved)[task] == pytest.approx(value, rel=1e-6, abs=1e-9)
+        qd_saved, qd_alone = saved["config"]["quant_disparity"], alone["config"]["quant_disparity"]
+        assert qd_saved["quant_config"] == qd_alone["quant_config"]
+        assert qd_saved["quant_totals"] == qd_alone["quant_totals"]
+        assert list((outcome.folder).rglob("samples_qd_multilingual_ppl_*.jsonl"))
+        bpb_by_method[outcome.item.label] = sum(_bits_per_byte(saved).values())
+    # 3-bit per-tensor RTN must actually change the model (else the comparison above is vacuous)
+    assert bpb_by_method["rtn-w3-granularity=tensor"] != pytest.approx(bpb_by_method["baseline"], rel=1e-6)
+
+
+def test_restore_gives_back_the_loaded_weights(tiny_model_dir, tmp_path):
+    import torch
+
+    sweep = Sweep(_settings(tiny_model_dir("llama"), tmp_path))
+    baseline = make_item({"method": "none"})
+    before = {k: v.clone() for k, v in sweep.apply(baseline).model.state_dict().items()}
+    for combo in GRID:
+        quantized = sweep.apply(make_item(combo)).model.state_dict()
+        assert any(not torch.equal(quantized[k], before[k]) for k in before)
+    after = sweep.apply(baseline)
+    assert after.quant_report is None and after.quant_config.method == "none"
+    for name, tensor in after.model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_rerun_skips_complete_configs_without_loading(tiny_model_dir, tmp_path):
+    model_dir = tiny_model_dir("llama")
+    items = build_items(GRID[:1])
+    first = Sweep(_settings(model_dir, tmp_path)).run(items)
+    files = {o.folder: _results_file(o.folder) for o in first}
+    again = Sweep(_settings(model_dir, tmp_path))
+    second = again.run(items)
+    assert [o.status for o in second] == ["skipped", "skipped"]
+    assert again._lm is None  # nothing to run -> the model was never loaded
+    for outcome in second:
+        assert outcome.results == files[outcome.folder]
+    # different eval settings -> different folders, nothing reused
+    other = Sweep(_settings(model_dir, tmp_path, num_fewshot=0))
+    assert all(not other.is_complete(item) for item in items)
+
+
+def test_interrupted_config_leaves_nothing_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
+    from lm_eval.loggers import EvaluationTracker
+
+    model_dir = tiny_model_dir("llama")
+    items = build_items(GRID[:2])
+    real_save = EvaluationTracker.save_results_samples
+    calls = {"n": 0}
+
+    def save_then_interrupt(self, task_name, samples):
+        real_save(self, task_name=task_name, samples=samples)
+        calls["n"] += 1
+        if calls["n"] == 8 + 3:  # baseline wrote its 8 languages; 3rd language of config 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EvaluationTracker, "save_results_samples", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        Sweep(_settings(model_dir, tmp_path, log_samples=True)).run(items)
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_FILE)
+    sweep = Sweep(_settings(model_dir, tmp_path, log_samples=True))
+    assert names == [sweep.folder_name(items[0])]  # no half-written folder, no temp folder
+    assert (tmp_path / names[0] / COMPLETE_MARKER).is_file()
+    assert not any(p.name.startswith(TMP_PREFIX) for p in tmp_path.iterdir())
+
+    monkeypatch.setattr(EvaluationTracker, "save_results_samples", real_save)
+    outcomes = sweep.run(items)
+    assert [o.status for o in outcomes] == ["skipped", "done", "done"]
+    assert len(list(outcomes[1].folder.rglob("samples_*.jsonl"))) == 8
+
+
+def test_second_sweep_on_same_folder_fails_fast(tiny_model_dir, tmp_path):
+    sweep = Sweep(_settings(tiny_model_dir("llama"), tmp_path))
+    with open(tmp_path / LOCK_FILE, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another qd-sweep"):
+            sweep.run(build_items([]))
+
+
+def test_model_dependent_errors_before_loading(tiny_model_dir, tmp_path):
+    sweep = Sweep(_settings(tiny_model_dir("llama"), tmp_path))
+    with pytest.raises(ValueError, match=r"keep_layers=\[5\] is out of range; allowed: block indices 0..1"):
+        sweep.run(build_items([{"method": "rtn", "keep_layers": [5]}]))
+    assert sweep._lm is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_grid_expansion_and_validation(tmp_path):
+    combos = expand_grid({"method": ["rtn", "nf4", "none"], "bits": [4, 3], "granularity": "channel"})
+    assert combos == [
+        {"method": "rtn", "bits": 4, "granularity": "channel"},
+        {"method": "rtn", "bits": 3, "granularity": "channel"},
+        {"method": "nf4"},
+        {"method": "none"},
+    ]
+    items = build_items(combos)  # baseline deduplicated with the explicit none, bnb last
+    assert [item.label for item in items] == ["baseline", "rtn-w4-granularity=channel", "rtn-w3-granularity=channel", "nf4"]
+    assert items[1].qd_arg_string == "method=rtn,bits=4,granularity=channel"
+    assert make_item({"method": "rtn", "keep_layers": [0, 3]}).qd_arg_string == "method=rtn,keep_layers=0;3"
+    # same resolved config given two ways -> one item
+    assert len(build_items([{"method": "rtn"}, {"method": "rtn", "bits": 4}], baseline=False)) == 1
+
+    with pytest.raises(ValueError, match=r"grid key\(s\) \['bitz'\] are not quantization args; allowed:"):
+        make_item({"method": "rtn", "bitz": 4})
+    with pytest.raises(ValueError, match="bits=9 is not allowed for method=rtn"):
+        build_items([{"method": "rtn", "bits": 9}])
+    with pytest.raises(ValueError, match="model_args method=rtn is not allowed in a sweep"):
+        EvalSettings(tasks=TASKS, output_path=str(tmp_path), model_args="pretrained=x,method=rtn")
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("grid:\n  method: [rtn, aciq]\n  bits: [4]\nconfigs:\n  - {method: rtn, bits: 3, keep_top: 5}\n")
+    args = build_parser().parse_args(["--grid", str(grid), "--tasks", "t", "--output_path", "o"])
+    assert combos_from_args(args) == [
+        {"method": "rtn", "bits": 4}, {"method": "aciq", "bits": 4}, {"method": "rtn", "bits": 3, "keep_top": 5},
+    ]
+    grid.write_text("methods: [rtn]\n")
+    with pytest.raises(ValueError, match="allowed: a YAML mapping with keys grid and/or configs"):
+        combos_from_args(args)
+    args = build_parser().parse_args(["--bits", "4", "--tasks", "t", "--output_path", "o"])
+    with pytest.raises(ValueError, match="bits given without --methods"):
+        combos_from_args(args)
