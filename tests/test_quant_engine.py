@@ -1,0 +1,167 @@
+"""quantize_ on tiny random HF models (GPT-2 Conv1D, Llama, BLOOM): selection, orientation,
+identity cases, preservation accounting, restore, bnb kwargs and export."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from qd_models.config import parse_qd_args
+from qd_models.engine import (
+    bnb_from_pretrained_kwargs,
+    block_index,
+    quantize_,
+    restore_,
+    save_quantized,
+    summary,
+    validate_for_model,
+)
+
+
+def _load(tiny_model_dir, arch):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir(arch), dtype=torch.float32)
+
+
+def _weights(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _changed(model, before):
+    return {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bloom"])
+def test_default_skips_and_counts(tiny_model_dir, arch):
+    model = _load(tiny_model_dir, arch)
+    before = _weights(model)
+    report = quantize_(model, parse_qd_args({"method": "rtn"})[0])
+    changed = _changed(model, before)
+    assert changed and all(name.endswith(".weight") for name in changed)
+    assert not any(key in name for name in changed for key in ("norm", "ln_", "embed", "wte", "wpe", "lm_head", "bias"))
+    totals = report["totals"]
+    assert totals["params_quantized"] + totals["params_kept"] + totals["params_skipped"] == sum(
+        p.numel() for p in model.parameters()
+    )
+    assert totals["params_quantized"] == sum(before[name].numel() for name in changed)
+    json.dumps(report, allow_nan=False)
+    assert "effective bits/weight" in summary(report)
+
+
+@pytest.mark.parametrize("args", [{"method": "none"}, {"method": "rtn", "bits": 16}, {"method": "mse", "keep_top": 100}])
+def test_identity_cases_are_bit_identical(tiny_model_dir, args):
+    model = _load(tiny_model_dir, "llama")
+    before = _weights(model)
+    quantize_(model, parse_qd_args(args)[0])
+    assert not _changed(model, before)
+
+
+def test_conv1d_channels_are_output_columns(tiny_model_dir):
+    model = _load(tiny_model_dir, "gpt2")
+    module = model.transformer.h[0].mlp.c_fc  # Conv1D weight [in=64, out=256]
+    with torch.no_grad():
+        module.weight.mul_(torch.linspace(0.01, 10.0, module.weight.shape[1]))  # scale per output column
+    original = module.weight.detach().clone()
+    quantize_(model, parse_qd_args({"method": "rtn", "bits": 2})[0])
+    quantized = module.weight.detach()
+    for column in range(0, original.shape[1], 37):  # each output column: own absmax, <= 4 levels
+        assert quantized[:, column].unique().numel() <= 4
+        assert quantized[:, column].abs().max() == pytest.approx(float(original[:, column].abs().max()), rel=1e-5)
+
+
+def test_keep_layers_pattern_and_filter(tiny_model_dir):
+    model = _load(tiny_model_dir, "llama")
+    before = _weights(model)
+    config = parse_qd_args({"method": "rtn", "keep_layers": "1", "keep": "re:.*mlp.*;model.layers.0.self_attn.q_proj"})[0]
+    report = quantize_(model, config, filter_fn=lambda module, name: not name.endswith("o_proj"))
+    changed = _changed(model, before)
+    assert changed == {f"model.layers.0.self_attn.{p}_proj.weight" for p in "kv"}
+    kept = {layer["name"]: layer["reason"] for layer in report["layers"] if layer["status"] == "kept"}
+    assert kept["model.layers.1.mlp.up_proj"] == "keep_layers:1" and kept["model.layers.0.self_attn.o_proj"] == "filter_fn"
+    assert report["totals"]["effective_bits_per_weight"] > 4  # kept layers cost 32 bits each here
+
+
+def test_unmatched_keep_pattern_is_an_error(tiny_model_dir):
+    model = _load(tiny_model_dir, "llama")
+    with pytest.raises(ValueError, match="keep="):
+        quantize_(model, parse_qd_args({"method": "rtn", "keep": "model.layers.0.mlpp"})[0])
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_keep_top_keeps_largest_and_counts_bits(tiny_model_dir, scope):
+    model = _load(tiny_model_dir, "llama")
+    before = _weights(model)
+    report = quantize_(model, parse_qd_args({"method": "rtn", "keep_top": 2, "keep_top_scope": scope})[0])
+    layer = next(l for l in report["layers"] if l["name"] == "model.layers.0.mlp.down_proj")
+    name = "model.layers.0.mlp.down_proj.weight"
+    w, q = before[name], model.get_parameter(name).detach()
+    same = w == q
+    if scope == "layer":
+        assert layer["kept_fraction"] == pytest.approx(0.02, abs=1 / w.numel())
+        threshold = w.abs().reshape(-1).kthvalue(w.numel() - round(0.02 * w.numel()) + 1).values
+        assert bool(same[w.abs() >= threshold].all())
+    totals = report["totals"]
+    assert totals["params_kept"] >= 0.02 * (totals["params_quantized"] + totals["params_kept"]) - 1
+    # layer bits: 4-bit codes + 16-bit scale per row + kept 32-bit values + min(32-bit index, bitmap)
+    numel, rows, kept = w.numel(), w.shape[0], round(layer["kept_fraction"] * w.numel())
+    assert layer["bits_per_weight"] * numel == pytest.approx(4 * numel + 16 * rows + kept * 32 + min(32 * kept, numel))
+
+
+def test_restore_and_determinism(tiny_model_dir):
+    model = _load(tiny_model_dir, "bloom")
+    before = _weights(model)
+    config = parse_qd_args({"method": "aciq", "granularity": "group", "group_size": 16})[0]
+    originals = {}
+    first = quantize_(model, config, keep_originals=originals)
+    once = _weights(model)
+    restore_(model, originals)
+    assert not _changed(model, before)
+    second = quantize_(model, config)
+    assert not _changed(model, once) and first["layers"] == second["layers"]
+
+
+def test_methods_reduce_error_in_theory_order(tiny_model_dir):
+    errors = {}
+    for method in ("rtn", "aciq", "mse"):
+        model = _load(tiny_model_dir, "llama")
+        report = quantize_(model, parse_qd_args({"method": method, "bits": 3, "granularity": "tensor"})[0])
+        errors[method] = sum(l["rel_mse"] for l in report["layers"] if l["status"] == "quantized")
+    assert errors["mse"] <= errors["aciq"] and errors["mse"] <= errors["rtn"]
+
+
+def test_validate_for_model_checks_layers_and_groups(tiny_model_dir):
+    hf_config = AutoConfig.from_pretrained(tiny_model_dir("gpt2"))
+    validate_for_model(parse_qd_args({"method": "rtn", "keep_layers": "1"})[0], hf_config)
+    with pytest.raises(ValueError, match="keep_layers"):
+        validate_for_model(parse_qd_args({"method": "rtn", "keep_layers": "2"})[0], hf_config)
+    with pytest.raises(ValueError, match="group_size"):
+        validate_for_model(parse_qd_args({"method": "rtn", "granularity": "group", "group_size": 48})[0], hf_config)
+
+
+def test_block_index_names():
+    assert block_index("model.layers.3.mlp.up_proj") == 3
+    assert block_index("transformer.h.11.attn.c_attn") == 11
+    assert block_index("transformer.h.2") == 2
+    assert block_index("lm_head") is None
+
+
+def test_bnb_kwargs_and_nf4_runs_on_cpu(tiny_model_dir):
+    assert bnb_from_pretrained_kwargs(parse_qd_args({"method": "rtn"})[0]) == {}
+    config = parse_qd_args({"method": "nf4"})[0]
+    kwargs = bnb_from_pretrained_kwargs(config)
+    assert kwargs["quantization_config"].bnb_4bit_quant_type == "nf4"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), device_map="cpu", **kwargs)
+    report = quantize_(model, config)
+    assert report["totals"]["layers_quantized"] == 14
+    assert report["totals"]["effective_bits_per_weight"] == pytest.approx(4.5)  # 4 bits + fp32 absmax per 64
+    assert torch.isfinite(model(torch.tensor([[1, 5, 9]])).logits).all()
+
+
+def test_save_quantized_loads_back_identical(tiny_model_dir, tmp_path):
+    model = _load(tiny_model_dir, "gpt2")
+    report = quantize_(model, parse_qd_args({"method": "rtn", "bits": 3})[0])
+    path = save_quantized(model, None, tmp_path / "out", report)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
+    assert json.loads(open(path).read())["config"]["bits"] == 3
+    for (name, p), (_, q) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert torch.equal(p, q), name
