@@ -211,7 +211,7 @@ class Sweep:
             "scan": item.scan,
         }
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{_slug_part(item.scan) + '-' if item.scan else ''}{item.label}-{digest}"
+        return f"{_slug_part(item.scan) if item.scan else item.label}-{digest}"
 
     def is_complete(self, item: SweepItem) -> bool:
         return (self.output / self.folder_name(item) / COMPLETE_MARKER).is_file()
