@@ -34,6 +34,7 @@ METHODS: dict[str, MethodSpec] = {
     "rtn": MethodSpec(kind="fake"),
     "aciq": MethodSpec(kind="fake", clips=("gauss", "laplace", "auto"), default_clip="auto"),
     "mse": MethodSpec(kind="fake"),
+    "laaciq": MethodSpec(kind="fake"),
     "nf4": MethodSpec(kind="bnb", fixed_bits=4),
     "fp4": MethodSpec(kind="bnb", fixed_bits=4),
     "int8": MethodSpec(kind="bnb", fixed_bits=8),
@@ -41,7 +42,10 @@ METHODS: dict[str, MethodSpec] = {
 
 FAKE_QUANT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 GRANULARITIES = ("tensor", "channel", "group")
-KEEP_BY = ("magnitude",)
+KEEP_BY = ("magnitude", "activation")
+CALIB_MODES = ("target", "mean", "minimax")
+CALIB_FIELDS = ("calib_mode", "calib_langs", "calib_data", "calib_samples")
+"""Arguments of the calibration pass, used by ``method=laaciq`` and ``keep_by=activation``."""
 KEEP_TOP_SCOPES = ("layer", "global")
 IDENTITY_BITS = 16
 
@@ -79,6 +83,10 @@ class QuantConfig:
     quantize_embeddings: bool = False
     quantize_lm_head: bool = False
     save_to: str | None = None
+    calib_mode: str | None = None
+    calib_langs: tuple[str, ...] = ()
+    calib_data: str | None = None
+    calib_samples: int | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -88,6 +96,7 @@ class QuantConfig:
             self._resolve_fake(spec)
         else:
             self._reject_fake_options(spec)
+        self._resolve_calibration()
         for name in ("quantize_embeddings", "quantize_lm_head"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
@@ -128,6 +137,22 @@ class QuantConfig:
         if any(layer < 0 for layer in self.keep_layers):
             raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
 
+    def _resolve_calibration(self) -> None:
+        given = [name for name in CALIB_FIELDS if getattr(self, name) not in (None, ())]
+        if not (self.method == "laaciq" or self.keep_by == "activation"):
+            if given:
+                raise ValueError(f"{', '.join(given)} not allowed with method={self.method}; allowed with method=laaciq or keep_by=activation")
+            return
+        self._set("calib_mode", self.calib_mode or "mean")
+        if self.calib_mode not in CALIB_MODES:
+            raise ValueError(f"calib_mode={self.calib_mode!r} is not allowed; allowed: {_allowed(CALIB_MODES)}")
+        if self.calib_mode == "target" and len(self.calib_langs) != 1:
+            raise ValueError(f"calib_langs={';'.join(self.calib_langs) or 'unset'} is not allowed with calib_mode=target; allowed: exactly one language, e.g. calib_langs=he")
+        if self.calib_samples is not None and self.calib_samples < 1:
+            raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
+        if self.keep_by == "activation" and self.keep_top_scope == "global":
+            raise ValueError("keep_top_scope=global is not allowed with keep_by=activation; allowed: layer")
+
     def _reject_fake_options(self, spec: MethodSpec) -> None:
         if spec.fixed_bits is not None and self.bits is not None and self.bits != spec.fixed_bits:
             raise ValueError(f"bits={self.bits!r} is not allowed for method={self.method}; allowed: {spec.fixed_bits} (or unset)")
@@ -158,7 +183,32 @@ class QuantConfig:
         out = asdict(self)
         out["keep_layers"] = list(self.keep_layers)
         out["keep"] = list(self.keep)
+        out["calib_langs"] = list(self.calib_langs)
         return out
+
+
+def num_blocks(hf_config) -> int | None:
+    """Number of transformer blocks from a ``PretrainedConfig`` (text config if nested)."""
+    for cfg in (getattr(hf_config, "text_config", None), hf_config):
+        for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+            value = getattr(cfg, attr, None) if cfg is not None else None
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def validate_for_model(config: QuantConfig, hf_config) -> None:
+    """Checks that need only the model's ``PretrainedConfig`` (call before loading weights)."""
+    if config.keep_layers:
+        count = num_blocks(hf_config)
+        if count is not None and max(config.keep_layers) >= count:
+            raise ValueError(f"keep_layers={list(config.keep_layers)} is out of range; allowed: block indices 0..{count - 1}")
+    if config.granularity == "group":
+        text = getattr(hf_config, "text_config", None) or hf_config
+        for attr in ("hidden_size", "n_embd", "intermediate_size"):
+            dim = getattr(text, attr, None)
+            if isinstance(dim, int) and dim % config.group_size:
+                raise ValueError(f"group_size={config.group_size} does not divide {attr}={dim}; allowed: a divisor of every quantized layer's input dim")
 
 
 def _to_bool(name: str, value: Any) -> bool:
@@ -219,6 +269,14 @@ def _to_patterns(name: str, value: Any) -> tuple[str, ...]:
     return patterns
 
 
+def _to_langs(name: str, value: Any) -> tuple[str, ...]:
+    langs = [str(part).strip() for part in _split(value)]
+    bad = [lang for lang in langs if not re.fullmatch(r"[A-Za-z0-9_-]+", lang)]
+    if bad:
+        raise ValueError(f"{name}={bad[0]!r} is not allowed; allowed: language codes separated by ';' (e.g. en;de;he)")
+    return tuple(dict.fromkeys(langs))
+
+
 def _to_path(name: str, value: Any) -> str:
     return str(value)
 
@@ -238,6 +296,10 @@ _CONVERTERS = {
     "quantize_embeddings": _to_bool,
     "quantize_lm_head": _to_bool,
     "save_to": _to_path,
+    "calib_mode": _to_str,
+    "calib_langs": _to_langs,
+    "calib_data": _to_path,
+    "calib_samples": _to_int,
 }
 
 QD_ARGS = tuple(f.name for f in fields(QuantConfig))

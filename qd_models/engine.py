@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from . import __version__
-from .config import QuantConfig
+from .config import QuantConfig, validate_for_model
 from .quant import clip_range, fake_quantize, to_blocks, top_fraction_mask, weight_stats
-from .report import json_safe, quantized_layer_bits, summary
+from .quant.weighted import activation_keep_scores, mode_weights, normalise_inputs, weighted_clip_range
+from .report import json_safe, quantized_layer_bits, summarize_report
 
 BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)(?:\.|$)")
 """Transformer block index in a module name: ``model.layers.3.``, ``transformer.h.3.``."""
@@ -66,30 +67,6 @@ def block_index(name: str) -> int | None:
     """Transformer block index in a module name, or ``None``."""
     match = BLOCK_INDEX.search(name)
     return int(match.group(1)) if match else None
-
-
-def num_blocks(hf_config) -> int | None:
-    """Number of transformer blocks from a ``PretrainedConfig`` (text config if nested)."""
-    for cfg in (getattr(hf_config, "text_config", None), hf_config):
-        for attr in ("num_hidden_layers", "n_layer", "num_layers"):
-            value = getattr(cfg, attr, None) if cfg is not None else None
-            if isinstance(value, int):
-                return value
-    return None
-
-
-def validate_for_model(config: QuantConfig, hf_config) -> None:
-    """Checks that need only the model's ``PretrainedConfig`` (call before loading weights)."""
-    if config.keep_layers:
-        count = num_blocks(hf_config)
-        if count is not None and max(config.keep_layers) >= count:
-            raise ValueError(f"keep_layers={list(config.keep_layers)} is out of range; allowed: block indices 0..{count - 1}")
-    if config.granularity == "group":
-        text = getattr(hf_config, "text_config", None) or hf_config
-        for attr in ("hidden_size", "n_embd", "intermediate_size"):
-            dim = getattr(text, attr, None)
-            if isinstance(dim, int) and dim % config.group_size:
-                raise ValueError(f"group_size={config.group_size} does not divide {attr}={dim}; allowed: a divisor of every quantized layer's input dim")
 
 
 def bnb_from_pretrained_kwargs(config: QuantConfig) -> dict:
@@ -156,6 +133,12 @@ def _select(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None) -
     return targets, seen
 
 
+def quantization_targets(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None) -> list[str]:
+    """Names of the modules :func:`quantize_` considers (quantized or kept), in model order:
+    the modules whose inputs a calibration pass must observe."""
+    return [target.name for target in _select(model, config, filter_fn)[0]]
+
+
 def _skip_reason(param_name: str) -> str:
     lowered = param_name.lower()
     if lowered.endswith("bias"):
@@ -194,14 +177,17 @@ def quantize_(
     config: QuantConfig,
     filter_fn: FilterFn | None = None,
     keep_originals: dict[str, torch.Tensor] | None = None,
+    act_stats=None,
 ) -> dict:
     """Fake-quantize ``model``'s selected weights in place (quantize -> dequantize, layer by
     layer, no model copy) and return the JSON-serialisable report.
 
     ``filter_fn(module, name) -> bool``: False keeps the module in original precision.
     ``keep_originals``: if a dict, receives CPU copies of every modified weight (by parameter
-    name) for :func:`restore_`. For bitsandbytes methods (already quantized at load) only the
-    report is built.
+    name) for :func:`restore_`. ``act_stats``: a :class:`qd_models.calibration.ActivationStats`
+    over :func:`quantization_targets`, required by ``method=laaciq`` and ``keep_by=activation``
+    (activation-weighted clip search / keep scores; adds ``calibration`` blocks to the report).
+    For bitsandbytes methods (already quantized at load) only the report is built.
     """
     if config.kind == "bnb":
         return _bnb_report(model, config)
@@ -216,6 +202,8 @@ def quantize_(
                         f"group_size={config.group_size} does not divide the input dim {in_dim} of {target.name}; allowed: a divisor of every quantized layer's input dim"
                     )
     active = config.kind == "fake" and config.bits != 16
+    if active and config.calib_mode is not None and act_stats is None:
+        raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
     threshold = None
     if active and config.keep_top > 0 and config.keep_top_scope == "global":
         threshold = _global_threshold(targets, config.keep_top)
@@ -235,14 +223,23 @@ def quantize_(
             layers.append(layer)
             continue
         blocks = to_blocks(weight, config.granularity, config.group_size)
+        inputs = degenerate = None
+        if act_stats is not None and config.calib_mode is not None:
+            inputs, degenerate = normalise_inputs(act_stats.inputs(target.name, config.calib_langs).to(weight.device))
         if threshold is not None:
             kept = weight.abs() >= threshold
+        elif config.keep_top > 0 and config.keep_by == "activation":
+            kept = top_fraction_mask(activation_keep_scores(weight, mode_weights(inputs, config.calib_mode)), config.keep_top)
         elif config.keep_top > 0:
             kept = top_fraction_mask(weight.abs(), config.keep_top)
         else:
             kept = None
         valid = None if kept is None else (~kept).float().view_as(blocks)
-        low, high, info = clip_range(blocks, config.method, config.bits, config.symmetric, config.clip, valid)
+        if config.method == "laaciq":
+            low, high, info = weighted_clip_range(blocks, weight.shape[0], inputs, config.calib_mode, config.bits,
+                                                  config.symmetric, config.granularity, config.group_size, valid)
+        else:
+            low, high, info = clip_range(blocks, config.method, config.bits, config.symmetric, config.clip, valid)
         quantized = fake_quantize(blocks, low, high, config.bits, config.symmetric).view_as(weight)
         n_kept = 0
         if kept is not None:
@@ -264,6 +261,10 @@ def quantize_(
             layer["laplace_fraction"] = float(info["laplace"].float().mean())
         if "ratio" in info:
             layer["clip_ratio"] = {k: float(getattr(info["ratio"], k)()) for k in ("mean", "min", "max")}
+        if inputs is not None:
+            from .calibration import layer_calibration_report
+
+            layer["calibration"] = layer_calibration_report(weight, quantized, inputs, degenerate, act_stats.select_langs(config.calib_langs))
         if keep_originals is not None:
             keep_originals[target.param_name] = param.detach().to("cpu", copy=True)
         target.write(quantized)
@@ -297,6 +298,10 @@ def quantize_(
         "layers": layers,
         "skipped": skipped,
     }
+    if act_stats is not None and config.calib_mode is not None:
+        from .calibration import calibration_report
+
+        report["calibration"] = calibration_report(act_stats, config, layers)
     return json_safe(report)
 
 
@@ -373,10 +378,11 @@ def write_report(report: dict, path: str | os.PathLike) -> None:
 __all__ = [
     "bnb_from_pretrained_kwargs",
     "block_index",
+    "quantization_targets",
     "quantize_",
     "restore_",
     "save_quantized",
-    "summary",
+    "summarize_report",
     "validate_for_model",
     "write_report",
 ]

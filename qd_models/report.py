@@ -35,7 +35,7 @@ def json_safe(value):
     return value
 
 
-def summary(report: dict) -> str:
+def summarize_report(report: dict) -> str:
     """A few human-readable lines for the log."""
     cfg, tot = report["config"], report["totals"]
     head = f"qd quantization: method={cfg['method']} bits={cfg['bits']}"

@@ -14,7 +14,7 @@ from qd_models.engine import (
     quantize_,
     restore_,
     save_quantized,
-    summary,
+    summarize_report,
     validate_for_model,
 )
 
@@ -45,7 +45,7 @@ def test_default_skips_and_counts(tiny_model_dir, arch):
     )
     assert totals["params_quantized"] == sum(before[name].numel() for name in changed)
     json.dumps(report, allow_nan=False)
-    assert "effective bits/weight" in summary(report)
+    assert "effective bits/weight" in summarize_report(report)
 
 
 @pytest.mark.parametrize("args", [{"method": "none"}, {"method": "rtn", "bits": 16}, {"method": "mse", "keep_top": 100}])

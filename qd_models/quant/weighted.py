@@ -29,9 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..config import CALIB_MODES
 from .core import MSE_COARSE_STEPS, MSE_REFINE_STEPS, block_moments, fake_quantize, min_max
-
-CALIB_MODES = ("target", "mean", "minimax")
 
 
 def normalise_inputs(inputs: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,329 @@
+"""Per-language activation statistics for LA-ACIQ (``method=laaciq``, ``keep_by=activation``).
+
+:func:`load_calibration_texts` reads and checks the calibration JSONL (cheap, no model; call it
+before loading weights). :func:`collect_activation_stats` runs each language's texts through
+the model once (length-sorted batches, right padding, progress bar) with forward pre-hooks on
+the quantization targets and accumulates, over the non-padding tokens of each language,
+s_l[j] = E[x_j^2] of every target's input channel j (hooks are removed in ``finally``). When the
+output head is not a target, a pre-hook on it stops the forward pass before the logits
+(the head is the most expensive matmul of small multilingual models; nothing after it is
+needed).
+
+Statistics are cached under ``cache_dir()/calibration/<key>.pt``; ``key`` hashes the model
+(class, config, and every parameter's name, shape, dtype, sum and sum of squares), the token
+ids of every calibration batch (so the tokenizer, texts, ``calib_samples`` and
+``max_length`` are covered), the target module names and :data:`STATS_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qd_tasks.corpus import corpus_path, read_corpus_file
+
+from .config import QuantConfig
+from .default_model import cache_dir
+
+logger = logging.getLogger(__name__)
+
+STATS_VERSION = 1
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_LENGTH = 512
+
+
+def needs_calibration(config: QuantConfig) -> bool:
+    """True for ``method=laaciq`` and for ``keep_by=activation``."""
+    return config.method == "laaciq" or config.keep_by == "activation"
+
+
+def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
+    """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language in the
+    file, in file order) from ``config.calib_data`` (default: the bundled calibration split),
+    the first ``calib_samples`` texts per language. One-line ``ValueError`` for an unreadable
+    or empty file or a language it lacks. Warns when a text also occurs in the bundled eval
+    corpus (leakage)."""
+    path = Path(config.calib_data) if config.calib_data else corpus_path("calibration")
+    try:
+        records = read_corpus_file(path)
+    except ValueError as err:
+        raise ValueError(f"calib_data={str(path)!r} is not usable ({err}); allowed: a JSONL file with fields lang, text") from None
+    by_lang: dict[str, list[str]] = {}
+    for record in records:
+        by_lang.setdefault(record["lang"], []).append(record["text"])
+    langs = list(config.calib_langs) or list(by_lang)
+    missing = [lang for lang in langs if lang not in by_lang]
+    if missing:
+        raise ValueError(f"calib_langs={';'.join(missing)} not in calib_data={str(path)!r}; allowed: {', '.join(by_lang)}")
+    texts = {lang: by_lang[lang][: config.calib_samples] for lang in langs}
+    eval_texts = {record["text"] for record in read_corpus_file(corpus_path("eval"))}
+    leaked = sum(text in eval_texts for group in texts.values() for text in group)
+    if leaked:
+        logger.warning("calibration leakage: %d calibration texts from %s also occur in the qd eval corpus", leaked, path)
+    return texts
+
+
+@dataclass
+class ActivationStats:
+    """Per-language input second moments of the quantization targets.
+
+    ``second_moments[name]``: float64 ``[L, in]``, row l = E[x_j^2] over language ``langs[l]``'s
+    tokens; ``tokens[lang]``: token count; ``key``: the cache key; ``from_cache``/``seconds``:
+    whether it was loaded and how long collecting or loading took.
+    """
+
+    langs: tuple[str, ...]
+    tokens: dict[str, int]
+    second_moments: dict[str, torch.Tensor]
+    key: str = ""
+    from_cache: bool = False
+    seconds: float = 0.0
+    source: str = ""
+    stopped_before: str | None = None
+
+    def select_langs(self, langs: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """``langs`` (all collected languages when empty), checked against the collected ones."""
+        missing = [lang for lang in langs if lang not in self.langs]
+        if missing:
+            raise ValueError(f"calib_langs={';'.join(missing)} has no activation statistics; allowed: {', '.join(self.langs)}")
+        return tuple(langs) or self.langs
+
+    def inputs(self, name: str, langs: tuple[str, ...] = ()) -> torch.Tensor:
+        """float32 ``[in, L]`` second moments of module ``name``'s input for ``langs``
+        (default: all collected languages)."""
+        if name not in self.second_moments:
+            raise ValueError(f"no activation statistics for module {name!r}; allowed: {len(self.second_moments)} calibrated modules")
+        rows = [self.langs.index(lang) for lang in self.select_langs(langs)]
+        return self.second_moments[name][rows].t().float()
+
+    def to_dict(self) -> dict:
+        """Cache payload (tensors, lists, strings, ints: loadable with ``weights_only``)."""
+        return {"version": STATS_VERSION, "langs": list(self.langs), "tokens": dict(self.tokens),
+                "second_moments": dict(self.second_moments), "stopped_before": self.stopped_before}
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the model class, its config (minus its path) and each parameter's name,
+    shape, dtype, float64 sum and sum of squares."""
+    digest = hashlib.sha256(type(model).__name__.encode())
+    config = getattr(model, "config", None)
+    if config is not None:
+        cfg = config.to_dict()
+        cfg.pop("_name_or_path", None)
+        digest.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            values = param.detach()
+            moments = (float(values.double().sum()), float(values.double().square().sum()))
+            digest.update(f"{name}|{tuple(values.shape)}|{values.dtype}|{moments[0]!r}|{moments[1]!r}".encode())
+    return digest.hexdigest()
+
+
+def tokenize_texts(tokenizer, texts: dict[str, list[str]], max_length: int) -> dict[str, list[list[int]]]:
+    """Token ids per text (the tokenizer's special tokens included), cut to ``max_length``."""
+    return {lang: [tokenizer(text)["input_ids"][:max_length] for text in group] for lang, group in texts.items()}
+
+
+def calibration_key(fingerprint: str, token_ids: dict[str, list[list[int]]], module_names: list[str]) -> str:
+    payload = json.dumps({"version": STATS_VERSION, "model": fingerprint, "tokens": token_ids, "modules": module_names})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def stats_cache_dir() -> Path:
+    return cache_dir() / "calibration"
+
+
+class _StopForward(Exception):
+    """Raised by the head's pre-hook: everything needed has been computed."""
+
+
+def _batches(sequences: list[list[int]], batch_size: int, pad_id: int):
+    """Length-sorted right-padded batches: (input_ids ``[B, T]``, attention_mask ``[B, T]``)."""
+    ordered = sorted(sequences, key=len, reverse=True)
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start : start + batch_size]
+        width = len(chunk[0])
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, seq in enumerate(chunk):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        yield ids, mask
+
+
+def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int, pad_id: int, stop_at, progress: bool):
+    """Run the forward passes with hooks; return (sums ``{name: [L, in]}``, token counts)."""
+    from tqdm import tqdm
+
+    langs = list(token_ids)
+    sums: dict[str, torch.Tensor] = {}
+    current = {"lang": 0, "rows": None}
+
+    def make_hook(name: str):
+        def hook(module, args):
+            x = args[0].detach()
+            flat = x.reshape(-1, x.shape[-1])
+            if flat.shape[0] != current["rows"].shape[0]:
+                raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {current['rows'].shape[0]} tokens; allowed: token-wise layers")
+            sq = flat[current["rows"]].double().square_().sum(0)
+            if name not in sums:
+                sums[name] = torch.zeros(len(langs), sq.shape[0], dtype=torch.float64)
+            sums[name][current["lang"]] += sq.cpu()
+        return hook
+
+    def stop(module, args):
+        raise _StopForward
+
+    handles = []
+    counts = {lang: 0 for lang in langs}
+    total = sum(-(-len(seqs) // batch_size) for seqs in token_ids.values())
+    device = next(model.parameters()).device
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_pre_hook(make_hook(name)))
+        if stop_at is not None:
+            handles.append(stop_at.register_forward_pre_hook(stop))
+        with torch.inference_mode(), tqdm(total=total, desc="qd calibration", disable=not progress) as bar:
+            for index, lang in enumerate(langs):
+                current["lang"] = index
+                for ids, mask in _batches(token_ids[lang], batch_size, pad_id):
+                    current["rows"] = mask.reshape(-1).bool().to(device)
+                    counts[lang] += int(mask.sum())
+                    try:
+                        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                    except _StopForward:
+                        pass
+                    bar.update(1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sums, counts
+
+
+def collect_activation_stats(
+    model: nn.Module,
+    tokenizer,
+    texts: dict[str, list[str]],
+    module_names: list[str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    progress: bool = True,
+    use_cache: bool = True,
+    source: str = "",
+) -> ActivationStats:
+    """Per-language E[x_j^2] of the inputs of ``module_names`` (module doc), from the disk
+    cache when the key matches. ``texts``: ``{lang: [text, ...]}`` (every list non-empty)."""
+    empty = [lang for lang, group in texts.items() if not group]
+    if not texts or empty:
+        raise ValueError(f"calibration texts are empty for {', '.join(empty) or 'every language'}; allowed: at least one text per calibration language")
+    if batch_size < 1 or max_length < 1:
+        raise ValueError(f"batch_size={batch_size}, max_length={max_length} are not allowed; allowed: positive integers")
+    start = time.perf_counter()
+    named = dict(model.named_modules())
+    unknown = [name for name in module_names if name not in named]
+    if unknown:
+        raise ValueError(f"module_names contains {unknown[0]!r}, not a module of the model; allowed: names from model.named_modules()")
+    token_ids = tokenize_texts(tokenizer, texts, max_length)
+    key = calibration_key(model_fingerprint(model), token_ids, list(module_names))
+    path = stats_cache_dir() / f"{key}.pt"
+    if use_cache and path.is_file():
+        payload = torch.load(path, weights_only=True)
+        stats = ActivationStats(tuple(payload["langs"]), payload["tokens"], payload["second_moments"], key=key,
+                                from_cache=True, source=source, stopped_before=payload["stopped_before"])
+        stats.seconds = time.perf_counter() - start
+        logger.info("qd calibration: statistics loaded from %s", path)
+        return stats
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_is_target = head is not None and any(named[name] is head for name in module_names)
+    stop_at = None if head is None or head_is_target else head
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    try:
+        sums, counts = _accumulate(model, {name: named[name] for name in module_names}, token_ids, batch_size, pad_id, stop_at, progress)
+    finally:
+        model.train(was_training)
+    never = [name for name in module_names if name not in sums]
+    if never:
+        raise ValueError(f"module {never[0]!r} was never called during calibration; allowed: modules on the forward path before the output head")
+    denominators = torch.tensor([max(counts[lang], 1) for lang in token_ids], dtype=torch.float64).unsqueeze(1)
+    moments = {name: sums[name] / denominators for name in module_names}
+    stopped_before = next((n for n, m in named.items() if m is stop_at), None) if stop_at is not None else None
+    stats = ActivationStats(tuple(token_ids), counts, moments, key=key, source=source, stopped_before=stopped_before)
+    if use_cache:
+        _write_atomic(stats.to_dict(), path)
+    stats.seconds = time.perf_counter() - start
+    logger.info("qd calibration: %s tokens per language, %d modules, %.1f s", counts, len(module_names), stats.seconds)
+    return stats
+
+
+def _write_atomic(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def layer_calibration_report(weight: torch.Tensor, quantized: torch.Tensor, inputs: torch.Tensor, degenerate: torch.Tensor,
+                             langs: tuple[str, ...]) -> dict:
+    """Per-language figures of one quantized layer: ``weighted_rel_error`` (see
+    :func:`qd_models.quant.weighted.language_errors`), ``activation_weighted_kurtosis`` (see
+    :func:`qd_models.quant.weighted.activation_weighted_kurtosis`) and the languages whose
+    statistics were degenerate (all zero or non-finite; weighted as plain MSE).
+    ``weight``/``quantized`` ``[out, in]``, ``inputs`` normalised ``[in, L]``."""
+    from .quant.weighted import activation_weighted_kurtosis, language_errors
+
+    errors = language_errors(weight, quantized, inputs).tolist()
+    kurtosis = activation_weighted_kurtosis(weight, inputs).tolist()
+    return {
+        "weighted_rel_error": dict(zip(langs, errors)),
+        "activation_weighted_kurtosis": dict(zip(langs, kurtosis)),
+        "degenerate_langs": [lang for lang, flag in zip(langs, degenerate.tolist()) if flag],
+    }
+
+
+def calibration_report(stats: ActivationStats, config: QuantConfig, layers: list[dict]) -> dict:
+    """The report's ``calibration`` block. ``per_language[lang]``: ``tokens`` (calibration
+    tokens), ``activation_weighted_kurtosis`` and ``weighted_rel_error`` (unweighted means over
+    the quantized layers of the per-layer values; non-finite layer values are skipped and
+    counted in ``nonfinite_layers``) and ``weighted_rel_error_max`` (worst layer)."""
+    langs = stats.select_langs(config.calib_langs)
+    per_layer = [layer["calibration"] for layer in layers if "calibration" in layer]
+    per_language = {}
+    for lang in langs:
+        kurt = [v for v in (c["activation_weighted_kurtosis"][lang] for c in per_layer) if math.isfinite(v)]
+        errs = [v for v in (c["weighted_rel_error"][lang] for c in per_layer) if math.isfinite(v)]
+        per_language[lang] = {
+            "tokens": int(stats.tokens[lang]),
+            "activation_weighted_kurtosis": sum(kurt) / len(kurt) if kurt else float("nan"),
+            "weighted_rel_error": sum(errs) / len(errs) if errs else float("nan"),
+            "weighted_rel_error_max": max(errs) if errs else float("nan"),
+            "nonfinite_layers": len(per_layer) - min(len(kurt), len(errs)),
+        }
+    return {
+        "mode": config.calib_mode,
+        "langs": list(langs),
+        "source": stats.source,
+        "samples_per_language": config.calib_samples,
+        "cache_key": stats.key,
+        "from_cache": stats.from_cache,
+        "seconds": stats.seconds,
+        "stopped_before": stats.stopped_before,
+        "layers": len(per_layer),
+        "per_language": per_language,
+    }
