@@ -49,6 +49,11 @@ class QDHFLM(HFLM):
                     trust_remote_code=hf_kwargs.get("trust_remote_code", False),
                 ),
             )
+        calib_texts = None
+        if config.kind == "fake" and config.calib_mode is not None:
+            from qd_models.calibration import load_calibration_texts
+
+            calib_texts = load_calibration_texts(config)  # checked before loading weights
         super().__init__(pretrained=pretrained, **hf_kwargs)
         if self.model_note:
             logger.warning("qd-hf: %s", self.model_note)
@@ -56,7 +61,14 @@ class QDHFLM(HFLM):
             return
         from qd_models.engine import quantize_, summarize_report
 
-        self.quant_report = quantize_(self.model, config)
+        act_stats = None
+        if calib_texts is not None:
+            from qd_models.calibration import collect_activation_stats
+            from qd_models.engine import quantization_targets
+
+            act_stats = collect_activation_stats(self.model, self.tokenizer, calib_texts, quantization_targets(self.model, config),
+                                                 source=config.calib_data or "bundled calibration split")
+        self.quant_report = quantize_(self.model, config, act_stats=act_stats)
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
             from qd_models.engine import save_quantized
