@@ -1,0 +1,104 @@
+"""qd_models.scan: which modules each scan config quantizes, and the degradation CSVs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from qd_models.engine import quantize_
+from qd_models.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items
+from qd_models.sweep import EvalSettings
+
+QUANT = {"method": "rtn", "bits": 3}
+
+
+def _loaded(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir)
+
+
+def _quantized_names(model, item) -> set[str]:
+    report = quantize_(model, item.config)
+    return {layer["name"] for layer in report["layers"] if layer["status"] == "quantized"}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bloom"])
+def test_meta_model_lists_every_block_module(arch, tiny_model_dir):
+    from transformers import AutoConfig
+
+    model_dir = tiny_model_dir(arch)
+    blocks = block_modules(meta_model(AutoConfig.from_pretrained(model_dir)))
+    assert blocks == block_modules(_loaded(model_dir))  # same names as the real load
+    assert sorted(blocks) == [0, 1]
+    for kinds in blocks.values():
+        assert kinds["attention"] and kinds["mlp"] and not kinds["other"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_scan_items_quantize_exactly_the_intended_modules(arch, tiny_model_dir):
+    model_dir = tiny_model_dir(arch)
+    blocks = block_modules(_loaded(model_dir))
+    for mode in ("quantize_one", "protect_one"):
+        items = scan_items(blocks, mode, ("block", "attention", "mlp"), QUANT)
+        assert len(items) == 2 * 3
+        for item in items:
+            _, block, *kind = item.scan.split(":")
+            block = int(block)
+            in_unit = {
+                n for k, names in blocks[block].items() if (not kind or k == kind[0]) for n in names
+            }
+            every = {n for kinds in blocks.values() for names in kinds.values() for n in names}
+            expected = in_unit if mode == "quantize_one" else every - in_unit
+            assert _quantized_names(_loaded(model_dir), item) == expected, item.scan
+
+
+def test_module_kind_names():
+    assert module_kind("model.layers.3.self_attn.q_proj") == "attention"
+    assert module_kind("transformer.h.0.attn.c_attn") == "attention"
+    assert module_kind("transformer.h.0.self_attention.query_key_value") == "attention"
+    assert module_kind("model.layers.3.mlp.down_proj") == "mlp"
+    assert module_kind("model.layers.3.attn_norm") is None  # a component must match exactly
+
+
+def test_scan_rejects_bad_arguments_before_loading(tiny_model_dir):
+    blocks = {0: {"attention": ["a"], "mlp": ["m"], "other": []}}
+    with pytest.raises(ValueError, match="mode='one' is not allowed; allowed: quantize_one, protect_one"):
+        scan_items(blocks, "one", ("block",), QUANT)
+    with pytest.raises(ValueError, match=r"modules=\['head'\] is not allowed"):
+        scan_items(blocks, "quantize_one", ("head",), QUANT)
+    with pytest.raises(ValueError, match="keep_layers is not allowed in a scan"):
+        scan_items(blocks, "quantize_one", ("block",), {**QUANT, "keep_layers": [0]})
+
+
+def test_run_scan_writes_consistent_csvs(tiny_model_dir, tmp_path):
+    from analysis.relations import read_scan_csv
+
+    settings = EvalSettings(tasks=("qd_multilingual_ppl",), output_path=str(tmp_path), model_args=f"pretrained={tiny_model_dir('gpt2')}",
+                            limit=2, batch_size=4, device="cpu")
+    outcomes, paths = run_scan(settings, "protect_one", ("block", "mlp"), {"method": "rtn", "bits": 2})
+    assert [p.name for p in paths] == ["scan_protect_one_block.csv", "scan_protect_one_mlp.csv"]
+    assert len(outcomes) == 1 + 2 * 2
+    base = next(o for o in outcomes if o.item.scan is None).results["results"]
+    by_label = {o.item.scan: o for o in outcomes if o.item.scan}
+    for path in paths:
+        rows = list(csv.DictReader(path.open()))
+        assert tuple(rows[0]) == CSV_COLUMNS
+        assert len(rows) == 2 * 8  # blocks x languages
+        for row in rows:
+            label = f"protect_one:{row['block']}" + ("" if row["module"] == "block" else f":{row['module']}")
+            saved = json.loads(next(by_label[label].folder.rglob("results_*.json")).read_text())
+            assert saved["config"]["quant_disparity"]["quant_config"]["scan"] == label
+            task = f"qd_multilingual_ppl_{row['lang']}"
+            bpb, ref = saved["results"][task]["bits_per_byte,none"], base[task]["bits_per_byte,none"]
+            assert float(row["bits_per_byte"]) == pytest.approx(bpb, rel=1e-12)
+            assert float(row["rel_degradation"]) == pytest.approx(bpb / ref - 1, rel=1e-9, abs=1e-15)
+            assert float(row["abs_degradation"]) == pytest.approx(bpb - ref, rel=1e-9, abs=1e-15)
+            assert math.isfinite(float(row["degradation"]))
+        assert not read_scan_csv(str(path)).empty  # what qd-analyze --scan-csv reads
+    # 2-bit RTN of all but one block must move bits/byte somewhere (else the rows are vacuous)
+    rows = list(csv.DictReader(paths[0].open()))
+    assert max(abs(float(r["abs_degradation"])) for r in rows) > 1e-4
