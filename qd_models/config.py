@@ -255,6 +255,8 @@ def _split(value: Any) -> list:
 
 
 def _to_layers(name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, str):  # lm-eval hands a bracketed list over as the string "[0,11]"
+        value = value.strip().removeprefix("[").removesuffix("]")
     return tuple(sorted({_to_int(name, part) for part in _split(value)}))
 
 
@@ -305,13 +307,31 @@ _CONVERTERS = {
 QD_ARGS = tuple(f.name for f in fields(QuantConfig))
 
 
+LIST_ARGS = ("keep_layers", "keep", "calib_langs")
+
+
+def _merge_list_continuations(kwargs: dict) -> dict:
+    """Undo lm-eval's comma split of list values: ``keep_layers=0,11`` reaches us as
+    ``{"keep_layers": 0, "11": ""}``; a key with an empty value right after a list argument
+    (or after another such continuation) is one more item of that list."""
+    merged: dict[str, Any] = {}
+    current: str | None = None
+    for key, value in kwargs.items():
+        if current is not None and value == "":
+            merged[current] = f"{merged[current]};{key}"
+            continue
+        merged[key] = value
+        current = key if key in LIST_ARGS else None
+    return merged
+
+
 def parse_qd_args(kwargs: dict) -> tuple[QuantConfig, dict]:
     """Split lm-eval model kwargs into (QuantConfig, remaining HFLM kwargs).
 
     ``None`` values (lm-eval's Python parser turns the string ``none`` into ``None``) mean
     "unset", except for ``method``/``clip`` where they mean ``none``.
     """
-    rest = dict(kwargs)
+    rest = _merge_list_continuations(kwargs)
     typed: dict[str, Any] = {}
     for name in QD_ARGS:
         if name not in rest:

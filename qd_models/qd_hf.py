@@ -32,10 +32,11 @@ class QDHFLM(HFLM):
         self.model_note = DEFAULT_MODEL_NOTE if (
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
+        self._load_overrides: dict = {}
         if config.kind == "bnb":
             from qd_models.engine import bnb_from_pretrained_kwargs
 
-            hf_kwargs.update(bnb_from_pretrained_kwargs(config))
+            self._load_overrides = bnb_from_pretrained_kwargs(config)
         elif config.kind == "fake" and isinstance(pretrained, str):
             from transformers import AutoConfig
 
@@ -57,7 +58,7 @@ class QDHFLM(HFLM):
         super().__init__(pretrained=pretrained, **hf_kwargs)
         if self.model_note:
             logger.warning("qd-hf: %s", self.model_note)
-        if config.kind != "fake":
+        if config.kind == "none":
             return
         from qd_models.engine import quantize_, summarize_report
 
@@ -68,13 +69,18 @@ class QDHFLM(HFLM):
 
             act_stats = collect_activation_stats(self.model, self.tokenizer, calib_texts, quantization_targets(self.model, config),
                                                  source=config.calib_data or "bundled calibration split")
-        self.quant_report = quantize_(self.model, config, act_stats=act_stats)
+        self.quant_report = quantize_(self.model, config, act_stats=act_stats)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
             from qd_models.engine import save_quantized
 
             save_quantized(self.model, self.tokenizer, config.save_to, self.quant_report)
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
+
+    def _create_model(self, *args, **kwargs) -> None:
+        """HFLM passes the checkpoint's own ``quantization_config``; bnb methods replace it."""
+        kwargs.update(self._load_overrides)
+        super()._create_model(*args, **kwargs)
 
     def get_model_info(self) -> dict:
         """HFLM's model info plus a ``quant_disparity`` block (lands in results["config"])."""

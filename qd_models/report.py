@@ -44,8 +44,8 @@ def summarize_report(report: dict) -> str:
     lines = [
         head,
         f"  params quantized={tot['params_quantized']:,} kept={tot['params_kept']:,} skipped={tot['params_skipped']:,}",
-        f"  effective bits/weight={tot['effective_bits_per_weight']:.3f}  estimated size={tot['estimated_size_bytes'] / 2**20:.1f} MiB "
-        f"(original {tot['original_size_bytes'] / 2**20:.1f} MiB)",
+        f"  effective bits/weight={tot['effective_bits_per_weight']:.3f}  estimated size={tot['estimated_size_bytes'] / 2**20:.1f} MiB"
+        + (f" (original {tot['original_size_bytes'] / 2**20:.1f} MiB)" if tot.get("original_size_bytes") else ""),
     ]
     rel = [layer["rel_mse"] for layer in report["layers"] if layer.get("status") == "quantized" and layer.get("rel_mse") is not None]
     if rel:
