@@ -90,7 +90,7 @@ def run_lm_eval(args: list[str], output_path: Path, timeout: int = 600) -> dict:
     return json.loads(results[-1].read_text())
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def lm_eval_cli():
     return run_lm_eval
 
