@@ -175,3 +175,22 @@ def test_quantize_requires_stats_and_keep_by_activation_uses_them(llama, cache):
     quantized = dict(model.named_modules())[name].weight.detach().reshape(-1)
     torch.testing.assert_close(quantized[top], original.reshape(-1)[top], rtol=0, atol=0)  # kept exactly
     assert set(report["calibration"]["per_language"]) == {"en", "he"}
+
+
+@pytest.mark.parametrize("granularity", ["channel", "group"])
+def test_minimax_report_worst_language_never_above_mean_on_calibration_data(llama, cache, granularity):
+    from qd_models.engine import restore_
+
+    model, tokenizer = llama
+    extra = {"granularity": granularity, "group_size": "16"} if granularity == "group" else {}
+    reports = {}
+    for mode in ("mean", "minimax"):
+        config = _config(calib_mode=mode, bits="3", **extra)
+        stats = collect_activation_stats(model, tokenizer, TEXTS, quantization_targets(model, config), progress=False)
+        originals: dict = {}
+        reports[mode] = quantize_(model, config, keep_originals=originals, act_stats=stats)
+        restore_(model, originals)
+    worst = {mode: [max(layer["calibration"]["weighted_rel_error"].values()) for layer in report["layers"]]
+             for mode, report in reports.items()}
+    assert all(mm <= m * (1 + 1e-6) for mm, m in zip(worst["minimax"], worst["mean"]))
+    assert sum(worst["minimax"]) < sum(worst["mean"])
