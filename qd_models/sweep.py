@@ -233,12 +233,16 @@ class Sweep:
 
     def validate(self, items: list[SweepItem]) -> None:
         """Model-dependent checks of every item (e.g. keep_layers range), before any load."""
-        from qd_models.engine import validate_for_model
+        from qd_models.config import validate_for_model
 
         hf_config = self.hf_config()
         for item in items:
             if item.config.kind == "fake":
                 validate_for_model(item.config, hf_config)
+                if item.config.calib_mode is not None:
+                    from qd_models.calibration import load_calibration_texts
+
+                    load_calibration_texts(item.config)  # raises on missing/bad calibration data
 
     def _model_kwargs(self) -> dict:
         s = self.settings
@@ -272,11 +276,23 @@ class Sweep:
         saved: dict = {}
         report = None
         if item.config.kind == "fake":
-            report = quantize_(lm.model, item.config, keep_originals=saved)
+            report = quantize_(lm.model, item.config, keep_originals=saved, act_stats=self._activation_stats(lm, item.config))
         for name, tensor in saved.items():  # copies taken after a full restore: originals
             self._originals.setdefault(name, tensor)
         lm.quant_config, lm.quant_report = item.config, report
         return lm
+
+    @staticmethod
+    def _activation_stats(lm, config: QuantConfig):
+        """Calibration pass on the restored (original) weights, as ``qd-hf`` runs it at load
+        (``method=laaciq`` / ``keep_by=activation``); ``None`` for other configs."""
+        if config.calib_mode is None:
+            return None
+        from qd_models.calibration import collect_activation_stats, load_calibration_texts
+        from qd_models.engine import quantization_targets
+
+        return collect_activation_stats(lm.model, lm.tokenizer, load_calibration_texts(config), quantization_targets(lm.model, config),
+                                        source=config.calib_data or "bundled calibration split")
 
     def task_manager(self):
         """One ``TaskManager`` for the sweep: qd tasks only when they cover ``tasks`` (fast),

@@ -47,15 +47,17 @@ GRID = [
     {"method": "rtn", "bits": 3, "granularity": "tensor"},
     {"method": "aciq", "bits": 4, "granularity": "group", "group_size": 32},
     {"method": "rtn", "bits": 4, "keep_top": 1.0, "keep_layers": [1]},
+    {"method": "laaciq", "bits": 3, "calib_mode": "mean", "calib_samples": 2},  # calibration pass per config
 ]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_process, tmp_path):
+def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_process, tmp_path, monkeypatch):
+    monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))  # calibration statistics cache
     model_dir = tiny_model_dir(arch)
     items = build_items(GRID)
-    outcomes = Sweep(_settings(model_dir, tmp_path, log_samples=True)).run(items)
-    assert [o.status for o in outcomes] == ["done"] * 4
+    outcomes = Sweep(_settings(model_dir, tmp_path / "runs", log_samples=True)).run(items)
+    assert [o.status for o in outcomes] == ["done"] * 5
     assert outcomes[0].item.config.method == "none"
     bpb_by_method = {}
     for outcome in outcomes:
@@ -70,6 +72,12 @@ def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_pro
         qd_saved, qd_alone = saved["config"]["quant_disparity"], alone["config"]["quant_disparity"]
         assert qd_saved["quant_config"] == qd_alone["quant_config"]
         assert qd_saved["quant_totals"] == qd_alone["quant_totals"]
+        calib_saved, calib_alone = ((qd["quant_report"] or {}).get("calibration") for qd in (qd_saved, qd_alone))
+        if calib_alone is not None:  # laaciq: the standalone run hits the cache the sweep filled,
+            # whose key hashes every parameter -> the sweep calibrated on the original weights
+            assert calib_saved["from_cache"] is False and calib_alone["from_cache"] is True
+            drop = ("from_cache", "seconds")
+            assert {k: v for k, v in calib_saved.items() if k not in drop} == {k: v for k, v in calib_alone.items() if k not in drop}
         assert list((outcome.folder).rglob("samples_qd_multilingual_ppl_*.jsonl"))
         bpb_by_method[outcome.item.label] = sum(_bits_per_byte(saved).values())
     # 3-bit per-tensor RTN must actually change the model (else the comparison above is vacuous)
@@ -82,7 +90,7 @@ def test_restore_gives_back_the_loaded_weights(tiny_model_dir, tmp_path):
     sweep = Sweep(_settings(tiny_model_dir("llama"), tmp_path))
     baseline = make_item({"method": "none"})
     before = {k: v.clone() for k, v in sweep.apply(baseline).model.state_dict().items()}
-    for combo in GRID:
+    for combo in GRID[:3]:
         quantized = sweep.apply(make_item(combo)).model.state_dict()
         assert any(not torch.equal(quantized[k], before[k]) for k in before)
     after = sweep.apply(baseline)
