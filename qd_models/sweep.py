@@ -393,6 +393,8 @@ class Sweep:
         self.output.mkdir(parents=True, exist_ok=True)
         outcomes = []
         with _exclusive(self.output / LOCK_FILE):
+            for stale in self.output.glob(f"{TMP_PREFIX}*"):  # left by a killed sweep (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
             todo = sum(not self.is_complete(item) for item in items)
             logger.info("qd-sweep: %d configs, %d to run, %d already complete", len(items), todo, len(items) - todo)
             bar = tqdm(items, desc="qd-sweep", unit="config")

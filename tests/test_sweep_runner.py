@@ -139,7 +139,9 @@ def test_interrupted_config_leaves_nothing_and_resumes(tiny_model_dir, tmp_path,
     assert not any(p.name.startswith(TMP_PREFIX) for p in tmp_path.iterdir())
 
     monkeypatch.setattr(EvaluationTracker, "save_results_samples", real_save)
+    (tmp_path / f"{TMP_PREFIX}killed-config" / "partial").mkdir(parents=True)  # as after `kill -9`
     outcomes = sweep.run(items)
+    assert not (tmp_path / f"{TMP_PREFIX}killed-config").exists()
     assert [o.status for o in outcomes] == ["skipped", "done", "done"]
     assert len(list(outcomes[1].folder.rglob("samples_*.jsonl"))) == 8
 

@@ -6,7 +6,8 @@
 #    of laaciq vs aciq in report.md "Disparity" / "Method comparison".
 #  * the seed's: one model per target language (calib_mode=target, calib_langs=L), each scored on
 #    its own language L only (a per-language oracle: no single deployable model). Read the
-#    diagonal from the per-run degradation tables: run laaciq-...-calib_langs=L, language L.
+#    diagonal from the per-run degradation tables: run laaciq-...-calib_langs=L, language L
+#    (scripts/exp006_seed_protocol.py prints that diagonal as one table).
 # Cost: 2 x (aciq, laaciq mean, laaciq minimax) + 4 target configs = 11 configs, ~25 min.
 source "$(dirname "$0")/common.sh"
 RUNS="${RUNS:-runs/exp006}"; DOCS="${DOCS:-docs/experiments/exp006}"
