@@ -452,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log_samples", action="store_true")
     parser.add_argument("--include_path")
     parser.add_argument("--dry_run", action="store_true", help="print the configs and their folders, run nothing")
+    parser.add_argument("--analyze", metavar="DIR", help="run qd-analyze on --output_path afterwards, writing to DIR")
     return parser
 
 
@@ -511,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = sweep.run(items)
     for outcome in outcomes:
         print(f"{outcome.status:8s} {outcome.seconds:8.1f}s  {outcome.folder}")
+    if args.analyze:
+        from analysis.cli import main as analyze_main
+
+        return analyze_main([args.output_path, "--out", args.analyze])
     return 0
 
 

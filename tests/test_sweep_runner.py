@@ -48,6 +48,7 @@ GRID = [
     {"method": "aciq", "bits": 4, "granularity": "group", "group_size": 32},
     {"method": "rtn", "bits": 4, "keep_top": 1.0, "keep_layers": [1]},
     {"method": "laaciq", "bits": 3, "calib_mode": "mean", "calib_samples": 2},  # calibration pass per config
+    {"method": "nf4"},  # bitsandbytes: a fresh load in the same process
 ]
 
 
@@ -57,7 +58,8 @@ def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_pro
     model_dir = tiny_model_dir(arch)
     items = build_items(GRID)
     outcomes = Sweep(_settings(model_dir, tmp_path / "runs", log_samples=True)).run(items)
-    assert [o.status for o in outcomes] == ["done"] * 5
+    assert [o.status for o in outcomes] == ["done"] * 6
+    assert outcomes[-1].item.config.kind == "bnb"
     assert outcomes[0].item.config.method == "none"
     bpb_by_method = {}
     for outcome in outcomes:
@@ -196,3 +198,17 @@ def test_grid_expansion_and_validation(tmp_path):
     args = build_parser().parse_args(["--bits", "4", "--tasks", "t", "--output_path", "o"])
     with pytest.raises(ValueError, match="bits given without --methods"):
         combos_from_args(args)
+
+
+def test_cli_sweep_dry_run_and_analyze(tiny_model_dir, tmp_path, capsys):
+    from qd_models.sweep import main
+
+    common = ["--methods", "rtn", "--bits", "3", "--tasks", "qd_multilingual_ppl", "--limit", "1", "--batch_size", "4",
+              "--device", "cpu", "--model_args", f"pretrained={tiny_model_dir('llama')}", "--output_path", str(tmp_path / "runs")]
+    assert main(common + ["--dry_run"]) == 0
+    assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == ["to run", "to run"]
+    assert main(common + ["--log_samples", "--analyze", str(tmp_path / "report")]) == 0
+    assert "rtn-w3" in (tmp_path / "report" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(common + ["--dry_run"]) == 0
+    assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == ["complete", "complete"]
