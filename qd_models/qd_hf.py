@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 @register_model("qd-hf")
 class QDHFLM(HFLM):
-    def __init__(self, pretrained=None, **kwargs) -> None:
+    def __init__(self, pretrained=None, device: str | None = None, **kwargs) -> None:
+        """``device=None`` (HFLM's default is "cuda") picks cuda when available, else cpu,
+        as the lm_eval CLI does; so programmatic use (sweeps, notebooks) works on CPU too."""
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
         if pretrained is None:
             pretrained = str(default_model_path())
@@ -55,7 +57,7 @@ class QDHFLM(HFLM):
             from qd_models.calibration import load_calibration_texts
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
-        super().__init__(pretrained=pretrained, **hf_kwargs)
+        super().__init__(pretrained=pretrained, device=device, **hf_kwargs)
         if self.model_note:
             logger.warning("qd-hf: %s", self.model_note)
         if config.kind == "none":
