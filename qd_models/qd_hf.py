@@ -23,9 +23,10 @@ logger = logging.getLogger(__name__)
 
 @register_model("qd-hf")
 class QDHFLM(HFLM):
-    def __init__(self, pretrained=None, device: str | None = None, **kwargs) -> None:
-        """``device=None`` (HFLM's default is "cuda") picks cuda when available, else cpu,
-        as the lm_eval CLI does; so programmatic use (sweeps, notebooks) works on CPU too."""
+    def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
+        """``device`` defaults to the lm_eval CLI's "cuda:0", which HFLM resolves to cuda when
+        available and cpu otherwise (HFLM's own default "cuda" fails on CPU-only torch), so
+        programmatic use (sweeps, notebooks) behaves like the CLI."""
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
         if pretrained is None:
             pretrained = str(default_model_path())
