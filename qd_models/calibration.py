@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 STATS_VERSION = 1
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 512
+FINGERPRINT_CHUNK = 1 << 22
 
 
 def needs_calibration(config: QuantConfig) -> bool:
@@ -123,9 +124,11 @@ def model_fingerprint(model: nn.Module) -> str:
         digest.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, param in model.named_parameters():
-            values = param.detach()
-            moments = (float(values.double().sum()), float(values.double().square().sum()))
-            digest.update(f"{name}|{tuple(values.shape)}|{values.dtype}|{moments[0]!r}|{moments[1]!r}".encode())
+            total = square = 0.0
+            for chunk in param.detach().reshape(-1).split(FINGERPRINT_CHUNK):  # no full float64 copy
+                chunk = chunk.double()
+                total, square = total + float(chunk.sum()), square + float(chunk.square().sum())
+            digest.update(f"{name}|{tuple(param.shape)}|{param.dtype}|{total!r}|{square!r}".encode())
     return digest.hexdigest()
 
 

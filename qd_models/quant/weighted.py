@@ -23,7 +23,9 @@ Every mode picks one r per block; grid and search are those of ``method=mse``
   dual): for fixed lambda each block minimises sum_l lambda_l E_lb / energy_l; lambda is
   moved by exponentiated-gradient steps on the coarse grid (:func:`minimax_language_weights`),
   the best lambda's ratios are refined like ``mean``'s, and the ``mean`` choice is kept when it
-  has the smaller worst language. So a layer's worst-language R_l is never above ``mean``'s.
+  has the smaller worst language. So a layer's worst-language R_l is never above ``mean``'s;
+  it need not be the exact optimum (per-block choices reachable through some lambda are a
+  subset of all combinations: a duality gap).
   (A per-block max_l E_lb would not give this: on Gemma-3-270M it made the layer-level worst
   language worse than ``mean``.)
 """
@@ -39,10 +41,13 @@ from torch import Tensor
 from ..config import CALIB_MODES
 from .core import MSE_COARSE_STEPS, MSE_REFINE_STEPS, block_moments, fake_quantize, min_max
 
-MINIMAX_STEPS = 200
+MINIMAX_STEPS = 100
 """Exponentiated-gradient steps on the language weights (``calib_mode=minimax``); step t
 moves log(lambda) by at most ``MINIMAX_STEP / sqrt(t + 1)``."""
 MINIMAX_STEP = 0.5
+MINIMAX_WINDOW = 3
+"""Each block's candidates in the language-weight search: the coarse ratios within this many
+steps of its uniform-weight optimum (the final ratios are refined afterwards)."""
 
 
 def normalise_inputs(inputs: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,6 +72,8 @@ def block_errors(sq_error: Tensor, weights: Tensor, granularity: str, group_size
     if granularity == "group":
         out_dim, in_dim = sq_error.shape
         groups = in_dim // group_size
+        if weights.shape[1] == 1:
+            return (sq_error.view(out_dim, groups, group_size) * weights.view(groups, group_size)).sum(2).view(-1, 1)
         per_group = torch.einsum("ogk,gkl->ogl", sq_error.view(out_dim, groups, group_size), weights.view(groups, group_size, -1))
         return per_group.reshape(out_dim * groups, -1)
     raise ValueError(f"granularity={granularity!r} is not allowed; allowed: tensor, channel, group")
@@ -147,10 +154,13 @@ def weighted_clip_range(
 
     n_blocks = blocks.shape[0]
     mean_weights = inputs.mean(1, keepdim=True)
-    grid = torch.stack([per_language(r, inputs) for r in coarse_ratios(n_blocks, blocks)], dim=0)  # [steps, n, L]
-    ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks, grid.mean(2, keepdim=True))
-    errors = per_language(ratio, inputs)
-    if mode == "minimax":
+    if mode != "minimax":
+        ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks)
+        errors = per_language(ratio, inputs)
+    else:
+        grid = torch.stack([per_language(r, inputs) for r in coarse_ratios(n_blocks, blocks)], dim=0)  # [steps, n, L]
+        ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks, grid.mean(2, keepdim=True))
+        errors = per_language(ratio, inputs)
         energy = (blocks.view(out_dim, -1).square().sum(0) @ inputs).clamp_min(1e-30)  # [L]
         lam = minimax_language_weights(grid / energy)
         lam_weights = (inputs / energy) @ lam.unsqueeze(1)  # [in, 1]
@@ -168,14 +178,19 @@ def minimax_language_weights(relative: Tensor) -> Tensor:
     """Language weights lambda ``[L]`` (sum 1) whose per-block choice on a grid,
     argmin_r sum_l lambda_l relative[r, b, l], has the smallest worst-language total
     max_l sum_b relative[r_b, b, l] among ``MINIMAX_STEPS`` exponentiated-gradient steps
-    from uniform (gradient: the per-language totals, centred and scaled to max |g| = 1).
-    ``relative``: ``[steps, n_blocks, L]`` errors divided by each language's layer energy."""
-    n_langs = relative.shape[2]
+    from uniform (gradient: the per-language totals, centred and scaled to max |g| = 1);
+    candidates per block: ``MINIMAX_WINDOW``. ``relative``: ``[steps, n_blocks, L]`` errors
+    divided by each language's layer energy."""
+    n_steps, n_blocks, n_langs = relative.shape
+    rows = torch.arange(n_blocks, device=relative.device)
+    center = relative.mean(2).argmin(0)
+    offsets = torch.arange(-MINIMAX_WINDOW, MINIMAX_WINDOW + 1, device=relative.device)
+    candidates = (center.unsqueeze(1) + offsets).clamp_(0, n_steps - 1)  # [n, window]
+    local = relative.permute(1, 0, 2)[rows.unsqueeze(1), candidates]  # [n, window, L]
     lam = torch.full((n_langs,), 1.0 / n_langs, dtype=relative.dtype, device=relative.device)
     best_lam, best_worst = lam, float("inf")
     for step in range(MINIMAX_STEPS):
-        choice = (relative @ lam).argmin(0)  # [n_blocks]
-        totals = relative.gather(0, choice.view(1, -1, 1).expand(1, -1, n_langs))[0].sum(0)  # [L]
+        totals = local[rows, (local @ lam).argmin(1)].sum(0)  # [L]
         worst = float(totals.max())
         if worst < best_worst:
             best_lam, best_worst = lam, worst
