@@ -1,7 +1,7 @@
 """Benchmark: a K-config ``qd_models.sweep`` run vs K separate ``qd-hf`` evaluations.
 
     python scripts/bench_sweep.py                       # tiny random Llama (built in a temp dir)
-    python scripts/bench_sweep.py --model_args pretrained=PATH --limit 2 --separate cli
+    python scripts/bench_sweep.py --model_args pretrained=PATH --k 4 --separate cli
 
 ``--separate inprocess``: K ``simple_evaluate(model="qd-hf", ...)`` calls in this process
 (each loads the model; the task index is shared) — isolates the cost of reloading.
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=4, help=f"number of configs incl. the baseline (2..{len(CONFIGS) + 1})")
     parser.add_argument("--model_args", help="default: a tiny random Llama built in a temp dir")
     parser.add_argument("--tasks", default="qd_multilingual_ppl")
-    parser.add_argument("--limit", type=float, default=2)
+    parser.add_argument("--limit", type=float, help="documents per task (default: all)")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--separate", choices=("inprocess", "cli"), default="inprocess")
     args = parser.parse_args(argv)

@@ -8,7 +8,8 @@
 #    its own language L only (a per-language oracle: no single deployable model). Read the
 #    diagonal from the per-run degradation tables: run laaciq-...-calib_langs=L, language L
 #    (scripts/exp006_seed_protocol.py prints that diagonal as one table).
-# Cost: 2 x (aciq, laaciq mean, laaciq minimax) + 4 target configs = 11 configs, ~25 min.
+# Cost: 2 x (aciq, laaciq mean, laaciq minimax) + 4 target configs = 11 configs, ~3-5 min on
+# 2 idle CPU cores plus one calibration pass per laaciq config (cached across reruns).
 source "$(dirname "$0")/common.sh"
 RUNS="${RUNS:-runs/exp006}"; DOCS="${DOCS:-docs/experiments/exp006}"
 GRID="$(mktemp --suffix .yaml)"; trap 'rm -f "$GRID"' EXIT
