@@ -24,6 +24,7 @@ import argparse
 import csv
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,18 @@ MODES = ("quantize_one", "protect_one")
 MODULE_KINDS = ("block", "attention", "mlp")
 ATTENTION_PARTS = frozenset({"attn", "self_attn", "self_attention", "attention"})
 MLP_PARTS = frozenset({"mlp", "feed_forward", "ffn"})
+LANG_SUFFIX = re.compile(r"_(?P<lang>[a-z]{2,3}(?:_[A-Za-z]{4})?)$")
 CSV_COLUMNS = ("block", "module", "lang", "bits_per_byte", "baseline_bits_per_byte", "rel_degradation", "abs_degradation", "degradation")
+
+
+def task_language(task: str, doc: dict | None = None) -> str:
+    """Language of a subtask: the document's ``lang`` field, else the task-name suffix
+    (``qd_multilingual_ppl_he`` -> ``he``, ``..._zh_Hans`` -> ``zh_Hans``), else the task name
+    (the rule ``qd-analyze`` applies, kept here so qd_models does not import analysis)."""
+    if doc and isinstance(doc.get("lang"), str):
+        return doc["lang"]
+    match = LANG_SUFFIX.search(task)
+    return match.group("lang") if match else task
 
 
 def module_kind(name: str) -> str | None:
@@ -114,16 +126,14 @@ def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tupl
 
 def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
     """Long rows (block, module, lang, ...) of every scan outcome against the baseline."""
-    from analysis.loading import language_of
-
     baseline = next(o for o in outcomes if o.item.config.kind == "none")
-    base = _per_language_bpb(baseline.results, language_of)
+    base = _per_language_bpb(baseline.results)
     rows = []
     for outcome in outcomes:
         if outcome.item.scan is None:
             continue
         _, block, *rest = outcome.item.scan.split(":")
-        for lang, bpb in _per_language_bpb(outcome.results, language_of).items():
+        for lang, bpb in _per_language_bpb(outcome.results).items():
             ref = base.get(lang, math.nan)
             rel = bpb / ref - 1 if ref and math.isfinite(ref) else math.nan
             rows.append({
@@ -133,14 +143,14 @@ def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
     return rows
 
 
-def _per_language_bpb(results: dict, language_of) -> dict[str, float]:
+def _per_language_bpb(results: dict) -> dict[str, float]:
     groups = {name for name, subtasks in (results.get("group_subtasks") or {}).items() if subtasks}
     out = {}
     for task, values in results["results"].items():
         if task in groups or "bits_per_byte,none" not in values:
             continue
         value = values["bits_per_byte,none"]
-        out[language_of(task)[1]] = float(value) if isinstance(value, (int, float)) else math.nan
+        out[task_language(task)] = float(value) if isinstance(value, (int, float)) else math.nan
     return out
 
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from qd_models.engine import quantize_
-from qd_models.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items
+from qd_models.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items, task_language
 from qd_models.sweep import EvalSettings
 
 QUANT = {"method": "rtn", "bits": 3}
@@ -74,12 +74,16 @@ def test_scan_rejects_bad_arguments_before_loading(tiny_model_dir):
         scan_items(blocks, "quantize_one", ("block",), {**QUANT, "keep_layers": [0]})
 
 
-def test_run_scan_writes_consistent_csvs(tiny_model_dir, tmp_path):
-    from analysis.relations import read_scan_csv
-
-    settings = EvalSettings(tasks=("qd_multilingual_ppl",), output_path=str(tmp_path), model_args=f"pretrained={tiny_model_dir('gpt2')}",
+@pytest.fixture(scope="module")
+def protect_one_scan(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scan")
+    settings = EvalSettings(tasks=("qd_multilingual_ppl",), output_path=str(out), model_args=f"pretrained={tiny_model_dir('gpt2')}",
                             limit=2, batch_size=4, device="cpu")
-    outcomes, paths = run_scan(settings, "protect_one", ("block", "mlp"), {"method": "rtn", "bits": 2})
+    return run_scan(settings, "protect_one", ("block", "mlp"), {"method": "rtn", "bits": 2})
+
+
+def test_run_scan_writes_consistent_csvs(protect_one_scan):
+    outcomes, paths = protect_one_scan
     assert [p.name for p in paths] == ["scan_protect_one_block.csv", "scan_protect_one_mlp.csv"]
     assert len(outcomes) == 1 + 2 * 2
     base = next(o for o in outcomes if o.item.scan is None).results["results"]
@@ -98,7 +102,21 @@ def test_run_scan_writes_consistent_csvs(tiny_model_dir, tmp_path):
             assert float(row["rel_degradation"]) == pytest.approx(bpb / ref - 1, rel=1e-9, abs=1e-15)
             assert float(row["abs_degradation"]) == pytest.approx(bpb - ref, rel=1e-9, abs=1e-15)
             assert math.isfinite(float(row["degradation"]))
-        assert not read_scan_csv(str(path)).empty  # what qd-analyze --scan-csv reads
     # 2-bit RTN of all but one block must move bits/byte somewhere (else the rows are vacuous)
     rows = list(csv.DictReader(paths[0].open()))
     assert max(abs(float(r["abs_degradation"])) for r in rows) > 1e-4
+
+
+def test_scan_csv_is_what_qd_analyze_reads(protect_one_scan):
+    from analysis.relations import read_scan_csv, scan_pivot
+
+    for path in protect_one_scan[1]:
+        pivot = scan_pivot(read_scan_csv(str(path)))
+        assert pivot.shape == (2, 8)  # blocks x languages, one heatmap per module type
+
+
+def test_task_language():
+    assert task_language("qd_multilingual_ppl_he") == "he"
+    assert task_language("qd_flores_ppl_zh_Hans") == "zh_Hans"
+    assert task_language("qd_multilingual_ppl_he", {"lang": "yo"}) == "yo"
+    assert task_language("wikitext") == "wikitext"
