@@ -122,7 +122,8 @@ def fertility(texts: dict[str, list[str]], tokenizer) -> list[dict]:
 
 
 def plot_weight_stats(rows: list[dict]):
-    """Kurtosis and max/σ per block-layer (log y), one marker per module kind; -> (fig, axes)."""
+    """Kurtosis and max/σ per block-layer (log y: values below 1e-3, incl. negative excess
+    kurtosis, are drawn at 1e-3), one marker per module kind; -> (fig, axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
