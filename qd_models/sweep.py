@@ -370,7 +370,13 @@ class Sweep:
             raise RuntimeError("lm-eval returned no results (non-zero rank?); qd-sweep runs in a single process")
         # as a standalone `lm_eval --model qd-hf --model_args <model_args>` run records them
         results["config"]["model"] = LM_EVAL_MODEL
-        tracker.general_config_tracker.model_source = LM_EVAL_MODEL
+        general = tracker.general_config_tracker
+        general.model_source = LM_EVAL_MODEL
+        if "pretrained" not in _parse_model_args(s.model_args):  # lm-eval would pick a random folder name
+            from lm_eval.utils import sanitize_model_name
+
+            general.model_name = Path(str(lm.pretrained)).name
+            general.model_name_sanitized = sanitize_model_name(general.model_name)
         if item.scan is not None:
             results["config"]["quant_disparity"]["quant_config"]["scan"] = item.scan
         samples = results.pop("samples", None) if s.log_samples else None

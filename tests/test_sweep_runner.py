@@ -212,3 +212,18 @@ def test_cli_sweep_dry_run_and_analyze(tiny_model_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(common + ["--dry_run"]) == 0
     assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == ["complete", "complete"]
+
+
+def test_default_model_output_folder_is_named_after_the_model(tiny_model_dir, tmp_path, monkeypatch):
+    import qd_models.default_model
+    import qd_models.qd_hf
+
+    model_dir = tiny_model_dir("llama")  # stands in for the embedded default model
+    monkeypatch.setattr(qd_models.default_model, "default_model_path", lambda: model_dir)
+    monkeypatch.setattr(qd_models.qd_hf, "default_model_path", lambda: model_dir)
+    settings = EvalSettings(tasks=TASKS, output_path=str(tmp_path), limit=1, batch_size=BATCH, device="cpu")
+    (outcome,) = Sweep(settings).run(build_items([], baseline=True))
+    (results_file,) = outcome.folder.rglob("results_*.json")
+    assert results_file.parent.name == model_dir.name  # not lm-eval's random id
+    saved = json.loads(results_file.read_text())
+    assert saved["config"]["model_args"] == "method=none" and saved["model_name"] == model_dir.name
