@@ -20,6 +20,7 @@ assumes, and the error is <= Delta/2 inside the range):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -122,6 +123,45 @@ def _squared_error(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetr
     return err.sum(1, keepdim=True)
 
 
+def coarse_ratios(n_blocks: int, like: Tensor) -> list[Tensor]:
+    """The coarse grid r = k / ``MSE_COARSE_STEPS``, k = 1.., as ``[n_blocks, 1]`` tensors."""
+    return [torch.full((n_blocks, 1), k / MSE_COARSE_STEPS, dtype=like.dtype, device=like.device)
+            for k in range(1, MSE_COARSE_STEPS + 1)]
+
+
+def search_clip_ratio(objective: Callable[[Tensor], Tensor], n_blocks: int, like: Tensor,
+                      coarse: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-block ratio r in (0, 1] minimising ``objective(r [n, 1]) -> [n, 1]`` on the
+    ``method=mse`` grid; returns (best ratio, best objective), ``[n, 1]`` each. ``coarse``:
+    the objective already evaluated on :func:`coarse_ratios`, ``[steps, n, 1]``."""
+    if coarse is None:
+        coarse = torch.stack([objective(ratio) for ratio in coarse_ratios(n_blocks, like)], dim=0)
+    best_err, best_k = coarse.min(0)
+    best = (best_k + 1).to(like.dtype) / MSE_COARSE_STEPS
+    a = (best - 1.0 / MSE_COARSE_STEPS).clamp_min(1e-3)
+    b = (best + 1.0 / MSE_COARSE_STEPS).clamp_max(1.0)
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - golden * (b - a), a + golden * (b - a)
+    fc, fd = objective(c), objective(d)
+    for r, f in ((c, fc), (d, fd)):
+        better = f < best_err
+        best, best_err = torch.where(better, r, best), torch.where(better, f, best_err)
+    for _ in range(MSE_REFINE_STEPS):
+        left = fc < fd
+        a, b = torch.where(left, a, c), torch.where(left, d, b)
+        new = torch.where(left, b - golden * (b - a), a + golden * (b - a))
+        f_new = objective(new)
+        c, d, fc, fd = (
+            torch.where(left, new, d),
+            torch.where(left, c, new),
+            torch.where(left, f_new, fd),
+            torch.where(left, fc, f_new),
+        )
+        better = f_new < best_err
+        best, best_err = torch.where(better, new, best), torch.where(better, f_new, best_err)
+    return best, best_err
+
+
 def mse_clip_ratio(blocks: Tensor, bits: int, symmetric: bool, valid: Tensor | None = None) -> Tensor:
     """Per-block clip ratio r in (0, 1] minimising the squared error of
     ``fake_quantize(blocks, r*low, r*high)`` (see ``MSE_COARSE_STEPS``), ``[n, 1]``."""
@@ -132,33 +172,7 @@ def mse_clip_ratio(blocks: Tensor, bits: int, symmetric: bool, valid: Tensor | N
     def error(ratio: Tensor) -> Tensor:
         return _squared_error(blocks, ratio * low, ratio * high, bits, symmetric, valid)
 
-    n_blocks = blocks.shape[0]
-    coarse = torch.stack(
-        [error(torch.full((n_blocks, 1), k / MSE_COARSE_STEPS)) for k in range(1, MSE_COARSE_STEPS + 1)], dim=0
-    )  # [steps, n, 1]
-    best_err, best_k = coarse.min(0)
-    best = (best_k + 1).float() / MSE_COARSE_STEPS
-    a = (best - 1.0 / MSE_COARSE_STEPS).clamp_min(1e-3)
-    b = (best + 1.0 / MSE_COARSE_STEPS).clamp_max(1.0)
-    golden = (math.sqrt(5.0) - 1.0) / 2.0
-    c, d = b - golden * (b - a), a + golden * (b - a)
-    fc, fd = error(c), error(d)
-    for r, f in ((c, fc), (d, fd)):
-        better = f < best_err
-        best, best_err = torch.where(better, r, best), torch.where(better, f, best_err)
-    for _ in range(MSE_REFINE_STEPS):
-        left = fc < fd
-        a, b = torch.where(left, a, c), torch.where(left, d, b)
-        new = torch.where(left, b - golden * (b - a), a + golden * (b - a))
-        f_new = error(new)
-        c, d, fc, fd = (
-            torch.where(left, new, d),
-            torch.where(left, c, new),
-            torch.where(left, f_new, fd),
-            torch.where(left, fc, f_new),
-        )
-        better = f_new < best_err
-        best, best_err = torch.where(better, new, best), torch.where(better, f_new, best_err)
+    best, _ = search_clip_ratio(error, blocks.shape[0], blocks)
     return best
 
 

@@ -33,13 +33,12 @@ Every mode picks one r per block; grid and search are those of ``method=mse``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ..config import CALIB_MODES
-from .core import MSE_COARSE_STEPS, MSE_REFINE_STEPS, block_moments, fake_quantize, min_max
+from .core import block_moments, coarse_ratios, fake_quantize, min_max, search_clip_ratio
 
 MINIMAX_STEPS = 100
 """Exponentiated-gradient steps on the language weights (``calib_mode=minimax``); step t
@@ -77,45 +76,6 @@ def block_errors(sq_error: Tensor, weights: Tensor, granularity: str, group_size
         per_group = torch.einsum("ogk,gkl->ogl", sq_error.view(out_dim, groups, group_size), weights.view(groups, group_size, -1))
         return per_group.reshape(out_dim * groups, -1)
     raise ValueError(f"granularity={granularity!r} is not allowed; allowed: tensor, channel, group")
-
-
-def coarse_ratios(n_blocks: int, like: Tensor) -> list[Tensor]:
-    """The coarse grid r = k / ``MSE_COARSE_STEPS``, k = 1.., as ``[n_blocks, 1]`` tensors."""
-    return [torch.full((n_blocks, 1), k / MSE_COARSE_STEPS, dtype=like.dtype, device=like.device)
-            for k in range(1, MSE_COARSE_STEPS + 1)]
-
-
-def search_clip_ratio(objective: Callable[[Tensor], Tensor], n_blocks: int, like: Tensor,
-                      coarse: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Per-block ratio r in (0, 1] minimising ``objective(r [n, 1]) -> [n, 1]`` on the
-    ``method=mse`` grid; returns (best ratio, best objective), ``[n, 1]`` each. ``coarse``:
-    the objective already evaluated on :func:`coarse_ratios`, ``[steps, n, 1]``."""
-    if coarse is None:
-        coarse = torch.stack([objective(ratio) for ratio in coarse_ratios(n_blocks, like)], dim=0)
-    best_err, best_k = coarse.min(0)
-    best = (best_k + 1).to(like.dtype) / MSE_COARSE_STEPS
-    a = (best - 1.0 / MSE_COARSE_STEPS).clamp_min(1e-3)
-    b = (best + 1.0 / MSE_COARSE_STEPS).clamp_max(1.0)
-    golden = (math.sqrt(5.0) - 1.0) / 2.0
-    c, d = b - golden * (b - a), a + golden * (b - a)
-    fc, fd = objective(c), objective(d)
-    for r, f in ((c, fc), (d, fd)):
-        better = f < best_err
-        best, best_err = torch.where(better, r, best), torch.where(better, f, best_err)
-    for _ in range(MSE_REFINE_STEPS):
-        left = fc < fd
-        a, b = torch.where(left, a, c), torch.where(left, d, b)
-        new = torch.where(left, b - golden * (b - a), a + golden * (b - a))
-        f_new = objective(new)
-        c, d, fc, fd = (
-            torch.where(left, new, d),
-            torch.where(left, c, new),
-            torch.where(left, f_new, fd),
-            torch.where(left, fc, f_new),
-        )
-        better = f_new < best_err
-        best, best_err = torch.where(better, new, best), torch.where(better, f_new, best_err)
-    return best, best_err
 
 
 def weighted_clip_range(
