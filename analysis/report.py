@@ -249,7 +249,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     out = ["# quant-disparity analysis report", ""]
     out.append(f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command or 'qd-analyze'}`.")
     out.append(f"Bootstrap: {options.n_resamples} resamples of documents, random_state={options.random_state}, {level} percentile intervals.")
-    out.append("Definitions: see "Analysis definitions" in the quant-disparity README (D = relative increase of total NLL = relative increase of bits/byte).")
+    out.append("Definitions: see the section Analysis definitions of the quant-disparity README (D = relative increase of total NLL = relative increase of bits/byte).")
     out += ["", "Package versions: " + ", ".join(_versions()), ""]
 
     notes = sorted({run.baseline_note for run in runset.runs.values() if run.baseline_note})
