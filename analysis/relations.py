@@ -82,7 +82,7 @@ def correlations(deg: Degradation, groups: dict[str, str], fert: pd.DataFrame | 
         if kurtosis is not None and not kurtosis.empty:
             own = kurtosis[kurtosis.run_id == quant_id]
             if not own.empty:
-                predictors["activation_weighted_kurtosis"] = block.lang.map(dict(zip(own.lang, own.kurtosis)))
+                predictors["activation_weighted_kurtosis"] = block.lang.map(dict(zip(own["lang"], own["kurtosis"])))
         for name, values in predictors.items():
             rows.append({"quant_id": quant_id, "suite": suite, "predictor": name, **stats.correlation(values.to_numpy(), block.degradation.to_numpy())})
     return pd.DataFrame(rows)

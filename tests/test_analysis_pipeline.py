@@ -18,6 +18,7 @@ import pytest
 
 import analysis
 from analysis.cli import main
+from analysis.relations import calibration_kurtosis
 
 LANGS = ("en", "de", "sw", "yo")
 GROUPS = {"en": "high", "de": "high", "sw": "low", "yo": "low"}
@@ -261,3 +262,20 @@ def test_cli_on_real_fixture(tmp_path):
 def test_language_metadata_from_package():
     groups = analysis.resource_groups(["en", "zh", "he", "yo", "xx"])
     assert groups == {"en": "high", "zh": "high", "he": "low", "yo": "low"}
+
+
+def test_activation_kurtosis_correlation_from_calibration_report(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    factors = {"en": 1.05, "de": 1.10, "sw": 1.20, "yo": 1.40}
+    path = write_run(tmp_path, "qd", "2025-01-01T00-00-02", scaled(base, factors), dict(RTN4, method="laaciq"))
+    payload = json.loads(path.read_text())
+    kurt = {"en": 1.0, "de": 2.0, "sw": 3.0, "yo": 4.0}  # monotone in the degradation
+    payload["config"]["quant_disparity"]["quant_report"]["calibration"] = {
+        "per_language": {lang: {"tokens": 10, "activation_weighted_kurtosis": k} for lang, k in kurt.items()}}
+    path.write_text(json.dumps(payload))
+    runs = analysis.load_runs([tmp_path])
+    table = analysis.correlations(analysis.degradation(runs, n_resamples=20), GROUPS,
+                                  kurtosis=calibration_kurtosis(runs))
+    row = table[table.predictor == "activation_weighted_kurtosis"].iloc[0]
+    assert row.n == 4 and row.spearman_rho == pytest.approx(1.0)
