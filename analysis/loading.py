@@ -69,19 +69,28 @@ class Run:
 
     @property
     def label(self) -> str:
-        """Short human label, e.g. ``rtn-w4-channel``."""
+        """Short human label, e.g. ``rtn-w4``, ``laaciq-w3-group-g128-calib_mode=target-calib_langs=he``."""
         if self.is_baseline:
             return "baseline"
         parts = [self.method]
         if not math.isnan(self.bits):
             parts.append(f"w{self.bits:g}")
-        for key in ("granularity", "clip", "keep_top", "scan"):
-            value = self.quant_config.get(key)
-            if value not in (None, "", 0, 0.0, [], "channel"):
-                parts.append(f"{key}={value}" if key != "granularity" else str(value))
-        if self.quant_config.get("granularity") == "group" and self.quant_config.get("group_size"):
-            parts.append(f"g{self.quant_config['group_size']}")
+        config = self.quant_config
+        for key in LABEL_KEYS:
+            value = config.get(key)
+            if isinstance(value, (list, tuple)):
+                value = ";".join(str(v) for v in value)
+            if value in (None, "", 0, 0.0, "channel", "none", "magnitude", "layer") or (key == "symmetric" and value is True):
+                continue
+            parts.append(str(value) if key == "granularity" else f"{key}={value}")
+            if key == "granularity" and value == "group" and config.get("group_size"):
+                parts.append(f"g{config['group_size']}")
         return "-".join(parts)
+
+
+LABEL_KEYS = ("granularity", "symmetric", "clip", "keep_top", "keep_top_scope", "keep_by", "keep_layers", "keep",
+              "quantize_embeddings", "quantize_lm_head", "calib_mode", "calib_langs", "calib_samples", "scan")
+"""Quant-config fields shown in run labels when they differ from their defaults."""
 
 
 @dataclass
