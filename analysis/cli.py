@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline", help="run id or results file to compare every quantized run with")
     parser.add_argument("--hr", help="high-resource languages, e.g. en,de (default: qd_tasks language metadata)")
     parser.add_argument("--lr", help="low-resource languages, e.g. he,sw,yo (default: qd_tasks language metadata)")
-    parser.add_argument("--tokenizer", help="local tokenizer folder for fertility (default: model_args pretrained if a local folder)")
+    parser.add_argument("--tokenizer", help="local tokenizer folder for fertility (default: the runs' model when it is one local folder)")
     parser.add_argument("--scan-csv", help="sensitivity-scan CSV with columns block,lang,degradation")
     parser.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--random-state", type=int, default=0, help="bootstrap seed (default 0)")

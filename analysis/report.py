@@ -98,9 +98,9 @@ def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> pd.Da
         notes.append("No samples files: fertility needs the task documents from --log_samples; skipped.")
         return pd.DataFrame()
     if tokenizer is None:
-        local = sorted({str(run.model_args.get("pretrained")) for run in runset.runs.values() if Path(str(run.model_args.get("pretrained"))).is_dir()})
+        local = sorted({run.model for run in runset.runs.values() if Path(run.model).is_dir()})
         if len(local) != 1:
-            notes.append("Fertility skipped: pass --tokenizer PATH (no single local `pretrained` folder in model_args).")
+            notes.append("Fertility skipped: pass --tokenizer PATH (the runs' models are not one local folder).")
             return pd.DataFrame()
         tokenizer = local[0]
     try:
