@@ -15,7 +15,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from qd_models import __version__
-from qd_models.config import parse_qd_args
+from qd_models.config import QuantConfig, parse_qd_args
 from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_default_model
 
 logger = logging.getLogger(__name__)
@@ -61,18 +61,31 @@ class QDHFLM(HFLM):
         super().__init__(pretrained=pretrained, device=device, **hf_kwargs)
         if self.model_note:
             logger.warning("qd-hf: %s", self.model_note)
+        self.apply_quantization(config, calib_texts)
+
+    def apply_quantization(
+        self, config: QuantConfig, calib_texts: dict | None = None, keep_originals: dict | None = None
+    ) -> None:
+        """Quantize ``self.model`` in place with ``config`` and record the report.
+
+        ``calib_texts``: already-loaded calibration texts (else loaded here when the config needs
+        a calibration pass, which then sees the current weights). ``keep_originals``: passed to
+        :func:`qd_models.engine.quantize_` (CPU copies of modified weights, for sweeps).
+        """
+        self.quant_config, self.quant_report = config, None
         if config.kind == "none":
             return
         from qd_models.engine import quantize_, summarize_report
 
         act_stats = None
-        if calib_texts is not None:
-            from qd_models.calibration import collect_activation_stats
+        if config.kind == "fake" and config.calib_mode is not None:
+            from qd_models.calibration import collect_activation_stats, load_calibration_texts
             from qd_models.engine import quantization_targets
 
-            act_stats = collect_activation_stats(self.model, self.tokenizer, calib_texts, quantization_targets(self.model, config),
+            texts = calib_texts if calib_texts is not None else load_calibration_texts(config)
+            act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
                                                  source=config.calib_data or "bundled calibration split")
-        self.quant_report = quantize_(self.model, config, act_stats=act_stats)  # bnb: report only
+        self.quant_report = quantize_(self.model, config, keep_originals=keep_originals, act_stats=act_stats)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
             from qd_models.engine import save_quantized

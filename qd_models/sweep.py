@@ -264,7 +264,7 @@ class Sweep:
     def apply(self, item: SweepItem):
         """Restore the shared model's original weights, then apply ``item`` in place; return
         the LM (for bitsandbytes items: a freshly loaded one)."""
-        from qd_models.engine import quantize_, restore_
+        from qd_models.engine import restore_
 
         if item.config.kind == "bnb":
             from qd_models.qd_hf import QDHFLM
@@ -274,25 +274,10 @@ class Sweep:
         lm = self.lm
         restore_(lm.model, self._originals)
         saved: dict = {}
-        report = None
-        if item.config.kind == "fake":
-            report = quantize_(lm.model, item.config, keep_originals=saved, act_stats=self._activation_stats(lm, item.config))
+        lm.apply_quantization(item.config, keep_originals=saved)  # calibration sees the restored weights
         for name, tensor in saved.items():  # copies taken after a full restore: originals
             self._originals.setdefault(name, tensor)
-        lm.quant_config, lm.quant_report = item.config, report
         return lm
-
-    @staticmethod
-    def _activation_stats(lm, config: QuantConfig):
-        """Calibration pass on the restored (original) weights, as ``qd-hf`` runs it at load
-        (``method=laaciq`` / ``keep_by=activation``); ``None`` for other configs."""
-        if config.calib_mode is None:
-            return None
-        from qd_models.calibration import collect_activation_stats, load_calibration_texts
-        from qd_models.engine import quantization_targets
-
-        return collect_activation_stats(lm.model, lm.tokenizer, load_calibration_texts(config), quantization_targets(lm.model, config),
-                                        source=config.calib_data or "bundled calibration split")
 
     def task_manager(self):
         """One ``TaskManager`` for the sweep: qd tasks only when they cover ``tasks`` (fast),
