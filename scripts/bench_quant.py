@@ -3,14 +3,24 @@
 Prints, per method: quantization wall time, its target, and peak RSS while quantizing divided
 by the RSS after a plain load (target <= 1.15; RSS sampled every 2 ms from /proc). Weights are
 restored between methods with ``restore_`` (their CPU copies are made during the run, so the
-RSS peak includes them; the lm-eval path does not keep originals).
+RSS peak includes them; the lm-eval path does not keep originals). The model is loaded in its
+checkpoint dtype (float32 for the default model), as ``qd-hf`` loads it.
 
-    python scripts/bench_quant.py [--model DIR] [--threads N]
+With ``--eval``: one ``lm_eval --model hf`` and one ``lm_eval --model qd-hf ... method=rtn``
+process over ``qd_multilingual_ppl``, each timed (wall) with its peak RSS (ru_maxrss), and the
+ratios qd-hf / hf (targets: wall <= 1.05 + quantization time / hf time; RSS <= 1.15).
+
+    python scripts/bench_quant.py [--model DIR] [--threads N] [--eval]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -62,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="HF model folder (default: the cached default model)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--eval", action="store_true", help="also time hf vs qd-hf(method=rtn) evaluations")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +82,7 @@ def main() -> None:
         from qd_models.default_model import default_model_path
 
         args.model = str(default_model_path())
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto")
     loaded_rss = rss_bytes()
     print(f"model={args.model} threads={torch.get_num_threads()} rss_after_load={loaded_rss / 2**20:.0f} MiB")
     warm_up: dict = {}
@@ -96,6 +107,31 @@ def main() -> None:
             f"| {label} | {seconds:.2f} | {target if target else '-'} | {ratio:.3f} | "
             f"{report['totals']['effective_bits_per_weight']:.3f} | {sum(errors) / len(errors):.4f} |"
         )
+    if args.eval:
+        del model
+        compare_evaluations(args.model)
+
+
+def timed_lm_eval(model: str, model_args: str) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one ``lm_eval`` process over qd_multilingual_ppl."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "lm_eval", "--model", model, "--model_args", model_args,
+             "--tasks", "qd_multilingual_ppl", "--batch_size", "4", "--output_path", out],
+            check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        seconds = time.perf_counter() - start
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def compare_evaluations(model_dir: str) -> None:
+    hf_seconds, hf_rss = timed_lm_eval("hf", f"pretrained={model_dir}")
+    qd_seconds, qd_rss = timed_lm_eval("qd-hf", f"pretrained={model_dir},method=rtn,bits=4")
+    # ru_maxrss over children is a running maximum: qd-hf's figure is exact when it exceeds
+    # hf's and an upper bound otherwise, hence "<=".
+    print(f"eval wall: hf {hf_seconds:.1f} s, qd-hf rtn {qd_seconds:.1f} s, ratio {qd_seconds / hf_seconds:.3f}")
+    print(f"peak RSS: hf {hf_rss / 2**20:.0f} MiB, qd-hf rtn <= {qd_rss / 2**20:.0f} MiB, ratio <= {qd_rss / hf_rss:.3f}")
 
 
 if __name__ == "__main__":
