@@ -13,12 +13,17 @@ import pandas as pd  # noqa: E402
 
 RESOURCE_COLOURS = {"high": "#1f77b4", "low": "#d62728"}
 OTHER_COLOUR = "#7f7f7f"
+LABEL_INCHES_PER_CHAR = 0.07
+"""Approximate width of one tick-label character at matplotlib's default font size."""
 
 
 def save(fig, path: Path) -> Path:
     """Write ``fig`` as PNG and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.subplots_adjust(left=0.2, bottom=0.2, right=0.95, top=0.88)  # fixed margins: bbox_inches="tight" doubles the cost
+    # Margins from the longest y tick label (bbox_inches="tight" doubles the cost).
+    longest = max((len(label.get_text()) for ax in fig.axes for label in ax.get_yticklabels()), default=0)
+    left = min(0.7, max(0.2, (0.6 + LABEL_INCHES_PER_CHAR * longest) / fig.get_figwidth()))
+    fig.subplots_adjust(left=left, bottom=0.2, right=0.95, top=0.88)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -113,7 +118,8 @@ def pareto(points: pd.DataFrame, front: pd.Series, y: str = "worst_degradation",
 
 def degradation_heatmap(matrix: pd.DataFrame, ylabel: str, title: str = ""):
     """Rows × language heatmap of degradation (%). matrix: (n_rows, n_langs); NaN cells blank."""
-    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * matrix.shape[1], 1.2 + 0.3 * matrix.shape[0]))
+    label_inches = LABEL_INCHES_PER_CHAR * max((len(str(label)) for label in matrix.index), default=0)
+    fig, ax = plt.subplots(figsize=(1.6 + label_inches + 0.7 * matrix.shape[1], 1.2 + 0.3 * matrix.shape[0]))
     values = 100 * matrix.to_numpy(dtype=float)
     image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns)
