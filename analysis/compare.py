@@ -317,6 +317,8 @@ def _ratio(d_lr: float, d_hr: float, min_denominator: float) -> tuple[float, str
         return math.nan, "undefined: a group degradation is missing or non-finite"
     if d_hr <= 0:
         return math.nan, f"undefined: D_HR = {d_hr:.4g} <= 0 (see the difference instead)"
+    if d_lr <= 0:  # LR improved or unchanged: a ratio would read as a negative or zero "disparity"
+        return math.nan, f"undefined: D_LR = {d_lr:.4g} <= 0 (see the difference instead)"
     note = f"unstable: D_HR = {d_hr:.4g} < {min_denominator:g}" if d_hr < min_denominator else ""
     return d_lr / d_hr, note
 
@@ -333,8 +335,11 @@ def _group_intervals(deg: Degradation, quant_id: str, suite: str, hr: list[str],
     diff = stats.percentile_interval(math.nan, draws_lr - draws_hr, confidence)
     out.update(difference_ci_low=diff.low, difference_ci_high=diff.high, ci_note="")
     share_nonpositive = float(np.mean(draws_hr <= 0))
+    share_lr_nonpositive = float(np.mean(draws_lr <= 0))
     if share_nonpositive > 0:
         out["ci_note"] = f"ratio CI undefined: D_HR <= 0 in {share_nonpositive:.1%} of resamples"
+    elif share_lr_nonpositive > 0:
+        out["ci_note"] = f"ratio CI undefined: D_LR <= 0 in {share_lr_nonpositive:.1%} of resamples"
     else:
         ratio = stats.percentile_interval(math.nan, draws_lr / draws_hr, confidence)
         out.update(ratio_ci_low=ratio.low, ratio_ci_high=ratio.high)

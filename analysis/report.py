@@ -290,7 +290,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     hr = sorted(l for l, g in analysis.groups.items() if g == "high")
     lr = sorted(l for l, g in analysis.groups.items() if g == "low")
     out += [f"High-resource: {', '.join(hr) or 'none'}; low-resource: {', '.join(lr) or 'none'}. "
-            f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 makes the ratio undefined.", ""]
+            f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 or D_LR ≤ 0 makes the ratio undefined (no zero or negative ratios).", ""]
     if not analysis.disparity.empty:
         rows = []
         for r in analysis.disparity.itertuples():

@@ -106,6 +106,16 @@ def test_ratio_undefined_when_high_resource_degradation_not_positive(tmp_path):
     assert disp.difference == pytest.approx(0.105)
 
 
+def test_ratio_undefined_when_low_resource_degradation_not_positive(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, {"en": 1.1, "de": 1.1, "sw": 0.98, "yo": 0.99}), RTN4)
+    disp = analysis.disparity(analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=200), GROUPS).iloc[0]
+    assert math.isnan(disp.ratio) and "D_LR" in disp.ratio_note  # never a negative ratio
+    assert math.isnan(disp.ratio_ci_low) and "D_LR <= 0" in disp.ci_note
+    assert disp.difference < 0
+
+
 def test_small_denominator_flagged_unstable(tmp_path):
     base = base_nll()
     write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
