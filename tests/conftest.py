@@ -14,56 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from qd_models.tiny_models import save_tiny_model
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-BYTE_VOCAB_SIZE = 256 + 3  # 256 byte symbols + <pad>, <bos>, <eos>
-
-
-def build_byte_tokenizer():
-    """A byte-level BPE tokenizer with no merges: one token per UTF-8 byte (built offline)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2}
-    for symbol in sorted(alphabet):
-        vocab[symbol] = len(vocab)
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
-    )
-
-
-def _tiny_config(arch: str):
-    from transformers import BloomConfig, GPT2Config, LlamaConfig
-
-    common = dict(vocab_size=BYTE_VOCAB_SIZE, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    if arch == "gpt2":
-        return GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=512, **common)
-    if arch == "llama":
-        return LlamaConfig(
-            num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, **common,
-        )
-    if arch == "bloom":
-        return BloomConfig(n_layer=2, hidden_size=64, n_head=4, **common)
-    raise ValueError(f"unknown arch {arch}")
-
-
-def save_tiny_model(arch: str, directory: Path, seed: int = 0) -> Path:
-    """Build a tiny random ``arch`` model + byte tokenizer and save both to ``directory``."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_tiny_config(arch))
-    model.save_pretrained(directory)
-    build_byte_tokenizer().save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,56 @@
+"""Tiny random HF models with a byte-level tokenizer, built offline (tests, benchmarks, fixtures).
+
+Importing this module is cheap; torch/transformers/tokenizers load inside the functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BYTE_VOCAB_SIZE = 256 + 3  # 256 byte symbols + <pad>, <bos>, <eos>
+ARCHES = ("gpt2", "llama", "bloom")
+
+
+def build_byte_tokenizer():
+    """A byte-level BPE tokenizer with no merges: one token per UTF-8 byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
+
+
+def tiny_config(arch: str):
+    """2 blocks, hidden 64: GPT-2 (Conv1D layers), Llama (GQA, untied head) or BLOOM."""
+    from transformers import BloomConfig, GPT2Config, LlamaConfig
+
+    common = dict(vocab_size=BYTE_VOCAB_SIZE, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if arch == "gpt2":
+        return GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=512, **common)
+    if arch == "llama":
+        return LlamaConfig(
+            num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, **common,
+        )
+    if arch == "bloom":
+        return BloomConfig(n_layer=2, hidden_size=64, n_head=4, **common)
+    raise ValueError(f"arch={arch!r} is not allowed; allowed: {', '.join(ARCHES)}")
+
+
+def save_tiny_model(arch: str, directory: Path, seed: int = 0) -> Path:
+    """Build a tiny random ``arch`` model + byte tokenizer and save both to ``directory``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch))
+    model.save_pretrained(directory)
+    build_byte_tokenizer().save_pretrained(directory)
+    return Path(directory)
