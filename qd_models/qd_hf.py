@@ -30,8 +30,6 @@ class QDHFLM(HFLM):
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
         if pretrained is None:
             pretrained = str(default_model_path())
-        self.quant_config = config
-        self.quant_report: dict | None = None
         self.model_note = DEFAULT_MODEL_NOTE if (
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
@@ -72,7 +70,8 @@ class QDHFLM(HFLM):
         a calibration pass, which then sees the current weights). ``keep_originals``: passed to
         :func:`qd_models.engine.quantize_` (CPU copies of modified weights, for sweeps).
         """
-        self.quant_config, self.quant_report = config, None
+        self.quant_config: QuantConfig = config
+        self.quant_report: dict | None = None
         if config.kind == "none":
             return
         from qd_models.engine import quantize_, summarize_report
