@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from qd_tasks.languages import split_task_name
+
 AGGREGATE_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
 BASELINE_METHODS = ("none",)
 _RESULTS_RE = re.compile(r"^results_(?P<stamp>.+)\.json$")
-_LANG_SUFFIX_RE = re.compile(r"^(?P<suite>.+)_(?P<lang>[a-z]{2,3}(?:_[A-Za-z]{4})?)$")
 
 
 class AnalysisInputError(ValueError):
@@ -140,40 +141,14 @@ def _run_meta(run: Run) -> dict:
 
 
 def parse_model_args(model_args) -> dict:
-    """``"pretrained=x,method=rtn,bits=4"`` or a dict -> dict with ints/floats/bools parsed."""
+    """``"pretrained=x,method=rtn,bits=4"`` or a dict -> dict, typed as lm-eval typed it."""
     if isinstance(model_args, dict):
         return dict(model_args)
     if not model_args:
         return {}
-    parsed = {}
-    for item in str(model_args).split(","):
-        if "=" not in item:
-            continue
-        key, value = item.split("=", 1)
-        parsed[key.strip()] = _parse_scalar(value.strip())
-    return parsed
+    from lm_eval.utils import simple_parse_args_string
 
-
-def _parse_scalar(value: str):
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if value.lower() in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
-
-
-def language_of(task: str, doc: dict | None = None) -> tuple[str, str]:
-    """(suite, lang) of a subtask: lang from the doc's ``lang`` field, else the name suffix."""
-    match = _LANG_SUFFIX_RE.match(task)
-    suite = match.group("suite") if match else task
-    if doc and isinstance(doc.get("lang"), str):
-        return suite, doc["lang"]
-    return suite, match.group("lang") if match else task
+    return simple_parse_args_string(str(model_args))
 
 
 def find_result_files(paths) -> list[Path]:
@@ -290,7 +265,7 @@ def _leaf_tasks(results: dict) -> list[str]:
 def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
     rows = []
     for task in _leaf_tasks(results):
-        suite, lang = language_of(task)
+        suite, lang = split_task_name(task)
         for metric in AGGREGATE_METRICS:
             value = results["results"][task].get(f"{metric},none")
             if value is None or isinstance(value, str):  # absent, or "N/A"
@@ -322,7 +297,7 @@ def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
 
 def _doc_row(run_id: str, task: str, sample: dict) -> tuple:
     doc = sample.get("doc") or {}
-    suite, lang = language_of(task, doc)
+    suite, lang = split_task_name(task, doc)
     loglikelihood, n_bytes = sample["bits_per_byte"]
     words = sample.get("word_perplexity")
     text = doc.get("text", sample.get("target", ""))

@@ -77,7 +77,7 @@ def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
     """``{lang: [target text of each document]}`` over the leaf tasks of ``tasks``."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    from qd_models.scan import task_language
+    from qd_tasks.languages import split_task_name
 
     manager = task_manager or TaskManager(include_defaults=False)
     missing = [t for t in tasks if t not in manager.all_tasks]
@@ -95,7 +95,7 @@ def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
             else:
                 name = getattr(key, "group_name", key) if not isinstance(key, str) else key
                 for doc in value.eval_docs:
-                    lang = task_language(value.config.task or str(name), doc)
+                    lang = split_task_name(value.config.task or str(name), doc)[1]
                     texts.setdefault(lang, []).append(str(value.doc_to_target(doc)))
 
     walk(get_task_dict(tasks, manager))

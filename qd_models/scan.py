@@ -24,11 +24,11 @@ import argparse
 import csv
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from qd_models.sweep import EvalSettings, Sweep, SweepItem, SweepOutcome, build_items, make_item
+from qd_tasks.languages import split_task_name
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +36,7 @@ MODES = ("quantize_one", "protect_one")
 MODULE_KINDS = ("block", "attention", "mlp")
 ATTENTION_PARTS = frozenset({"attn", "self_attn", "self_attention", "attention"})
 MLP_PARTS = frozenset({"mlp", "feed_forward", "ffn"})
-LANG_SUFFIX = re.compile(r"_(?P<lang>[a-z]{2,3}(?:_[A-Za-z]{4})?)$")
 CSV_COLUMNS = ("block", "module", "lang", "bits_per_byte", "baseline_bits_per_byte", "rel_degradation", "abs_degradation", "degradation")
-
-
-def task_language(task: str, doc: dict | None = None) -> str:
-    """Language of a subtask: the document's ``lang`` field, else the task-name suffix
-    (``qd_multilingual_ppl_he`` -> ``he``, ``..._zh_Hans`` -> ``zh_Hans``), else the task name
-    (the rule ``qd-analyze`` applies, kept here so qd_models does not import analysis)."""
-    if doc and isinstance(doc.get("lang"), str):
-        return doc["lang"]
-    match = LANG_SUFFIX.search(task)
-    return match.group("lang") if match else task
 
 
 def module_kind(name: str) -> str | None:
@@ -150,7 +139,7 @@ def _per_language_bpb(results: dict) -> dict[str, float]:
         if task in groups or "bits_per_byte,none" not in values:
             continue
         value = values["bits_per_byte,none"]
-        out[task_language(task)] = float(value) if isinstance(value, (int, float)) else math.nan
+        out[split_task_name(task)[1]] = float(value) if isinstance(value, (int, float)) else math.nan
     return out
 
 

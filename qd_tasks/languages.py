@@ -21,7 +21,21 @@ compounds, Arabic/Hebrew clitics), so only ``bits_per_byte`` compares across lan
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+
+TASK_LANG_SUFFIX = re.compile(r"^(?P<suite>.+)_(?P<lang>[a-z]{2,3}(?:_[A-Za-z]{4})?)$")
+"""``<suite>_<lang>`` subtask names: ``qd_multilingual_ppl_he``, ``qd_flores_ppl_kea_Latn``."""
+
+
+def split_task_name(task: str, doc: dict | None = None) -> tuple[str, str]:
+    """(suite, lang) of a subtask: lang from the document's ``lang`` field when present, else
+    the name's language suffix; a name without one is its own suite and language."""
+    match = TASK_LANG_SUFFIX.match(task)
+    suite = match.group("suite") if match else task
+    if doc and isinstance(doc.get("lang"), str):
+        return suite, doc["lang"]
+    return suite, match.group("lang") if match else task
 
 HIGH_RESOURCE_MIN_CLASS = 4
 SCRIPTS_WITHOUT_WORD_SPACES = frozenset({"Hans", "Hant", "Jpan", "Thai", "Khmr", "Laoo", "Mymr", "Tibt"})

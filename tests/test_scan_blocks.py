@@ -9,7 +9,8 @@ import math
 import pytest
 
 from qd_models.engine import quantize_
-from qd_models.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items, task_language
+from qd_models.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items
+from qd_tasks.languages import split_task_name
 from qd_models.sweep import EvalSettings
 
 QUANT = {"method": "rtn", "bits": 3}
@@ -115,8 +116,8 @@ def test_scan_csv_is_what_qd_analyze_reads(protect_one_scan):
         assert pivot.shape == (2, 8)  # blocks x languages, one heatmap per module type
 
 
-def test_task_language():
-    assert task_language("qd_multilingual_ppl_he") == "he"
-    assert task_language("qd_flores_ppl_zh_Hans") == "zh_Hans"
-    assert task_language("qd_multilingual_ppl_he", {"lang": "yo"}) == "yo"
-    assert task_language("wikitext") == "wikitext"
+def test_task_language_from_name_or_doc():
+    assert split_task_name("qd_multilingual_ppl_he") == ("qd_multilingual_ppl", "he")
+    assert split_task_name("qd_flores_ppl_zh_Hans") == ("qd_flores_ppl", "zh_Hans")
+    assert split_task_name("qd_multilingual_ppl_he", {"lang": "yo"}) == ("qd_multilingual_ppl", "yo")
+    assert split_task_name("wikitext") == ("wikitext", "wikitext")
