@@ -43,11 +43,6 @@ DEFAULT_MAX_LENGTH = 512
 FINGERPRINT_CHUNK = 1 << 22
 
 
-def needs_calibration(config: QuantConfig) -> bool:
-    """True for ``method=laaciq`` and for ``keep_by=activation``."""
-    return config.method == "laaciq" or config.keep_by == "activation"
-
-
 def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
     """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language in the
     file, in file order) from ``config.calib_data`` (default: the bundled calibration split),

@@ -174,6 +174,11 @@ class QuantConfig:
         self._set("clip", "none")
 
     @property
+    def needs_calibration(self) -> bool:
+        """``method=laaciq`` or ``keep_by=activation``: ``calib_mode`` is resolved exactly then."""
+        return self.calib_mode is not None
+
+    @property
     def kind(self) -> str:
         """``none`` | ``fake`` | ``bnb``."""
         return METHODS[self.method].kind

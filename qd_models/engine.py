@@ -202,7 +202,7 @@ def quantize_(
                         f"group_size={config.group_size} does not divide the input dim {in_dim} of {target.name}; allowed: a divisor of every quantized layer's input dim"
                     )
     active = config.kind == "fake" and config.bits != 16
-    if active and config.calib_mode is not None and act_stats is None:
+    if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
     threshold = None
     if active and config.keep_top > 0 and config.keep_top_scope == "global":
@@ -224,7 +224,7 @@ def quantize_(
             continue
         blocks = to_blocks(weight, config.granularity, config.group_size)
         inputs = degenerate = None
-        if act_stats is not None and config.calib_mode is not None:
+        if act_stats is not None and config.needs_calibration:
             inputs, degenerate = normalise_inputs(act_stats.inputs(target.name, config.calib_langs).to(weight.device))
         if threshold is not None:
             kept = weight.abs() >= threshold
@@ -298,7 +298,7 @@ def quantize_(
         "layers": layers,
         "skipped": skipped,
     }
-    if act_stats is not None and config.calib_mode is not None:
+    if act_stats is not None and config.needs_calibration:
         from .calibration import calibration_report
 
         report["calibration"] = calibration_report(act_stats, config, layers)

@@ -52,7 +52,7 @@ class QDHFLM(HFLM):
                 ),
             )
         calib_texts = None
-        if config.kind == "fake" and config.calib_mode is not None:
+        if config.kind == "fake" and config.needs_calibration:
             from qd_models.calibration import load_calibration_texts
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
@@ -77,7 +77,7 @@ class QDHFLM(HFLM):
         from qd_models.engine import quantize_, summarize_report
 
         act_stats = None
-        if config.kind == "fake" and config.calib_mode is not None:
+        if config.kind == "fake" and config.needs_calibration:
             from qd_models.calibration import collect_activation_stats, load_calibration_texts
             from qd_models.engine import quantization_targets
 
