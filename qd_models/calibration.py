@@ -3,8 +3,12 @@
 :func:`load_calibration_texts` reads and checks the calibration JSONL (cheap, no model; call it
 before loading weights). :func:`collect_activation_stats` runs each language's texts through
 the model once (length-sorted batches, right padding, progress bar) with forward pre-hooks on
-the quantization targets and accumulates, over the non-padding tokens of each language,
-s_l[j] = E[x_j^2] of every target's input channel j (hooks are removed in ``finally``). When the
+the quantization targets and accumulates, over the text tokens of each language, s_l[j] =
+E[x_j^2] of every target's input channel j (hooks are removed in ``finally``). Each sequence is
+scored as in evaluation: the prefix token (BOS, else EOS) then the text's own tokens
+(``add_special_tokens=False``); the prefix position is run but not counted: its activations are
+the same in every sequence of every language (causal attention sees only itself there), so it
+would only dilute the language differences. When the
 output head is not a target, a pre-hook on it stops the forward pass before the logits
 (the head is the most expensive matmul of small multilingual models; nothing after it is
 needed).
@@ -37,7 +41,7 @@ from .default_model import cache_dir
 
 logger = logging.getLogger(__name__)
 
-STATS_VERSION = 1
+STATS_VERSION = 2
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 512
 FINGERPRINT_CHUNK = 1 << 22
@@ -127,9 +131,16 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def tokenize_texts(tokenizer, texts: dict[str, list[str]], max_length: int) -> dict[str, list[list[int]]]:
-    """Token ids per text (the tokenizer's special tokens included), cut to ``max_length``."""
-    return {lang: [tokenizer(text)["input_ids"][:max_length] for text in group] for lang, group in texts.items()}
+def default_prefix_id(tokenizer) -> int:
+    """lm-eval's default prefix token: BOS, else EOS."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+def tokenize_texts(tokenizer, texts: dict[str, list[str]], max_length: int, prefix_id: int | None = None) -> dict[str, list[list[int]]]:
+    """``[prefix] + text tokens`` per text (no other special tokens), cut to ``max_length``."""
+    prefix = default_prefix_id(tokenizer) if prefix_id is None else prefix_id
+    return {lang: [[prefix, *tokenizer(text, add_special_tokens=False)["input_ids"]][:max_length] for text in group]
+            for lang, group in texts.items()}
 
 
 def calibration_key(fingerprint: str, token_ids: dict[str, list[list[int]]], module_names: list[str]) -> str:
@@ -146,7 +157,8 @@ class _StopForward(Exception):
 
 
 def _batches(sequences: list[list[int]], batch_size: int, pad_id: int):
-    """Length-sorted right-padded batches: (input_ids ``[B, T]``, attention_mask ``[B, T]``)."""
+    """Length-sorted right-padded batches: (input_ids ``[B, T]``, attention_mask ``[B, T]``,
+    counted ``[B, T]``: the mask without the prefix position)."""
     ordered = sorted(sequences, key=len, reverse=True)
     for start in range(0, len(ordered), batch_size):
         chunk = ordered[start : start + batch_size]
@@ -156,7 +168,9 @@ def _batches(sequences: list[list[int]], batch_size: int, pad_id: int):
         for row, seq in enumerate(chunk):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
-        yield ids, mask
+        counted = mask.clone()
+        counted[:, 0] = 0
+        yield ids, mask, counted
 
 
 def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int, pad_id: int, stop_at, progress: bool):
@@ -194,9 +208,9 @@ def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int
         with torch.inference_mode(), tqdm(total=total, desc="qd calibration", disable=not progress) as bar:
             for index, lang in enumerate(langs):
                 current["lang"] = index
-                for ids, mask in _batches(token_ids[lang], batch_size, pad_id):
-                    current["rows"] = mask.reshape(-1).bool().to(device)
-                    counts[lang] += int(mask.sum())
+                for ids, mask, counted in _batches(token_ids[lang], batch_size, pad_id):
+                    current["rows"] = counted.reshape(-1).bool().to(device)
+                    counts[lang] += int(counted.sum())
                     try:
                         model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
                     except _StopForward:
@@ -218,9 +232,11 @@ def collect_activation_stats(
     progress: bool = True,
     use_cache: bool = True,
     source: str = "",
+    prefix_id: int | None = None,
 ) -> ActivationStats:
     """Per-language E[x_j^2] of the inputs of ``module_names`` (module doc), from the disk
-    cache when the key matches. ``texts``: ``{lang: [text, ...]}`` (every list non-empty)."""
+    cache when the key matches. ``texts``: ``{lang: [text, ...]}`` (every list non-empty);
+    ``prefix_id``: the evaluation's prefix token (default: :func:`default_prefix_id`)."""
     empty = [lang for lang, group in texts.items() if not group]
     if not texts or empty:
         raise ValueError(f"calibration texts are empty for {', '.join(empty) or 'every language'}; allowed: at least one text per calibration language")
@@ -231,7 +247,7 @@ def collect_activation_stats(
     unknown = [name for name in module_names if name not in named]
     if unknown:
         raise ValueError(f"module_names contains {unknown[0]!r}, not a module of the model; allowed: names from model.named_modules()")
-    token_ids = tokenize_texts(tokenizer, texts, max_length)
+    token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
     key = calibration_key(model_fingerprint(model), token_ids, list(module_names))
     path = stats_cache_dir() / f"{key}.pt"
     if use_cache and path.is_file():

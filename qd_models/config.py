@@ -41,6 +41,11 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 FAKE_QUANT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+GRIDS = ("int", "midrise")
+"""Symmetric grids: ``int`` (AWQ/SmoothQuant INT-b, zero exact) | ``midrise`` (Banner et al.'s
+analysis grid, 2^b levels ending at +-alpha, no zero); see :mod:`qd_models.quant.core`."""
+KEPT_VALUE_BITS = (8, 16, 32)
+"""Allowed widths at which weights left in original precision are charged (deployment dtype)."""
 GRANULARITIES = ("tensor", "channel", "group")
 KEEP_BY = ("magnitude", "activation")
 CALIB_MODES = ("target", "mean", "minimax")
@@ -74,6 +79,7 @@ class QuantConfig:
     granularity: str | None = None
     group_size: int | None = None
     symmetric: bool | None = None
+    grid: str | None = None
     clip: str | None = None
     keep_top: float = 0.0
     keep_top_scope: str | None = None
@@ -82,6 +88,7 @@ class QuantConfig:
     keep: tuple[str, ...] = ()
     quantize_embeddings: bool = False
     quantize_lm_head: bool = False
+    kept_value_bits: int | None = None
     save_to: str | None = None
     calib_mode: str | None = None
     calib_langs: tuple[str, ...] = ()
@@ -120,6 +127,14 @@ class QuantConfig:
         self._set("symmetric", True if self.symmetric is None else self.symmetric)
         if not isinstance(self.symmetric, bool):
             raise ValueError(f"symmetric={self.symmetric!r} is not allowed; allowed: true, false")
+        self._set("grid", self.grid or "int")
+        if self.grid not in GRIDS:
+            raise ValueError(f"grid={self.grid!r} is not allowed; allowed: {_allowed(GRIDS)}")
+        if self.grid == "midrise" and not self.symmetric:
+            raise ValueError("grid=midrise is not allowed with symmetric=false; allowed: grid=int (the asymmetric grid has an integer zero point)")
+        self._set("kept_value_bits", 16 if self.kept_value_bits is None else self.kept_value_bits)
+        if self.kept_value_bits not in KEPT_VALUE_BITS:
+            raise ValueError(f"kept_value_bits={self.kept_value_bits!r} is not allowed; allowed: {_allowed(KEPT_VALUE_BITS)}")
         self._set("clip", self.clip or spec.default_clip)
         if self.clip not in spec.clips:
             raise ValueError(f"clip={self.clip!r} is not allowed for method={self.method}; allowed: {_allowed(spec.clips)}")
@@ -161,7 +176,7 @@ class QuantConfig:
         self._set("bits", spec.fixed_bits or IDENTITY_BITS)
         given = [
             name
-            for name in ("granularity", "group_size", "symmetric", "clip", "keep_by", "keep_top_scope")
+            for name in ("granularity", "group_size", "symmetric", "grid", "clip", "keep_by", "keep_top_scope", "kept_value_bits")
             if getattr(self, name) not in (None, "none")
         ]
         given += [name for name in ("keep_top", "keep_layers", "keep") if getattr(self, name)]
@@ -294,6 +309,7 @@ _CONVERTERS = {
     "granularity": _to_str,
     "group_size": _to_int,
     "symmetric": _to_bool,
+    "grid": _to_str,
     "clip": _to_str,
     "keep_top": _to_float,
     "keep_top_scope": _to_str,
@@ -302,6 +318,7 @@ _CONVERTERS = {
     "keep": _to_patterns,
     "quantize_embeddings": _to_bool,
     "quantize_lm_head": _to_bool,
+    "kept_value_bits": _to_int,
     "save_to": _to_path,
     "calib_mode": _to_str,
     "calib_langs": _to_langs,

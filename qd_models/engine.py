@@ -5,7 +5,7 @@ Selection (``quantize_``): the weights of ``nn.Linear`` and transformers' ``Conv
 "channel" always means an output channel). Skipped by default: embeddings, ``lm_head``, a weight
 tied between them (quantized only when both ``quantize_embeddings`` and ``quantize_lm_head``
 are on), norms, biases and every other parameter. Kept in original precision (counted in the
-effective bits): modules in ``keep_layers`` blocks, modules matching ``keep`` (exact names or
+effective bits at ``kept_value_bits``, default 16): modules in ``keep_layers`` blocks, modules matching ``keep`` (exact names or
 ``re:<regex>`` matched with ``re.fullmatch``), modules ``filter_fn(module, name)`` rejects,
 and the ``keep_top`` % largest-|w| weights of each quantized layer (``keep_top_scope=global``:
 one |w| threshold over all quantized layers, from a 65536-bin histogram, so at least
@@ -172,6 +172,12 @@ def _bits_of(param: torch.Tensor) -> int:
     return param.element_size() * 8
 
 
+def _deployed_bits(param: torch.Tensor, config: QuantConfig) -> int:
+    """Width charged for a weight left unquantized: ``kept_value_bits`` (a deployment dtype,
+    default 16) rather than the load dtype (32 for the float32 default model)."""
+    return config.kept_value_bits or _bits_of(param)
+
+
 def quantize_(
     model: nn.Module,
     config: QuantConfig,
@@ -210,7 +216,7 @@ def quantize_(
     layers, storage_bits, counts = [], 0, {"quantized": 0, "kept": 0, "nonfinite": 0}
     for target in targets:
         param = target.module.weight
-        value_bits = _bits_of(param)
+        value_bits = _deployed_bits(param, config)
         weight = target.oriented()
         stats = weight_stats(weight)
         layer = {"name": target.name, "kind": target.layout, "shape": list(param.shape), "numel": param.numel(), **stats}
@@ -237,14 +243,16 @@ def quantize_(
         valid = None if kept is None else (~kept).float().view_as(blocks)
         if config.method == "laaciq":
             low, high, info = weighted_clip_range(blocks, weight.shape[0], inputs, config.calib_mode, config.bits,
-                                                  config.symmetric, config.granularity, config.group_size, valid)
+                                                  config.symmetric, config.granularity, config.group_size, valid, config.grid)
         else:
-            low, high, info = clip_range(blocks, config.method, config.bits, config.symmetric, config.clip, valid)
-        quantized = fake_quantize(blocks, low, high, config.bits, config.symmetric).view_as(weight)
+            low, high, info = clip_range(blocks, config.method, config.bits, config.symmetric, config.clip, valid, config.grid)
+        quantized = fake_quantize(blocks, low, high, config.bits, config.symmetric, config.grid).view_as(weight)
         n_kept = 0
         if kept is not None:
             n_kept = int(kept.sum())
             quantized[kept] = weight[kept]
+        if param.dtype != quantized.dtype:  # the value the parameter will hold (same rounding as copy_)
+            quantized = quantized.to(param.dtype).float()
         norm = float(weight.square().sum())
         error = float((quantized - weight).square_().sum())
         alpha_over_sigma = info["alpha"] / info["sigma"]
@@ -278,7 +286,7 @@ def quantize_(
         if id(param) in target_ids:
             continue
         skipped.append({"name": param_name, "numel": param.numel(), "reason": _skip_reason(param_name)})
-        skipped_bits += _bits_of(param) * param.numel()
+        skipped_bits += _deployed_bits(param, config) * param.numel()
     candidates = counts["quantized"] + counts["kept"]
     original_bits = skipped_bits + sum(_bits_of(t.module.weight) * t.module.weight.numel() for t in targets)
     report = {
@@ -293,6 +301,7 @@ def quantize_(
             "effective_bits_per_weight": storage_bits / candidates if candidates else float("nan"),
             "estimated_size_bytes": (storage_bits + skipped_bits) // 8,
             "original_size_bytes": original_bits // 8,
+            "kept_value_bits": config.kept_value_bits,
             "nonfinite_weights": counts["nonfinite"],
         },
         "layers": layers,

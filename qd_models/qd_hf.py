@@ -3,8 +3,20 @@
 Every ``hf`` model argument is accepted; the quantization arguments (``method``, ``bits``, ...,
 see :mod:`qd_models.config`) are split off and validated *before* any weight is loaded.
 Then, as in lm-eval's ``hf_steered``: ``super().__init__()`` loads the model, and the model is
-transformed once, in place. With ``method=none`` nothing is touched, so results are identical
-to ``--model hf``. Without ``pretrained``, the embedded Gemma-3-270M demo model is used.
+transformed once, in place. Without ``pretrained``, the embedded Gemma-3-270M demo model is used.
+
+Scoring (what ``hf`` does not guarantee; recorded as ``quant_disparity.scoring``):
+
+* a rolling (perplexity) document is scored as exactly one prefix token (BOS, else EOS, or
+  ``prefix_token_id``) then the text's own tokens, each scored once: lm-eval 0.4.13 prepends the
+  prefix *and* lets a BOS-adding tokenizer (Gemma, Llama) add another, scoring ``<bos>`` after
+  ``<bos>`` (lm-eval issue #3333). Other request types keep the tokenizer's default.
+* log-softmax and the sums run in float32 (``softmax_dtype=float32`` unless given), whatever
+  the model dtype: HFLM sums bf16 log-probs in bf16, which erases small degradations.
+
+With ``method=none`` the results are identical to
+``--model hf --model_args pretrained=...,add_bos_token=False,softmax_dtype=float32``
+on perplexity tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +32,9 @@ from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_d
 
 logger = logging.getLogger(__name__)
 
+SCORING_ARGS = ("dtype", "add_bos_token", "max_length", "revision", "prefix_token_id", "softmax_dtype", "trust_remote_code")
+"""``hf`` model arguments that change a score (recorded with every run; analysis pairs only equal ones)."""
+
 
 @register_model("qd-hf")
 class QDHFLM(HFLM):
@@ -28,6 +43,8 @@ class QDHFLM(HFLM):
         available and cpu otherwise (HFLM's own default "cuda" fails on CPU-only torch), so
         programmatic use (sweeps, notebooks) behaves like the CLI."""
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
+        hf_kwargs.setdefault("softmax_dtype", "float32")
+        self._rolling = False
         if pretrained is None:
             pretrained = str(default_model_path())
         self.model_note = DEFAULT_MODEL_NOTE if (
@@ -57,6 +74,12 @@ class QDHFLM(HFLM):
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
         super().__init__(pretrained=pretrained, device=device, **hf_kwargs)
+        self.scoring = {
+            **{name: _plain(hf_kwargs.get(name)) for name in SCORING_ARGS},
+            "softmax_dtype": str(self.softmax_dtype).removeprefix("torch."),
+            "rolling": "prefix+text",
+            "prefix_token_id": self.prefix_token_id,
+        }
         if self.model_note:
             logger.warning("qd-hf: %s", self.model_note)
         self.apply_quantization(config, calib_texts)
@@ -83,7 +106,8 @@ class QDHFLM(HFLM):
 
             texts = calib_texts if calib_texts is not None else load_calibration_texts(config)
             act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
-                                                 source=config.calib_data or "bundled calibration split")
+                                                 source=config.calib_data or "bundled calibration split",
+                                                 prefix_id=self.prefix_token_id)
         self.quant_report = quantize_(self.model, config, keep_originals=keep_originals, act_stats=act_stats)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
@@ -91,6 +115,21 @@ class QDHFLM(HFLM):
 
             save_quantized(self.model, self.tokenizer, config.save_to, self.quant_report)
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """HFLM's rolling windows over ``[prefix] + text tokens`` (see the module doc)."""
+        self._rolling = True
+        try:
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._rolling = False
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None, **kwargs):
+        """Inside :meth:`loglikelihood_rolling` the text's own tokens only (the prefix token is
+        HFLM's); elsewhere HFLM's behaviour."""
+        if self._rolling and add_special_tokens is None:
+            add_special_tokens = False
+        return super().tok_encode(string, add_special_tokens=add_special_tokens, left_truncate_len=left_truncate_len, **kwargs)
 
     def _create_model(self, *args, **kwargs) -> None:
         """HFLM passes the checkpoint's own ``quantization_config``; bnb methods replace it."""
@@ -105,8 +144,14 @@ class QDHFLM(HFLM):
             "version": __version__,
             "model_source": self.pretrained if isinstance(self.pretrained, str) else None,
             "baseline_note": self.model_note,
+            "scoring": self.scoring,
             "quant_config": self.quant_config.to_dict(),
             "quant_totals": report.get("totals"),
             "quant_report": report or None,
         }
         return info
+
+
+def _plain(value):
+    """A model argument as JSON (a torch dtype or other object as its string)."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)

@@ -11,9 +11,10 @@ BYTE_VOCAB_SIZE = 256 + 3  # 256 byte symbols + <pad>, <bos>, <eos>
 ARCHES = ("gpt2", "llama", "bloom")
 
 
-def build_byte_tokenizer():
-    """A byte-level BPE tokenizer with no merges: one token per UTF-8 byte."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def build_byte_tokenizer(add_bos: bool = False):
+    """A byte-level BPE tokenizer with no merges: one token per UTF-8 byte. ``add_bos``: a
+    post-processor prepends ``<bos>`` to every encoding, as Gemma's and Llama's tokenizers do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2}
@@ -22,6 +23,8 @@ def build_byte_tokenizer():
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    if add_bos:
+        core.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
     )
@@ -44,13 +47,14 @@ def tiny_config(arch: str):
     raise ValueError(f"arch={arch!r} is not allowed; allowed: {', '.join(ARCHES)}")
 
 
-def save_tiny_model(arch: str, directory: Path, seed: int = 0) -> Path:
-    """Build a tiny random ``arch`` model + byte tokenizer and save both to ``directory``."""
+def save_tiny_model(arch: str, directory: Path, seed: int = 0, add_bos: bool = False) -> Path:
+    """Build a tiny random ``arch`` model + byte tokenizer (``add_bos``: see
+    :func:`build_byte_tokenizer`) and save both to ``directory``."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(arch))
     model.save_pretrained(directory)
-    build_byte_tokenizer().save_pretrained(directory)
+    build_byte_tokenizer(add_bos).save_pretrained(directory)
     return Path(directory)

@@ -51,7 +51,7 @@ def plain_forward(model, tokenizer, texts) -> None:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
         for seqs in token_ids.values():
-            for ids, mask in _batches(seqs, DEFAULT_BATCH_SIZE, pad_id):
+            for ids, mask, _ in _batches(seqs, DEFAULT_BATCH_SIZE, pad_id):
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
 
 

@@ -23,13 +23,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """``tiny_model_dir(arch)`` -> path of a saved tiny random model (gpt2 | llama | bloom)."""
-    made: dict[str, Path] = {}
+    """``tiny_model_dir(arch, add_bos=False)`` -> path of a saved tiny random model (gpt2 | llama |
+    bloom); ``add_bos``: its tokenizer prepends ``<bos>`` like Gemma's."""
+    made: dict[tuple[str, bool], Path] = {}
 
-    def get(arch: str = "llama") -> Path:
-        if arch not in made:
-            made[arch] = save_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
-        return made[arch]
+    def get(arch: str = "llama", add_bos: bool = False) -> Path:
+        if (arch, add_bos) not in made:
+            made[arch, add_bos] = save_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}{'-bos' if add_bos else ''}"), add_bos=add_bos)
+        return made[arch, add_bos]
 
     return get
 

@@ -34,14 +34,16 @@ def _config(**kwargs):
 
 
 def _reference_moments(model, tokenizer, texts, name):
-    """E[x^2] of ``name``'s input, one unpadded text at a time, full forward pass."""
+    """E[x^2] of ``name``'s input over the text positions of ``[BOS] + text`` (the BOS position,
+    identical in every sequence, is not counted), one unpadded text at a time, full forward pass."""
     module = dict(model.named_modules())[name]
     rows = []
-    handle = module.register_forward_pre_hook(lambda m, args: rows.append(args[0].detach().reshape(-1, args[0].shape[-1])))
+    handle = module.register_forward_pre_hook(lambda m, args: rows.append(args[0].detach()[0, 1:]))
     try:
         with torch.no_grad():
             for text in texts:
-                model(input_ids=torch.tensor([tokenizer(text)["input_ids"]]))
+                ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+                model(input_ids=torch.tensor([ids]))
     finally:
         handle.remove()
     stacked = torch.cat(rows).double()

@@ -3,6 +3,7 @@ identity cases, preservation accounting, restore, bnb kwargs and export."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -102,9 +103,31 @@ def test_keep_top_keeps_largest_and_counts_bits(tiny_model_dir, scope):
         assert bool(same[w.abs() >= threshold].all())
     totals = report["totals"]
     assert totals["params_kept"] >= 0.02 * (totals["params_quantized"] + totals["params_kept"]) - 1
-    # layer bits: 4-bit codes + 16-bit scale per row + kept 32-bit values + min(32-bit index, bitmap)
+    # layer bits: 4-bit codes + 16-bit scale per row + kept values at kept_value_bits (16) + min(32-bit index, bitmap)
     numel, rows, kept = w.numel(), w.shape[0], round(layer["kept_fraction"] * w.numel())
-    assert layer["bits_per_weight"] * numel == pytest.approx(4 * numel + 16 * rows + kept * 32 + min(32 * kept, numel))
+    assert layer["bits_per_weight"] * numel == pytest.approx(4 * numel + 16 * rows + kept * 16 + min(32 * kept, numel))
+    assert totals["kept_value_bits"] == 16
+
+
+def test_global_keep_top_keeps_the_global_top_fraction(tiny_model_dir):
+    """Independent expectation: the exact global top-2 % of |w| over all quantized layers (numpy),
+    within one of the engine's 65536 histogram bins."""
+    model = _load(tiny_model_dir, "llama")
+    before = _weights(model)
+    report = quantize_(model, parse_qd_args({"method": "rtn", "keep_top": 2, "keep_top_scope": "global"})[0])
+    names = [f"{l['name']}.weight" for l in report["layers"] if l["status"] == "quantized"]
+    original = np.concatenate([before[n].abs().reshape(-1).numpy() for n in names])
+    unchanged = np.concatenate([(before[n] == model.get_parameter(n).detach()).reshape(-1).numpy() for n in names])
+    wanted = round(0.02 * original.size)
+    exact = np.sort(original)[-wanted]  # the wanted-th largest |w|
+    bin_width = original.max() / 65536
+    kept = report["totals"]["params_kept"]
+    assert wanted <= kept <= int((original >= exact - bin_width).sum())
+    assert bool(unchanged[original >= exact].all())  # the top 2 % are bit-identical
+    # nothing below the kept set was kept: the kept count equals the weights at or above a threshold
+    threshold = np.sort(original)[-kept]
+    assert int((original >= threshold).sum()) == kept
+    assert bool(unchanged[original >= threshold].all())
 
 
 def test_restore_and_determinism(tiny_model_dir):

@@ -7,14 +7,16 @@ Per-block quantities (ranges, scales, ratios) have shape ``[n_blocks, 1]``. All 
 float32. ``valid`` (optional, float 0/1, shape of ``blocks``) marks the weights that will be
 quantized; entries with 0 (kept in original precision) are ignored by every statistic.
 
-Grids (2^bits uniformly spaced levels, Delta = range / (2^bits - 1); the end levels sit on
-the range ends, so a clipped value maps exactly to the clip value as ACIQ's clipping term
-assumes, and the error is <= Delta/2 inside the range):
+Grids (the error is <= Delta/2 inside the range; zero is exact except on ``midrise``):
 
-* symmetric: levels ``-alpha + k*Delta``, k = 0..2^bits-1 (an even count of levels: no exact
-  zero, every level used);
-* asymmetric: ``[low, high]`` (always widened to contain 0) with an integer zero point
-  round(-low/Delta), so zero is exact.
+* symmetric ``int`` (the default; AWQ's ``pseudo_quantize_tensor`` / SmoothQuant's fake quant,
+  the INT-b grid of deployed formats): ``s = alpha / (2^(bits-1) - 1)``,
+  ``q = clamp(round(w / s), -2^(bits-1), 2^(bits-1) - 1)``, ``w' = q * s``; 2^bits levels
+  including 0, ``2^bits - 2`` steps across [-alpha, alpha] (one more level below -alpha);
+* symmetric ``midrise`` (Banner et al.'s analysis grid, kept to reproduce the paper): 2^bits
+  levels ``-alpha + k * Delta``, ``Delta = 2 alpha / (2^bits - 1)``, ends on +-alpha, no zero;
+* asymmetric: ``[low, high]`` (always widened to contain 0), ``Delta = (high - low) / (2^bits - 1)``,
+  integer zero point round(-low/Delta), so zero is exact (``grid`` does not apply).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .aciq import aciq_constant
+from .aciq import grid_optimal_alpha
 
 AUTO_LAPLACE_KURTOSIS = 1.5
 """``clip=auto``: a block whose excess kurtosis exceeds this uses the Laplace prior
 (Gaussian: 0, Laplace: 3; 1.5 is the midpoint), otherwise the Gaussian prior."""
+
+GRIDS = ("int", "midrise")
+"""Symmetric grids (module doc)."""
 
 MSE_COARSE_STEPS = 20
 """``method=mse``: coarse grid of clip ratios r = k/20, k = 1..20, times the block's absmax
@@ -97,14 +102,31 @@ def block_moments(blocks: Tensor, valid: Tensor | None, centered: bool, kurtosis
     return out
 
 
-def fake_quantize(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool) -> Tensor:
-    """Quantize then dequantize ``blocks`` to the grid given by per-block ``[low, high]``
-    (symmetric uses ``alpha = high``). Blocks with an empty range come back unchanged."""
+def grid_steps(bits: int, symmetric: bool, grid: str = "int") -> int:
+    """Number of quantization steps across the clip range (``2 alpha`` or ``high - low``)."""
+    if not symmetric or grid == "midrise":
+        return 2**bits - 1
+    if grid == "int":
+        return 2**bits - 2
+    raise ValueError(f"grid={grid!r} is not allowed; allowed: {', '.join(GRIDS)}")
+
+
+def fake_quantize(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool, grid: str = "int") -> Tensor:
+    """Quantize then dequantize ``blocks`` ``[n, len]`` to the grid given by per-block
+    ``[low, high]`` ``[n, 1]`` (symmetric uses ``alpha = high``; ``grid``: module doc).
+    Blocks with an empty range come back unchanged."""
     top = 2**bits - 1
-    if symmetric:
+    if symmetric and grid == "int":
+        half = 2 ** (bits - 1)
+        step = high / (half - 1) if half > 1 else high
+        out = blocks / step
+        out.round_().clamp_(-half, half - 1).mul_(step)
+    elif symmetric and grid == "midrise":
         step = high * (2.0 / top)
         out = blocks / step
         out.add_(top / 2).round_().clamp_(0, top).sub_(top / 2).mul_(step)
+    elif symmetric:
+        raise ValueError(f"grid={grid!r} is not allowed; allowed: {', '.join(GRIDS)}")
     else:
         step = (high - low) / top
         zero_point = torch.round(-low / step)
@@ -116,8 +138,9 @@ def fake_quantize(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetri
     return out
 
 
-def _squared_error(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool, valid: Tensor | None) -> Tensor:
-    err = fake_quantize(blocks, low, high, bits, symmetric).sub_(blocks).square_()
+def _squared_error(blocks: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool, grid: str,
+                   valid: Tensor | None) -> Tensor:
+    err = fake_quantize(blocks, low, high, bits, symmetric, grid).sub_(blocks).square_()
     if valid is not None:
         err.mul_(valid)
     return err.sum(1, keepdim=True)
@@ -162,7 +185,7 @@ def search_clip_ratio(objective: Callable[[Tensor], Tensor], n_blocks: int, like
     return best, best_err
 
 
-def mse_clip_ratio(blocks: Tensor, bits: int, symmetric: bool, valid: Tensor | None = None) -> Tensor:
+def mse_clip_ratio(blocks: Tensor, bits: int, symmetric: bool, valid: Tensor | None = None, grid: str = "int") -> Tensor:
     """Per-block clip ratio r in (0, 1] minimising the squared error of
     ``fake_quantize(blocks, r*low, r*high)`` (see ``MSE_COARSE_STEPS``), ``[n, 1]``."""
     low, high = min_max(blocks, valid)
@@ -170,20 +193,24 @@ def mse_clip_ratio(blocks: Tensor, bits: int, symmetric: bool, valid: Tensor | N
         high = torch.maximum(-low, high)
 
     def error(ratio: Tensor) -> Tensor:
-        return _squared_error(blocks, ratio * low, ratio * high, bits, symmetric, valid)
+        return _squared_error(blocks, ratio * low, ratio * high, bits, symmetric, grid, valid)
 
     best, _ = search_clip_ratio(error, blocks.shape[0], blocks)
     return best
 
 
 def clip_range(
-    blocks: Tensor, method: str, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None
+    blocks: Tensor, method: str, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
+    grid: str = "int",
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Per-block quantization range ``(low, high, info)`` for ``method`` rtn | aciq | mse.
 
     rtn: absmax (symmetric) or [min, max]. aciq: alpha = c_bits * sigma (Gaussian) or
     c_bits * b (Laplace) about 0 (symmetric) or about the block mean (asymmetric: mean +- alpha),
-    never wider than the data. mse: ``mse_clip_ratio`` times the rtn range. ``info`` holds
+    never wider than the data, with c_bits the exact optimum of the expected error of the grid
+    actually used (:func:`qd_models.quant.aciq.grid_optimal_alpha`; Banner's closed form is its
+    approximation).
+    mse: ``mse_clip_ratio`` times the rtn range. ``info`` holds
     per-block ``alpha`` (half-width), ``sigma`` and, for clip=auto, ``laplace`` (bool).
     """
     low, high = min_max(blocks, valid)
@@ -195,8 +222,9 @@ def clip_range(
     if method == "rtn":
         pass
     elif method == "aciq":
-        alpha_gauss = aciq_constant(bits, "gauss") * moments["sigma"]
-        alpha_laplace = aciq_constant(bits, "laplace") * moments["b"]
+        shape = grid if symmetric else "midrise"  # mean +- alpha in 2^bits - 1 steps
+        alpha_gauss = grid_optimal_alpha(bits, "gauss", shape) * moments["sigma"]
+        alpha_laplace = grid_optimal_alpha(bits, "laplace", shape) * moments["b"]
         if clip == "gauss":
             alpha = alpha_gauss
         elif clip == "laplace":
@@ -211,7 +239,7 @@ def clip_range(
         low = torch.maximum(low, center - alpha).clamp_max_(0.0)
         high = torch.minimum(high, center + alpha).clamp_min_(0.0)
     elif method == "mse":
-        ratio = mse_clip_ratio(blocks, bits, symmetric, valid)
+        ratio = mse_clip_ratio(blocks, bits, symmetric, valid, grid)
         low, high = low * ratio, high * ratio
         info["ratio"] = ratio
     else:

@@ -88,13 +88,14 @@ def weighted_clip_range(
     granularity: str,
     group_size: int | None = None,
     valid: Tensor | None = None,
+    grid: str = "int",
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Per-block range ``(low, high, info)`` minimising the ``mode`` objective (module doc).
 
     ``blocks``: ``[n_blocks, block_len]`` view of an ``[out_dim, in]`` weight; ``inputs``:
     normalised ``[in, L]`` (``target`` needs L == 1); ``valid``: 0/1 like ``blocks`` (0 =
-    kept in original precision, excluded from the error). ``info``: ``ratio``, ``alpha``,
-    ``sigma`` (as :func:`qd_models.quant.core.clip_range`) and ``errors`` ``[n_blocks, L]``
+    kept in original precision, excluded from the error); ``grid``: see :mod:`qd_models.quant.core`.
+    ``info``: ``ratio``, ``alpha``, ``sigma`` (as :func:`qd_models.quant.core.clip_range`) and ``errors`` ``[n_blocks, L]``
     (per-language weighted errors at the chosen ratio).
     """
     if mode not in CALIB_MODES:
@@ -107,7 +108,7 @@ def weighted_clip_range(
         low = -high
 
     def per_language(ratio: Tensor, weights: Tensor) -> Tensor:
-        err = fake_quantize(blocks, ratio * low, ratio * high, bits, symmetric).sub_(blocks).square_()
+        err = fake_quantize(blocks, ratio * low, ratio * high, bits, symmetric, grid).sub_(blocks).square_()
         if valid is not None:
             err.mul_(valid)
         return block_errors(err.view(out_dim, -1), weights, granularity, group_size)
@@ -118,13 +119,13 @@ def weighted_clip_range(
         ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks)
         errors = per_language(ratio, inputs)
     else:
-        grid = torch.stack([per_language(r, inputs) for r in coarse_ratios(n_blocks, blocks)], dim=0)  # [steps, n, L]
-        ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks, grid.mean(2, keepdim=True))
+        coarse_err = torch.stack([per_language(r, inputs) for r in coarse_ratios(n_blocks, blocks)], dim=0)  # [steps, n, L]
+        ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks, coarse_err.mean(2, keepdim=True))
         errors = per_language(ratio, inputs)
         energy = (blocks.view(out_dim, -1).square().sum(0) @ inputs).clamp_min(1e-30)  # [L]
-        lam = minimax_language_weights(grid / energy)
+        lam = minimax_language_weights(coarse_err / energy)
         lam_weights = (inputs / energy) @ lam.unsqueeze(1)  # [in, 1]
-        lam_ratio, _ = search_clip_ratio(lambda r: per_language(r, lam_weights), n_blocks, blocks, (grid / energy) @ lam.view(-1, 1))
+        lam_ratio, _ = search_clip_ratio(lambda r: per_language(r, lam_weights), n_blocks, blocks, (coarse_err / energy) @ lam.view(-1, 1))
         lam_errors = per_language(lam_ratio, inputs)
         if float((lam_errors.sum(0) / energy).max()) < float((errors.sum(0) / energy).max()):
             ratio, errors = lam_ratio, lam_errors
