@@ -76,7 +76,7 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     groups = resource_groups(languages, options.hr, options.lr)
     if not groups:
         notes.append("No language has a resource class (qd_tasks.languages missing and no --hr/--lr): group statistics are empty.")
-    disp = disparity(deg, groups, options.min_denominator)
+    disp = disparity(deg, groups, options.min_denominator, options.random_state)
     fert = _fertility(runset, options.tokenizer, notes)
     kurtosis = relations.calibration_kurtosis(runset)
     if kurtosis.empty:
@@ -227,6 +227,32 @@ def _num(value, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _group_readings(analysis: Analysis) -> list[str]:
+    """One sentence per (run, suite) that says what the language-level statistics support."""
+    alpha = 1.0 - analysis.options.confidence
+    table = analysis.deg.table
+    lines = []
+    for r in analysis.disparity.itertuples():
+        head = f"{r.label} ({r.suite}): D_LR − D_HR = {_pct(r.difference)}"
+        if r.loo_flips:
+            langs = r.loo_flips.split(",")
+            block = table[(table.quant_id == r.quant_id) & (table.suite == r.suite) & table.lang.isin(langs)]
+            per_lang = ", ".join(f"{b.lang} D = {_pct(b.degradation)}" + (f" [{_pct(b.ci_low)}, {_pct(b.ci_high)}]" if not math.isnan(b.ci_low) else "")
+                                 for b in block.itertuples())
+            lines.append(f"{head}, but its sign flips when {' or '.join(langs)} is left out: this is a statement about "
+                         f"{', '.join(langs)}, not about the groups ({per_lang}).")
+        elif math.isnan(r.perm_p):
+            lines.append(f"{head}; no language-level test (needs at least one language with a finite D in each group).")
+        elif r.perm_p >= alpha:
+            lines.append(f"{head}; no language-level evidence of a group difference (permutation p = {r.perm_p:.3g} over "
+                         f"{r.perm_n_splits} splits of {r.n_langs_HR + r.n_langs_LR} languages); compare languages individually.")
+        else:
+            direction = "more" if r.difference > 0 else "less"
+            lines.append(f"{head}; low-resource languages degrade {direction} than high-resource ones at the language level "
+                         f"(permutation p = {r.perm_p:.3g}; the sign survives leaving out any one language).")
+    return lines
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -248,7 +274,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     level = f"{options.confidence:.0%}"
     out = ["# quant-disparity analysis report", ""]
     out.append(f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command or 'qd-analyze'}`.")
-    out.append(f"Bootstrap: {options.n_resamples} resamples of documents, random_state={options.random_state}, {level} percentile intervals.")
+    out.append(f"Bootstrap: {options.n_resamples} resamples, random_state={options.random_state}; per-language {level} CIs: studentized "
+               f"(bootstrap-t) over documents; group CIs: hierarchical (languages, then documents), {level} percentile intervals.")
     out.append("Definitions: see the section Analysis definitions of the quant-disparity README (D = relative increase of total NLL = relative increase of bits/byte).")
     out += ["", "Package versions: " + ", ".join(_versions()), ""]
 
@@ -291,6 +318,11 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     lr = sorted(l for l, g in analysis.groups.items() if g == "low")
     out += [f"High-resource: {', '.join(hr) or 'none'}; low-resource: {', '.join(lr) or 'none'}. "
             f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 or D_LR ≤ 0 makes the ratio undefined (no zero or negative ratios).", ""]
+    out += [("Unit of every group statistic: the language. CIs of D_LR − D_HR and D_LR/D_HR: hierarchical bootstrap (languages "
+             "resampled within each group, then documents within language). p: label-permutation test of D_LR − D_HR over languages "
+             "(two-sided; exact over all splits when feasible). Leave-one-out: D_LR − D_HR with each language dropped. Per-language "
+             "D_L CIs (tables above) resample that language's documents. No per-document group test is reported: the documents "
+             "of a parallel corpus are the same topics in every language, not independent units."), ""]
     if not analysis.disparity.empty:
         rows = []
         for r in analysis.disparity.itertuples():
@@ -299,14 +331,18 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                 ratio += f" [{r.ratio_ci_low:.2f}, {r.ratio_ci_high:.2f}]"
             diff = _pct(r.difference) + (f" [{_pct(r.difference_ci_low)}, {_pct(r.difference_ci_high)}]" if not math.isnan(r.difference_ci_low) else "")
             notes_cell = "; ".join(n for n in (r.ratio_note, r.ci_note, r.max_over_min_note) if n)
-            rows.append([r.label, r.suite, f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})", f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})",
-                         diff, ratio, f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
-        out += [_md_table(["config", "suite", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]", f"D_LR/D_HR [{level} CI]",
+            perm = "n/a" if math.isnan(r.perm_p) else f"{r.perm_p:.3g} ({r.perm_n_splits} {'splits' if r.perm_method == 'exact' else 'random splits'})"
+            loo = "n/a" if not r.loo_differences else ("yes" if r.loo_sign_survives else f"no: flips without {r.loo_flips}")
+            rows.append([r.label, r.suite, f"{r.n_langs_HR}/{r.n_langs_LR}", f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})",
+                         f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})", diff, ratio, perm, loo,
+                         f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
+        out += [_md_table(["config", "suite", "languages HR/LR", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]",
+                           f"D_LR/D_HR [{level} CI]", "permutation p", "sign survives leaving out any one language",
                            "worst language", "max/min", "notes"], rows), ""]
-        rows = [[r.label, r.suite, f"{r.n_docs_HR}/{r.n_docs_LR}", _num(r.welch_t, 3), _num(r.welch_p, 3), _num(r.mannwhitney_u, 3),
-                 _num(r.mannwhitney_p, 3), _num(r.cohens_d, 3)] for r in analysis.disparity.itertuples()]
-        out += ["Per-document tests (LR vs HR document degradations; positive t and d: LR degrade more):", "",
-                _md_table(["config", "suite", "docs HR/LR", "Welch t", "p", "Mann–Whitney U", "p", "Cohen's d"], rows), ""]
+        out += ["Reading:", ""] + [f"- {line}" for line in _group_readings(analysis)] + [""]
+        rows = [[r.label, r.suite, r.loo_differences or "n/a"] for r in analysis.disparity.itertuples()]
+        out += ["Leave-one-language-out D_LR − D_HR (language dropped: difference without it):", "",
+                _md_table(["config", "suite", "without language"], rows), ""]
 
     out += ["## Correlations across languages", ""]
     if analysis.correlations.empty:

@@ -7,6 +7,7 @@ expected number below is computed independently from those inputs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -92,7 +93,15 @@ def test_degradation_equals_relative_bits_per_byte_increase(tmp_path):
     assert disp.ratio == pytest.approx(5.0) and disp.difference == pytest.approx(0.12)
     assert disp.worst_lang == "yo" and disp.worst_degradation == pytest.approx(0.20)
     assert disp.max_over_min == pytest.approx(10.0)
-    assert disp.ratio_ci_low == pytest.approx(5.0) and disp.difference_ci_high == pytest.approx(0.12)
+    # documents add no noise here, so the hierarchical bootstrap is a bootstrap of languages within group: each group
+    # mean takes 3 values with probabilities 1/4, 1/2, 1/4 (exact enumeration below); the extremes have mass 1/16 > 2.5 %
+    hr_means = [np.mean(c) for c in itertools.product([0.02, 0.04], repeat=2)]
+    lr_means = [np.mean(c) for c in itertools.product([0.10, 0.20], repeat=2)]
+    exact_diff = sorted(lr - hr for lr in lr_means for hr in hr_means)
+    exact_ratio = sorted(lr / hr for lr in lr_means for hr in hr_means)
+    assert (disp.difference_ci_low, disp.difference_ci_high) == pytest.approx((exact_diff[0], exact_diff[-1]))
+    assert (disp.ratio_ci_low, disp.ratio_ci_high) == pytest.approx((exact_ratio[0], exact_ratio[-1]))
+    assert disp.max_over_min_note == ""  # smallest D_L = 2 % with a collapsed CI above 0: stable
 
 
 def test_ratio_undefined_when_high_resource_degradation_not_positive(tmp_path):
@@ -124,7 +133,7 @@ def test_small_denominator_flagged_unstable(tmp_path):
     assert disp.ratio == pytest.approx(50.0) and disp.ratio_note.startswith("unstable")
 
 
-def test_group_tests_match_scipy(tmp_path):
+def test_group_tests_are_over_languages_and_match_scipy(tmp_path):
     from scipy import stats
 
     base = base_nll()
@@ -133,12 +142,46 @@ def test_group_tests_match_scipy(tmp_path):
     write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
     write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", quant, RTN4)
     disp = analysis.disparity(analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=50), GROUPS).iloc[0]
-    per_doc = {lang: np.array(quant[lang]) / np.array(base[lang]) - 1 for lang in LANGS}
-    hr, lr = np.concatenate([per_doc["en"], per_doc["de"]]), np.concatenate([per_doc["sw"], per_doc["yo"]])
-    assert disp.welch_p == pytest.approx(stats.ttest_ind(lr, hr, equal_var=False).pvalue)
-    assert disp.mannwhitney_p == pytest.approx(stats.mannwhitneyu(lr, hr).pvalue)
-    pooled = math.sqrt((np.var(hr, ddof=1) * 9 + np.var(lr, ddof=1) * 9) / 18)
-    assert disp.cohens_d == pytest.approx((lr.mean() - hr.mean()) / pooled)
+    d = {lang: sum(quant[lang]) / sum(base[lang]) - 1 for lang in LANGS}
+    hr, lr = np.array([d["en"], d["de"]]), np.array([d["sw"], d["yo"]])
+    ref = stats.permutation_test((lr, hr), lambda a, b: abs(a.mean() - b.mean()), permutation_type="independent", n_resamples=np.inf,
+                                 alternative="greater")  # two-sided as P(|T| >= |T_obs|)
+    assert disp.perm_p == pytest.approx(ref.pvalue) and disp.perm_n_splits == 6 and disp.perm_method == "exact"
+    assert "welch_p" not in disp and "cohens_d" not in disp  # no per-document tests over non-independent documents
+    # leave-one-out by hand: dropping a language from a 2-language group leaves the other one
+    expected = {"en": lr.mean() - d["de"], "de": lr.mean() - d["en"], "sw": d["yo"] - hr.mean(), "yo": d["sw"] - hr.mean()}
+    got = dict(part.split(":") for part in disp.loo_differences.split("; "))
+    assert {k: float(v.rstrip("%")) / 100 for k, v in got.items()} == pytest.approx(expected, abs=5e-5)
+    assert disp.loo_sign_survives == all(v * disp.difference > 0 for v in expected.values())
+
+
+def test_leave_one_out_names_the_language_that_drives_the_difference(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, {"en": 1.05, "de": 1.06, "sw": 1.02, "yo": 1.30}), RTN4)
+    runs = analysis.load_runs([tmp_path])
+    disp = analysis.disparity(analysis.degradation(runs, n_resamples=50), GROUPS).iloc[0]
+    # D_LR − D_HR = 0.16 − 0.055 > 0, but without yo it is 0.02 − 0.055 < 0
+    assert disp.difference == pytest.approx(0.105) and disp.loo_flips == "yo" and not disp.loo_sign_survives
+    report = analysis.report._markdown(analysis.analyze([tmp_path], analysis.AnalysisOptions(hr=["en", "de"], lr=["sw", "yo"], n_resamples=50)),
+                                       {k: [] for k in ("degradation", "fertility", "rate_distortion", "pareto", "scan")}, "test")
+    assert "its sign flips when yo is left out: this is a statement about yo" in report
+    assert "no: flips without yo" in report
+
+
+def test_max_over_min_unstable_when_smallest_ci_includes_zero(tmp_path):
+    base = base_nll()
+    en_factors = [1.16, 0.94, 1.08, 0.95, 1.01]  # small positive D_en, documents disagree in sign
+    noisy = {lang: [v * f for v, f in zip(values, en_factors if lang == "en" else [1.1] * 5)] for lang, values in base.items()}
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", noisy, RTN4)
+    deg = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=500)
+    en = deg.table.set_index("lang").loc["en"]
+    assert en.degradation == pytest.approx(sum(b * f for b, f in zip(base["en"], en_factors)) / sum(base["en"]) - 1)
+    assert 0.01 < en.degradation and en.ci_low <= 0 < en.ci_high
+    disp = analysis.disparity(deg, GROUPS).iloc[0]
+    assert disp.best_lang == "en" and disp.max_over_min == pytest.approx(0.1 / en.degradation)
+    assert disp.max_over_min_note == "max/min unstable: CI of min D_L (en) includes 0"
 
 
 def test_aggregates_only_gives_point_estimates_without_ci(tmp_path):
