@@ -82,7 +82,7 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     if kurtosis.empty:
         notes.append("No quant report has per-language calibration kurtosis: that correlation is skipped.")
     corr = relations.correlations(deg, groups, fert, kurtosis) if not deg.table.empty else pd.DataFrame()
-    rd = relations.rate_distortion(runset, deg, options.confidence)
+    rd = relations.rate_distortion(runset, deg, options.n_resamples, options.random_state, options.confidence)
     mse = relations.weight_mse(runset)
     if not disp.empty:
         pareto_points = disp.copy()
@@ -361,18 +361,22 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     if analysis.rate_distortion.empty:
         out += ["No family of runs differing only in bits.", ""]
     else:
-        rows = [[r.family, r.suite, r.lang, r.bits, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", r.n_nonpositive]
+        rows = [[r.family, r.suite, r.lang, r.bits, r.fit_bits or "none", r.dropped_bits or "none", _num(r.slope, 3),
+                 f"[{_num(r.low, 3)}, {_num(r.high, 3)}]" if not math.isnan(r.low) else (r.ci_note or "n/a")]
                 for r in analysis.rate_distortion.itertuples()]
-        out += [f"Slope of ln D per extra bit (OLS, {level} t-interval; needs ≥ 3 bit widths):", "",
-                _md_table(["family", "suite", "lang", "bits", "n", "slope", "CI", "points with D ≤ 0 (left out)"], rows), ""]
+        out += [f"Slope of ln D per extra bit (OLS over the bit widths where every language's D_L CI lies above 0 — the same widths for "
+                f"every language; {level} CI from a document bootstrap refitted per resample):", "",
+                _md_table(["family", "suite", "lang", "bits run", "bits fitted", "bits dropped (why)", "slope", "CI"], rows), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["rate_distortion"]] + [""]
     if len(figures["rate_distortion"]) < len(analysis.rate_distortion[["family_key", "suite"]].drop_duplicates()) if not analysis.rate_distortion.empty else False:
         out += [f"(Curves for the first {MAX_RATE_DISTORTION_FIGURES} families only; all slopes are in tables/rate_distortion.csv.)", ""]
     if not analysis.weight_mse_slopes.empty:
-        rows = [[r.label, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", _num(r.theoretical_slope, 4)]
-                for r in analysis.weight_mse_slopes.itertuples()]
-        out += ["Weight relative MSE vs bits (mean over layers; theory for uniform quantization noise: MSE ∝ 4^−bits, slope −2·ln 2 ≈ −1.386 per bit):", "",
-                _md_table(["family", "n", "slope of ln MSE", "CI", "theoretical"], rows), ""]
+        rows = [[r.label, r.grid, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", _num(r.grid_reference_slope, 4),
+                 _num(r.theoretical_slope, 4)] for r in analysis.weight_mse_slopes.itertuples()]
+        out += ["Weight relative MSE vs bits (mean over layers; OLS t-interval). Reference for uniform quantization noise, MSE ∝ "
+                "(range/steps)²: the OLS slope of ln(1/steps²) over the family's bit widths, with steps = 2^(b−1)−1 per half-range "
+                "for the int grid and 2^b−1 for midrise/asymmetric grids; it tends to −2·ln 2 ≈ −1.386 per bit (shown too).", "",
+                _md_table(["family", "grid", "n", "slope of ln MSE", "CI", "reference for this grid and bits", "asymptotic −2 ln 2"], rows), ""]
 
     out += ["## Method comparison", ""]
     if analysis.pareto.empty or not analysis.pareto.effective_bits_per_weight.notna().any():

@@ -66,17 +66,18 @@ def studentized_interval(estimate: float, se: float, draws, draw_se, confidence:
 
     draws, draw_se: (n_resamples,) bootstrap estimates and their standard errors; t_lo, t_hi
     are the (1 ± confidence)/2 quantiles (inverted CDF) of t. A resample with draw_se = 0 has
-    t = ±inf (0 when draw = est), which can make a bound infinite. se = 0 means every document
-    has the same ratio, so the interval collapses to the estimate. NaN bounds when undefined.
+    t = ±inf (0 when draw = est), which can make a bound infinite. se = 0 (to rounding) means every
+    document has the same ratio, so the interval collapses to the estimate. NaN bounds when undefined.
     """
     draws, draw_se = np.asarray(draws, dtype=float), np.asarray(draw_se, dtype=float)
     if not (math.isfinite(estimate) and math.isfinite(se)) or draws.size == 0 or not np.all(np.isfinite(draws)):
         return Interval(float(estimate), math.nan, math.nan)
-    if se == 0:
+    tolerance = 1e-12 * (1.0 + abs(estimate))  # rounding noise of a ratio of sums
+    if se <= tolerance:
         return Interval(float(estimate), float(estimate), float(estimate))
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (draws - estimate) / draw_se
-    t[draws == estimate] = 0.0
+    t[np.abs(draws - estimate) <= tolerance] = 0.0
     if np.isnan(t).any():
         return Interval(float(estimate), math.nan, math.nan)
     alpha = (1.0 - confidence) / 2.0

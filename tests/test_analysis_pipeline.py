@@ -230,10 +230,61 @@ def test_rate_distortion_slope_recovers_known_exponent(tmp_path):
         factor = 1 + 2.0 * math.exp(-0.7 * bits)  # D = 2 e^{-0.7 b}: slope of ln D is -0.7
         write_run(tmp_path, f"qd-{bits}", f"2025-01-01T00-00-1{i}", scaled(base, dict.fromkeys(LANGS, factor)), dict(RTN4, bits=bits))
     runs = analysis.load_runs([tmp_path])
-    rd = analysis.rate_distortion(runs, analysis.degradation(runs, n_resamples=20))
+    rd = analysis.rate_distortion(runs, analysis.degradation(runs, n_resamples=20), n_resamples=50)
     assert len(rd) == 4 and rd.slope.to_numpy() == pytest.approx([-0.7] * 4)
+    assert (rd.fit_bits == "3,4,5,6").all() and (rd.dropped_bits == "").all()
+    assert rd.low.to_numpy() == pytest.approx([-0.7] * 4) and rd.high.to_numpy() == pytest.approx([-0.7] * 4)  # no document noise
     mse = analysis.weight_mse_slopes(analysis.weight_mse(runs)).iloc[0]
     assert mse.slope == pytest.approx(-2 * math.log(2)) and mse.theoretical_slope == pytest.approx(-1.3862944, abs=1e-6)
+    # no grid field: midrise, 2^b - 1 steps over the range; reference = OLS slope of -2 ln(2^b - 1) over b = 3..6
+    bits = np.array([3.0, 4.0, 5.0, 6.0])
+    assert mse.grid == "midrise" and mse.grid_reference_slope == pytest.approx(np.polyfit(bits, -2 * np.log(2**bits - 1), 1)[0])
+    assert mse.grid_reference_slope < -2 * math.log(2) - 0.01  # steeper than the asymptote at few bits
+
+
+def test_weight_mse_reference_slope_for_the_int_grid():
+    from analysis.relations import grid_name, grid_reference_slope
+
+    bits = np.arange(3.0, 9.0)
+    # int grid: 2^(b-1) - 1 steps per half-range (3, 7, 15, ... at b = 3, 4, 5, ...)
+    steps = np.array([3.0, 7.0, 15.0, 31.0, 63.0, 127.0])
+    assert grid_reference_slope("int", bits) == pytest.approx(np.polyfit(bits, np.log(1 / steps**2), 1)[0])
+    assert grid_reference_slope("midrise", bits) == pytest.approx(np.polyfit(bits, np.log(1 / (2 * steps + 1) ** 2), 1)[0])
+    assert grid_name({"grid": "int"}) == "int" and grid_name({}) == "midrise" and grid_name({"grid": "int", "symmetric": False}) == "asymmetric"
+    assert math.isnan(grid_reference_slope("int", [1.0, 2.0]))  # 1 bit on the int grid has no step
+
+
+def test_rate_distortion_drops_noise_widths_for_every_language_and_bootstraps_slopes(tmp_path):
+    from scipy import stats
+
+    base = base_nll()
+    rng = np.random.default_rng(5)
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    quant = {}
+    for i, bits in enumerate((3, 4, 5, 6)):
+        mean = 2.0 * math.exp(-0.7 * bits)  # 0.24, 0.12, 0.06, 0.03
+        noise = 0.004 if bits < 6 else 0.2  # at 6 bits the documents disagree in sign for some language
+        quant[bits] = {lang: [v * (1 + mean + noise * rng.standard_normal()) for v in values] for lang, values in base.items()}
+        write_run(tmp_path, f"qd-{bits}", f"2025-01-01T00-00-1{i}", quant[bits], dict(RTN4, bits=bits))
+    runs = analysis.load_runs([tmp_path])
+    deg = analysis.degradation(runs, n_resamples=400)
+    rd = analysis.rate_distortion(runs, deg, n_resamples=4000, random_state=3).set_index("lang")
+    at6 = deg.table[deg.table.bits == 6]
+    assert (at6.ci_low <= 0).any()
+    assert (rd.fit_bits == "3,4,5").all() and rd.dropped_bits.str.startswith("6 (CI includes 0").all()
+    for lang in LANGS:
+        q = [np.array(quant[b][lang]) for b in (3, 4, 5)]
+        b0 = np.array(base[lang])
+
+        def slope(q3, q4, q5, b, axis=-1):
+            d = [qq.sum(axis=-1) / b.sum(axis=-1) - 1 for qq in (q3, q4, q5)]
+            return np.polyfit([3.0, 4.0, 5.0], np.log(np.stack(d)), 1)[0]
+
+        assert rd.loc[lang, "slope"] == pytest.approx(slope(*q, b0))
+        ref = stats.bootstrap((*q, b0), slope, paired=True, vectorized=True, n_resamples=4000, method="percentile",
+                              random_state=1).confidence_interval
+        assert rd.loc[lang, "low"] == pytest.approx(ref.low, abs=0.03) and rd.loc[lang, "high"] == pytest.approx(ref.high, abs=0.03)
+        assert rd.loc[lang, "low"] < rd.loc[lang, "slope"] < rd.loc[lang, "high"]
 
 
 def test_pareto_front():
