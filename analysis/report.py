@@ -364,8 +364,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         rows = [[r.family, r.suite, r.lang, r.bits, r.fit_bits or "none", r.dropped_bits or "none", _num(r.slope, 3),
                  f"[{_num(r.low, 3)}, {_num(r.high, 3)}]" if not math.isnan(r.low) else (r.ci_note or "n/a")]
                 for r in analysis.rate_distortion.itertuples()]
-        out += [f"Slope of ln D per extra bit (OLS over the bit widths where every language's D_L CI lies above 0 — the same widths for "
-                f"every language; {level} CI from a document bootstrap refitted per resample):", "",
+        out += [(f"Slope of ln D per extra bit (OLS over the bit widths where every language's D_L CI lies above 0 — the same widths for "
+                 f"every language; {level} CI from a document bootstrap refitted per resample):"), "",
                 _md_table(["family", "suite", "lang", "bits run", "bits fitted", "bits dropped (why)", "slope", "CI"], rows), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["rate_distortion"]] + [""]
     if len(figures["rate_distortion"]) < len(analysis.rate_distortion[["family_key", "suite"]].drop_duplicates()) if not analysis.rate_distortion.empty else False:
@@ -373,9 +373,9 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     if not analysis.weight_mse_slopes.empty:
         rows = [[r.label, r.grid, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", _num(r.grid_reference_slope, 4),
                  _num(r.theoretical_slope, 4)] for r in analysis.weight_mse_slopes.itertuples()]
-        out += ["Weight relative MSE vs bits (mean over layers; OLS t-interval). Reference for uniform quantization noise, MSE ∝ "
-                "(range/steps)²: the OLS slope of ln(1/steps²) over the family's bit widths, with steps = 2^(b−1)−1 per half-range "
-                "for the int grid and 2^b−1 for midrise/asymmetric grids; it tends to −2·ln 2 ≈ −1.386 per bit (shown too).", "",
+        out += [("Weight relative MSE vs bits (mean over layers; OLS t-interval). Reference for uniform quantization noise, MSE ∝ "
+                 "(range/steps)²: the OLS slope of ln(1/steps²) over the family's bit widths, with steps = 2^(b−1)−1 per half-range "
+                 "for the int grid and 2^b−1 for midrise/asymmetric grids; it tends to −2·ln 2 ≈ −1.386 per bit (shown too)."), "",
                 _md_table(["family", "grid", "n", "slope of ln MSE", "CI", "reference for this grid and bits", "asymptotic −2 ln 2"], rows), ""]
 
     out += ["## Method comparison", ""]
