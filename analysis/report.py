@@ -63,6 +63,7 @@ class Analysis:
     pareto: pd.DataFrame
     scan: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
@@ -77,7 +78,9 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     if not groups:
         notes.append("No language has a resource class (qd_tasks.languages missing and no --hr/--lr): group statistics are empty.")
     disp = disparity(deg, groups, options.min_denominator, options.random_state)
-    fert = _fertility(runset, options.tokenizer, notes)
+    fert, tokens = _fertility(runset, options.tokenizer, notes)
+    parallel, parallel_notes = relations.parallel_view(runset, deg, tokens)
+    notes += parallel_notes
     kurtosis = relations.calibration_kurtosis(runset)
     if kurtosis.empty:
         notes.append("No quant report has per-language calibration kurtosis: that correlation is skipped.")
@@ -90,26 +93,29 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     else:
         pareto_points = disp
     scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
-    return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes)
+    return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
+                    parallel)
 
 
-def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> pd.DataFrame:
+def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(fertility per language, per-document token counts) — empty / None when skipped."""
     if runset.docs.empty:
         notes.append("No samples files: fertility needs the task documents from --log_samples; skipped.")
-        return pd.DataFrame()
+        return pd.DataFrame(), None
     if tokenizer is None:
         local = sorted({run.model for run in runset.runs.values() if Path(run.model).is_dir()})
         if len(local) != 1:
             notes.append("Fertility skipped: pass --tokenizer PATH (the runs' models are not one local folder).")
-            return pd.DataFrame()
+            return pd.DataFrame(), None
         tokenizer = local[0]
     try:
         count = relations.load_tokenizer(tokenizer)
     except (OSError, ValueError) as err:
         notes.append(f"Fertility skipped: tokenizer {tokenizer!r} could not be loaded ({err}).")
-        return pd.DataFrame()
+        return pd.DataFrame(), None
     notes.append(f"Fertility computed with the tokenizer at {tokenizer}.")
-    return relations.fertility(runset, count)
+    tokens = relations.doc_token_counts(runset, count)
+    return relations.fertility(runset, count, tokens), tokens
 
 
 def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
@@ -133,6 +139,7 @@ def _write_tables(analysis: Analysis, folder: Path) -> None:
         "doc_degradation": analysis.deg.docs,
         "disparity": analysis.disparity,
         "fertility": analysis.fertility,
+        "parallel_view": analysis.parallel,
         "correlations": analysis.correlations,
         "rate_distortion": analysis.rate_distortion,
         "weight_mse": analysis.weight_mse,
@@ -312,6 +319,20 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     if len(deg.table.groupby(["quant_id", "suite"])) > MAX_LANGUAGE_FIGURES if not deg.table.empty else False:
         out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
     out.append("")
+
+    out += ["## Parallel-text view (script- and tokenizer-fair)", ""]
+    if analysis.parallel.empty:
+        out += ["Not computed: needs --log_samples and documents aligned across languages (including en).", ""]
+    else:
+        out += [("Over the documents present in every language (aligned by id). Δ bits per aligned document (= per English byte "
+                 "after dividing by the English bytes of the same documents) compares damage to the same content across scripts; "
+                 "Δ bits/byte understates it where a script needs more bytes (byte premium). Fertility: tokens per aligned "
+                 "document relative to English (needs a tokenizer)."), ""]
+        rows = [[r.quant_id, r.suite, r.lang, r.n_aligned, _pct(r.degradation), f"{r.delta_bpb:+.4f}", f"{r.delta_bits_per_doc:+.4g}",
+                 f"{r.delta_bits_per_ref_byte:+.4f}", _num(r.bytes_rel_ref, 3), _num(r.fertility_rel_ref, 3)]
+                for r in analysis.parallel.itertuples()]
+        out += [_md_table(["run", "suite", "lang", "aligned docs", "D", "Δ bits/byte", "Δ bits per aligned doc", "Δ bits per English byte",
+                           "bytes rel. en (byte premium)", "tokens per aligned doc rel. en (fertility)"], rows), ""]
 
     out += ["## Disparity (low- vs high-resource)", ""]
     hr = sorted(l for l, g in analysis.groups.items() if g == "high")

@@ -383,3 +383,45 @@ def test_activation_kurtosis_correlation_from_calibration_report(tmp_path):
                                   kurtosis=calibration_kurtosis(runs))
     row = table[table.predictor == "activation_weighted_kurtosis"].iloc[0]
     assert row.n == 4 and row.spearman_rho == pytest.approx(1.0)
+
+
+def test_parallel_view_by_hand(tmp_path):
+    from analysis.relations import align_key, doc_token_counts, parallel_view
+
+    base = base_nll()
+    factors = {"en": 1.02, "de": 1.04, "sw": 1.10, "yo": 1.20}
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, factors), RTN4)
+    runs = analysis.load_runs([tmp_path])
+    deg = analysis.degradation(runs, n_resamples=20)
+    tokens = doc_token_counts(runs, lambda text: len(text) // 3 + (5 if text.startswith("yo") else 0))
+    view, notes = parallel_view(runs, deg, tokens)
+    assert notes == [] and len(view) == 4 and (view.n_aligned == 5).all()
+    view = view.set_index("lang")
+    en_bytes = sum(len(t.encode()) for t in TEXTS["en"])
+    en_tokens = sum(len(t) // 3 for t in TEXTS["en"])
+    for lang in LANGS:
+        delta_bits = (factors[lang] - 1) * sum(base[lang]) / math.log(2)
+        own_bytes = sum(len(t.encode()) for t in TEXTS[lang])
+        own_tokens = sum(len(t) // 3 + (5 if lang == "yo" else 0) for t in TEXTS[lang])
+        assert view.loc[lang, "delta_bits_per_doc"] == pytest.approx(delta_bits / 5)
+        assert view.loc[lang, "delta_bits_per_ref_byte"] == pytest.approx(delta_bits / en_bytes)
+        assert view.loc[lang, "delta_bpb"] == pytest.approx(delta_bits / own_bytes)
+        assert view.loc[lang, "bytes_rel_ref"] == pytest.approx(own_bytes / en_bytes)
+        assert view.loc[lang, "fertility_rel_ref"] == pytest.approx(own_tokens / en_tokens)
+        assert view.loc[lang, "degradation"] == pytest.approx(factors[lang] - 1)
+    assert view.loc["yo", "fertility_rel_ref"] > view.loc["sw", "fertility_rel_ref"]
+    assert align_key("en", "en-3") == "3" and align_key("de", "udhr-a1") == "udhr-a1"
+    # without English, nothing to align with: skipped with a note
+    no_en = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=20)
+    no_en.docs = no_en.docs[no_en.docs.lang != "en"]
+    empty, notes = parallel_view(runs, no_en)
+    assert empty.empty and "no en documents" in notes[0]
+    # a language missing one document: every language is compared on the 4 shared documents only
+    partial = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=20)
+    partial.docs = partial.docs[partial.docs.doc_id != "de-2"]
+    view4 = parallel_view(runs, partial)[0].set_index("lang")
+    assert (view4.n_aligned == 4).all()
+    kept = [0, 1, 3, 4]
+    assert view4.loc["sw", "delta_bits_per_doc"] == pytest.approx(0.10 * sum(base["sw"][i] for i in kept) / math.log(2) / 4)
+    assert math.isnan(view4.loc["sw", "fertility_rel_ref"])  # no tokenizer given
