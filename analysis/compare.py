@@ -33,7 +33,7 @@ class Degradation:
     """Per-language degradation of every paired run.
 
     table: one row per (quant_id, suite, lang) — bpb_base, bpb_quant, delta_bpb,
-        degradation (relative NLL increase) with ci_low/ci_high, byte_ppl_rel_change
+        degradation (relative NLL increase) with studentized-bootstrap ci_low/ci_high, byte_ppl_rel_change
         (the seeds' style), n_docs, ci_source, flag.
     docs: one row per paired document — nll_base, nll_quant, doc_degradation.
     draws: {(quant_id, suite, lang): (n_resamples,) bootstrap draws of the degradation}.
@@ -113,7 +113,7 @@ def degradation(
     confidence: float = 0.95,
 ) -> Degradation:
     """Per-language degradation of every quantized run against its baseline, with paired
-    document-bootstrap CIs when both runs have samples (``--log_samples``)."""
+    document-bootstrap (studentized) CIs when both runs have samples (``--log_samples``)."""
     if n_resamples < 1:
         raise ValueError(f"n_resamples={n_resamples} is not allowed; allowed: an integer >= 1")
     if not 0.0 < confidence < 1.0:
@@ -150,11 +150,12 @@ def degradation(
                 doc_ids, nll_q, nll_b, n_bytes = paired
                 bpb_b, bpb_q = nll_b.sum() / n_bytes.sum() / LN2, nll_q.sum() / n_bytes.sum() / LN2
                 rng = np.random.default_rng([random_state, zlib.crc32(f"{quant.run_id}|{suite}|{lang}".encode())])
-                lang_draws = stats.bootstrap_degradation_draws(nll_q, nll_b, n_resamples, rng)
+                lang_draws, draw_se = stats.bootstrap_degradation_draws(nll_q, nll_b, n_resamples, rng, with_se=True)
                 draws[(quant.run_id, suite, lang)] = lang_draws
                 estimate = float(stats.relative_increase(nll_q.sum(), nll_b.sum()))
-                interval = stats.percentile_interval(estimate, lang_draws, confidence)
-                ci_source = f"paired bootstrap, {len(doc_ids)} docs"
+                se = float(stats.ratio_standard_error(nll_q, nll_b))
+                interval = stats.studentized_interval(estimate, se, lang_draws, draw_se, confidence)
+                ci_source = f"studentized paired bootstrap, {len(doc_ids)} docs"
                 doc_frames.append((quant.run_id, suite, lang, doc_ids, nll_b, nll_q))
                 n_docs = len(doc_ids)
             else:
@@ -244,23 +245,25 @@ def _paired_docs(quant: dict | None, base: dict | None, where: str, problems: li
     return np.array(common), nll_q, nll_b, n_bytes
 
 
-def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float = 0.01) -> pd.DataFrame:
-    """Disparity between low- and high-resource languages for each (quant run, suite).
+def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float = 0.01, random_state: int = 0,
+              max_exact: int = 20000) -> pd.DataFrame:
+    """Disparity between low- and high-resource languages for each (quant run, suite); the
+    unit of every group statistic is the language.
 
     groups: {lang: "high"|"low"}. D_HR, D_LR are the unweighted means of per-language
-    degradation. The ratio D_LR/D_HR is NaN (with a note) when D_HR <= 0, and flagged as
-    unstable when D_HR < ``min_denominator``. CIs come from the same per-language
-    bootstrap draws (languages resampled independently). Welch t, Mann–Whitney U and
-    Cohen's d compare per-document degradations of LR vs HR (positive d: LR degrade more).
+    degradation. The ratio D_LR/D_HR is NaN (with a note) when D_HR <= 0 or D_LR <= 0 and
+    flagged unstable when D_HR < ``min_denominator``; max/min gets the same guard, and is also
+    unstable when the smallest D_L's CI includes 0. CIs of the difference and ratio: hierarchical
+    bootstrap (languages resampled within each group, then documents within language).
+    perm_p: label-permutation test of D_LR − D_HR over languages (exact when at most ``max_exact``
+    relabellings, else seeded Monte Carlo). loo_*: D_LR − D_HR with each language left out;
+    loo_flips lists the languages whose removal flips (or zeroes) its sign.
     """
     if min_denominator <= 0:
         raise ValueError(f"min_denominator={min_denominator} is not allowed; allowed: a number > 0")
     rows = []
     if deg.table.empty:
         return pd.DataFrame(rows)
-    doc_values: dict[tuple, list] = {}
-    for key, value in zip(zip(deg.docs.quant_id, deg.docs.suite, deg.docs.lang), deg.docs.doc_degradation.to_numpy()):
-        doc_values.setdefault(key, []).append(value)
     blocks: dict[tuple, dict] = {}
     for record in deg.table.to_dict("records"):
         blocks.setdefault((record["quant_id"], record["suite"]), {})[record["lang"]] = record
@@ -279,13 +282,14 @@ def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float =
             "effective_bits_per_weight": first["effective_bits_per_weight"],
             "hr_langs": ",".join(hr),
             "lr_langs": ",".join(lr),
+            "n_langs_HR": len(hr),
+            "n_langs_LR": len(lr),
             "worst_lang": worst,
             "worst_degradation": valid.get(worst, math.nan),
             "best_lang": best,
             "best_degradation": valid.get(best, math.nan),
         }
-        row["max_over_min"] = row["worst_degradation"] / row["best_degradation"] if row["best_degradation"] > 0 else math.nan
-        row["max_over_min_note"] = "" if row["best_degradation"] > 0 else "undefined: smallest degradation <= 0"
+        row["max_over_min"], row["max_over_min_note"] = _max_over_min(row["worst_degradation"], by_lang.get(best), min_denominator)
         d_hr = _mean([by_lang[lang]["degradation"] for lang in hr])
         d_lr = _mean([by_lang[lang]["degradation"] for lang in lr])
         row.update(
@@ -296,15 +300,43 @@ def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float =
             difference=d_lr - d_hr,
         )
         row["ratio"], row["ratio_note"] = _ratio(d_lr, d_hr, min_denominator)
-        row.update(_group_intervals(deg, quant_id, suite, hr, lr, deg.confidence))
-        hr_docs = np.array([v for lang in hr for v in doc_values.get((quant_id, suite, lang), [])])
-        lr_docs = np.array([v for lang in lr for v in doc_values.get((quant_id, suite, lang), [])])
-        row["welch_t"], row["welch_p"] = stats.welch_t_test(hr_docs, lr_docs)
-        row["mannwhitney_u"], row["mannwhitney_p"] = stats.mann_whitney(hr_docs, lr_docs)
-        row["cohens_d"] = stats.cohens_d(hr_docs, lr_docs)
-        row["n_docs_HR"], row["n_docs_LR"] = len(hr_docs), len(lr_docs)
+        row.update(_group_intervals(deg, quant_id, suite, hr, lr, random_state))
+        values = {lang: by_lang[lang]["degradation"] for lang in hr + lr}
+        perm = stats.permutation_test(list(values.values()), [groups[lang] == "low" for lang in values], max_exact=max_exact,
+                                      random_state=random_state)
+        row.update(perm_p=perm["p"], perm_n_splits=perm["n_splits"], perm_method=perm["method"])
+        row.update(_leave_one_out(values, hr, lr, row["difference"]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _max_over_min(worst: float, best: dict | None, min_denominator: float) -> tuple[float, str]:
+    """max D_L / min D_L with the ratio's guard: undefined if min <= 0, unstable if min is small or its CI includes 0."""
+    smallest = math.nan if best is None else best["degradation"]
+    if not (math.isfinite(worst) and math.isfinite(smallest)):
+        return math.nan, "undefined: a degradation is missing or non-finite"
+    if smallest <= 0:
+        return math.nan, "max/min undefined: smallest degradation <= 0"
+    if smallest < min_denominator:
+        return worst / smallest, f"max/min unstable: min D_L = {smallest:.4g} < {min_denominator:g}"
+    if best["ci_low"] <= 0:
+        return worst / smallest, f"max/min unstable: CI of min D_L ({best['lang']}) includes 0"
+    return worst / smallest, ""
+
+
+def _leave_one_out(values: dict[str, float], hr: list[str], lr: list[str], difference: float) -> dict:
+    """D_LR − D_HR with each language left out (groups must keep >= 1 language)."""
+    parts, flips = [], []
+    for lang in hr + lr:
+        rest_hr, rest_lr = [x for x in hr if x != lang], [x for x in lr if x != lang]
+        if not rest_hr or not rest_lr:
+            continue
+        without = _mean([values[x] for x in rest_lr]) - _mean([values[x] for x in rest_hr])
+        parts.append(f"{lang}:{100 * without:+.2f}%")
+        if math.isfinite(difference) and math.isfinite(without) and without * difference <= 0:
+            flips.append(lang)
+    survives = bool(parts) and not flips and math.isfinite(difference) and difference != 0
+    return {"loo_differences": "; ".join(parts), "loo_flips": ",".join(flips), "loo_sign_survives": survives if parts else math.nan}
 
 
 def _mean(values: list[float]) -> float:
@@ -323,16 +355,19 @@ def _ratio(d_lr: float, d_hr: float, min_denominator: float) -> tuple[float, str
     return d_lr / d_hr, note
 
 
-def _group_intervals(deg: Degradation, quant_id: str, suite: str, hr: list[str], lr: list[str], confidence: float) -> dict:
+def _group_intervals(deg: Degradation, quant_id: str, suite: str, hr: list[str], lr: list[str], random_state: int) -> dict:
+    """Hierarchical-bootstrap percentile CIs of D_LR − D_HR and D_LR / D_HR (see :func:`stats.hierarchical_draws`)."""
     keys_hr = [(quant_id, suite, lang) for lang in hr]
     keys_lr = [(quant_id, suite, lang) for lang in lr]
     out = {"difference_ci_low": math.nan, "difference_ci_high": math.nan, "ratio_ci_low": math.nan, "ratio_ci_high": math.nan}
     if not hr or not lr or not all(key in deg.draws for key in keys_hr + keys_lr):
         out["ci_note"] = "no CIs: needs --log_samples for every language of both groups"
         return out
-    draws_hr = np.mean([deg.draws[key] for key in keys_hr], axis=0)
-    draws_lr = np.mean([deg.draws[key] for key in keys_lr], axis=0)
-    diff = stats.percentile_interval(math.nan, draws_lr - draws_hr, confidence)
+    rng = np.random.default_rng([random_state, zlib.crc32(f"{quant_id}|{suite}|groups".encode())])
+    n_resamples = len(deg.draws[keys_hr[0]])
+    draws_hr = stats.hierarchical_draws([deg.draws[key] for key in keys_hr], n_resamples, rng)
+    draws_lr = stats.hierarchical_draws([deg.draws[key] for key in keys_lr], n_resamples, rng)
+    diff = stats.percentile_interval(math.nan, draws_lr - draws_hr, deg.confidence)
     out.update(difference_ci_low=diff.low, difference_ci_high=diff.high, ci_note="")
     share_nonpositive = float(np.mean(draws_hr <= 0))
     share_lr_nonpositive = float(np.mean(draws_lr <= 0))
@@ -341,7 +376,7 @@ def _group_intervals(deg: Degradation, quant_id: str, suite: str, hr: list[str],
     elif share_lr_nonpositive > 0:
         out["ci_note"] = f"ratio CI undefined: D_LR <= 0 in {share_lr_nonpositive:.1%} of resamples"
     else:
-        ratio = stats.percentile_interval(math.nan, draws_lr / draws_hr, confidence)
+        ratio = stats.percentile_interval(math.nan, draws_lr / draws_hr, deg.confidence)
         out.update(ratio_ci_low=ratio.low, ratio_ci_high=ratio.high)
     return out
 

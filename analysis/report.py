@@ -63,6 +63,7 @@ class Analysis:
     pareto: pd.DataFrame
     scan: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
@@ -76,13 +77,15 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     groups = resource_groups(languages, options.hr, options.lr)
     if not groups:
         notes.append("No language has a resource class (qd_tasks.languages missing and no --hr/--lr): group statistics are empty.")
-    disp = disparity(deg, groups, options.min_denominator)
-    fert = _fertility(runset, options.tokenizer, notes)
+    disp = disparity(deg, groups, options.min_denominator, options.random_state)
+    fert, tokens = _fertility(runset, options.tokenizer, notes)
+    parallel, parallel_notes = relations.parallel_view(runset, deg, tokens)
+    notes += parallel_notes
     kurtosis = relations.calibration_kurtosis(runset)
     if kurtosis.empty:
         notes.append("No quant report has per-language calibration kurtosis: that correlation is skipped.")
     corr = relations.correlations(deg, groups, fert, kurtosis) if not deg.table.empty else pd.DataFrame()
-    rd = relations.rate_distortion(runset, deg, options.confidence)
+    rd = relations.rate_distortion(runset, deg, options.n_resamples, options.random_state, options.confidence)
     mse = relations.weight_mse(runset)
     if not disp.empty:
         pareto_points = disp.copy()
@@ -90,26 +93,29 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     else:
         pareto_points = disp
     scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
-    return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes)
+    return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
+                    parallel)
 
 
-def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> pd.DataFrame:
+def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(fertility per language, per-document token counts) — empty / None when skipped."""
     if runset.docs.empty:
         notes.append("No samples files: fertility needs the task documents from --log_samples; skipped.")
-        return pd.DataFrame()
+        return pd.DataFrame(), None
     if tokenizer is None:
         local = sorted({run.model for run in runset.runs.values() if Path(run.model).is_dir()})
         if len(local) != 1:
             notes.append("Fertility skipped: pass --tokenizer PATH (the runs' models are not one local folder).")
-            return pd.DataFrame()
+            return pd.DataFrame(), None
         tokenizer = local[0]
     try:
         count = relations.load_tokenizer(tokenizer)
     except (OSError, ValueError) as err:
         notes.append(f"Fertility skipped: tokenizer {tokenizer!r} could not be loaded ({err}).")
-        return pd.DataFrame()
+        return pd.DataFrame(), None
     notes.append(f"Fertility computed with the tokenizer at {tokenizer}.")
-    return relations.fertility(runset, count)
+    tokens = relations.doc_token_counts(runset, count)
+    return relations.fertility(runset, count, tokens), tokens
 
 
 def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
@@ -133,6 +139,7 @@ def _write_tables(analysis: Analysis, folder: Path) -> None:
         "doc_degradation": analysis.deg.docs,
         "disparity": analysis.disparity,
         "fertility": analysis.fertility,
+        "parallel_view": analysis.parallel,
         "correlations": analysis.correlations,
         "rate_distortion": analysis.rate_distortion,
         "weight_mse": analysis.weight_mse,
@@ -227,6 +234,32 @@ def _num(value, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _group_readings(analysis: Analysis) -> list[str]:
+    """One sentence per (run, suite) that says what the language-level statistics support."""
+    alpha = 1.0 - analysis.options.confidence
+    table = analysis.deg.table
+    lines = []
+    for r in analysis.disparity.itertuples():
+        head = f"{r.label} ({r.suite}): D_LR − D_HR = {_pct(r.difference)}"
+        if r.loo_flips:
+            langs = r.loo_flips.split(",")
+            block = table[(table.quant_id == r.quant_id) & (table.suite == r.suite) & table.lang.isin(langs)]
+            per_lang = ", ".join(f"{b.lang} D = {_pct(b.degradation)}" + (f" [{_pct(b.ci_low)}, {_pct(b.ci_high)}]" if not math.isnan(b.ci_low) else "")
+                                 for b in block.itertuples())
+            lines.append(f"{head}, but its sign flips when {' or '.join(langs)} is left out: this is a statement about "
+                         f"{', '.join(langs)}, not about the groups ({per_lang}).")
+        elif math.isnan(r.perm_p):
+            lines.append(f"{head}; no language-level test (needs at least one language with a finite D in each group).")
+        elif r.perm_p >= alpha:
+            lines.append(f"{head}; no language-level evidence of a group difference (permutation p = {r.perm_p:.3g} over "
+                         f"{r.perm_n_splits} splits of {r.n_langs_HR + r.n_langs_LR} languages); compare languages individually.")
+        else:
+            direction = "more" if r.difference > 0 else "less"
+            lines.append(f"{head}; low-resource languages degrade {direction} than high-resource ones at the language level "
+                         f"(permutation p = {r.perm_p:.3g}; the sign survives leaving out any one language).")
+    return lines
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -248,7 +281,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     level = f"{options.confidence:.0%}"
     out = ["# quant-disparity analysis report", ""]
     out.append(f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command or 'qd-analyze'}`.")
-    out.append(f"Bootstrap: {options.n_resamples} resamples of documents, random_state={options.random_state}, {level} percentile intervals.")
+    out.append(f"Bootstrap: {options.n_resamples} resamples, random_state={options.random_state}; per-language {level} CIs: studentized "
+               f"(bootstrap-t) over documents; group CIs: hierarchical (languages, then documents), {level} percentile intervals.")
     out.append("Definitions: see the section Analysis definitions of the quant-disparity README (D = relative increase of total NLL = relative increase of bits/byte).")
     out += ["", "Package versions: " + ", ".join(_versions()), ""]
 
@@ -286,11 +320,30 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
     out.append("")
 
+    out += ["## Parallel-text view (script- and tokenizer-fair)", ""]
+    if analysis.parallel.empty:
+        out += ["Not computed: needs --log_samples and documents aligned across languages (including en).", ""]
+    else:
+        out += [("Over the documents present in every language (aligned by id). Δ bits per aligned document (= per English byte "
+                 "after dividing by the English bytes of the same documents) compares damage to the same content across scripts; "
+                 "Δ bits/byte understates it where a script needs more bytes (byte premium). Fertility: tokens per aligned "
+                 "document relative to English (needs a tokenizer)."), ""]
+        rows = [[r.quant_id, r.suite, r.lang, r.n_aligned, _pct(r.degradation), f"{r.delta_bpb:+.4f}", f"{r.delta_bits_per_doc:+.4g}",
+                 f"{r.delta_bits_per_ref_byte:+.4f}", _num(r.bytes_rel_ref, 3), _num(r.fertility_rel_ref, 3)]
+                for r in analysis.parallel.itertuples()]
+        out += [_md_table(["run", "suite", "lang", "aligned docs", "D", "Δ bits/byte", "Δ bits per aligned doc", "Δ bits per English byte",
+                           "bytes rel. en (byte premium)", "tokens per aligned doc rel. en (fertility)"], rows), ""]
+
     out += ["## Disparity (low- vs high-resource)", ""]
     hr = sorted(l for l, g in analysis.groups.items() if g == "high")
     lr = sorted(l for l, g in analysis.groups.items() if g == "low")
     out += [f"High-resource: {', '.join(hr) or 'none'}; low-resource: {', '.join(lr) or 'none'}. "
             f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 or D_LR ≤ 0 makes the ratio undefined (no zero or negative ratios).", ""]
+    out += [("Unit of every group statistic: the language. CIs of D_LR − D_HR and D_LR/D_HR: hierarchical bootstrap (languages "
+             "resampled within each group, then documents within language). p: label-permutation test of D_LR − D_HR over languages "
+             "(two-sided; exact over all splits when feasible). Leave-one-out: D_LR − D_HR with each language dropped. Per-language "
+             "D_L CIs (tables above) resample that language's documents. No per-document group test is reported: the documents "
+             "of a parallel corpus are the same topics in every language, not independent units."), ""]
     if not analysis.disparity.empty:
         rows = []
         for r in analysis.disparity.itertuples():
@@ -299,14 +352,18 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                 ratio += f" [{r.ratio_ci_low:.2f}, {r.ratio_ci_high:.2f}]"
             diff = _pct(r.difference) + (f" [{_pct(r.difference_ci_low)}, {_pct(r.difference_ci_high)}]" if not math.isnan(r.difference_ci_low) else "")
             notes_cell = "; ".join(n for n in (r.ratio_note, r.ci_note, r.max_over_min_note) if n)
-            rows.append([r.label, r.suite, f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})", f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})",
-                         diff, ratio, f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
-        out += [_md_table(["config", "suite", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]", f"D_LR/D_HR [{level} CI]",
+            perm = "n/a" if math.isnan(r.perm_p) else f"{r.perm_p:.3g} ({r.perm_n_splits} {'splits' if r.perm_method == 'exact' else 'random splits'})"
+            loo = "n/a" if not r.loo_differences else ("yes" if r.loo_sign_survives else f"no: flips without {r.loo_flips}")
+            rows.append([r.label, r.suite, f"{r.n_langs_HR}/{r.n_langs_LR}", f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})",
+                         f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})", diff, ratio, perm, loo,
+                         f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
+        out += [_md_table(["config", "suite", "languages HR/LR", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]",
+                           f"D_LR/D_HR [{level} CI]", "permutation p", "sign survives leaving out any one language",
                            "worst language", "max/min", "notes"], rows), ""]
-        rows = [[r.label, r.suite, f"{r.n_docs_HR}/{r.n_docs_LR}", _num(r.welch_t, 3), _num(r.welch_p, 3), _num(r.mannwhitney_u, 3),
-                 _num(r.mannwhitney_p, 3), _num(r.cohens_d, 3)] for r in analysis.disparity.itertuples()]
-        out += ["Per-document tests (LR vs HR document degradations; positive t and d: LR degrade more):", "",
-                _md_table(["config", "suite", "docs HR/LR", "Welch t", "p", "Mann–Whitney U", "p", "Cohen's d"], rows), ""]
+        out += ["Reading:", ""] + [f"- {line}" for line in _group_readings(analysis)] + [""]
+        rows = [[r.label, r.suite, r.loo_differences or "n/a"] for r in analysis.disparity.itertuples()]
+        out += ["Leave-one-language-out D_LR − D_HR (language dropped: difference without it):", "",
+                _md_table(["config", "suite", "without language"], rows), ""]
 
     out += ["## Correlations across languages", ""]
     if analysis.correlations.empty:
@@ -325,18 +382,22 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     if analysis.rate_distortion.empty:
         out += ["No family of runs differing only in bits.", ""]
     else:
-        rows = [[r.family, r.suite, r.lang, r.bits, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", r.n_nonpositive]
+        rows = [[r.family, r.suite, r.lang, r.bits, r.fit_bits or "none", r.dropped_bits or "none", _num(r.slope, 3),
+                 f"[{_num(r.low, 3)}, {_num(r.high, 3)}]" if not math.isnan(r.low) else (r.ci_note or "n/a")]
                 for r in analysis.rate_distortion.itertuples()]
-        out += [f"Slope of ln D per extra bit (OLS, {level} t-interval; needs ≥ 3 bit widths):", "",
-                _md_table(["family", "suite", "lang", "bits", "n", "slope", "CI", "points with D ≤ 0 (left out)"], rows), ""]
+        out += [(f"Slope of ln D per extra bit (OLS over the bit widths where every language's D_L CI lies above 0 — the same widths for "
+                 f"every language; {level} CI from a document bootstrap refitted per resample):"), "",
+                _md_table(["family", "suite", "lang", "bits run", "bits fitted", "bits dropped (why)", "slope", "CI"], rows), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["rate_distortion"]] + [""]
     if len(figures["rate_distortion"]) < len(analysis.rate_distortion[["family_key", "suite"]].drop_duplicates()) if not analysis.rate_distortion.empty else False:
         out += [f"(Curves for the first {MAX_RATE_DISTORTION_FIGURES} families only; all slopes are in tables/rate_distortion.csv.)", ""]
     if not analysis.weight_mse_slopes.empty:
-        rows = [[r.label, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", _num(r.theoretical_slope, 4)]
-                for r in analysis.weight_mse_slopes.itertuples()]
-        out += ["Weight relative MSE vs bits (mean over layers; theory for uniform quantization noise: MSE ∝ 4^−bits, slope −2·ln 2 ≈ −1.386 per bit):", "",
-                _md_table(["family", "n", "slope of ln MSE", "CI", "theoretical"], rows), ""]
+        rows = [[r.label, r.grid, r.n, _num(r.slope, 3), f"[{_num(r.low, 3)}, {_num(r.high, 3)}]", _num(r.grid_reference_slope, 4),
+                 _num(r.theoretical_slope, 4)] for r in analysis.weight_mse_slopes.itertuples()]
+        out += [("Weight relative MSE vs bits (mean over layers; OLS t-interval). Reference for uniform quantization noise, MSE ∝ "
+                 "(range/steps)²: the OLS slope of ln(1/steps²) over the family's bit widths, with steps = 2^(b−1)−1 per half-range "
+                 "for the int grid and 2^b−1 for midrise/asymmetric grids; it tends to −2·ln 2 ≈ −1.386 per bit (shown too)."), "",
+                _md_table(["family", "grid", "n", "slope of ln MSE", "CI", "reference for this grid and bits", "asymptotic −2 ln 2"], rows), ""]
 
     out += ["## Method comparison", ""]
     if analysis.pareto.empty or not analysis.pareto.effective_bits_per_weight.notna().any():

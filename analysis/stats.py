@@ -1,9 +1,11 @@
-"""Statistics used by the analysis: paired document bootstrap, group tests, effect size,
-correlations and slope fits. Every function returns NaN (never raises) for degenerate
-inputs that can legitimately occur (too few points, zero variance)."""
+"""Statistics used by the analysis: paired document bootstrap with studentized intervals,
+language-level permutation tests and hierarchical bootstrap, correlations and slope fits.
+Every function returns NaN (never raises) for degenerate inputs that can legitimately occur
+(too few points, zero variance)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -26,19 +28,61 @@ def relative_increase(new_total, old_total):
         return np.asarray(new_total, dtype=float) / np.asarray(old_total, dtype=float) - 1.0
 
 
-def bootstrap_degradation_draws(nll_quant, nll_base, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_degradation_draws(nll_quant, nll_base, n_resamples: int, rng: np.random.Generator, with_se: bool = False):
     """Paired document bootstrap of the relative NLL increase.
 
     nll_quant, nll_base: (n_docs,) total NLL of each document under the two models, in the
     same document order. Each resample draws n_docs document indices with replacement and
-    returns ``sum(nll_quant[idx]) / sum(nll_base[idx]) - 1``. Returns (n_resamples,).
+    returns ``sum(nll_quant[idx]) / sum(nll_base[idx]) - 1``. Returns (n_resamples,) draws,
+    or (draws, se) with ``with_se``: se (n_resamples,) is :func:`ratio_standard_error` of each resample.
     """
     nll_quant = np.asarray(nll_quant, dtype=float)
     nll_base = np.asarray(nll_base, dtype=float)
     if nll_quant.shape != nll_base.shape or nll_quant.ndim != 1 or nll_quant.size == 0:
         raise ValueError(f"nll_quant/nll_base must be equal-length non-empty 1-D arrays; got {nll_quant.shape} and {nll_base.shape}")
     idx = rng.integers(0, nll_quant.size, size=(n_resamples, nll_quant.size))
-    return relative_increase(nll_quant[idx].sum(axis=1), nll_base[idx].sum(axis=1))
+    draws = relative_increase(nll_quant[idx].sum(axis=1), nll_base[idx].sum(axis=1))
+    return (draws, ratio_standard_error(nll_quant[idx], nll_base[idx])) if with_se else draws
+
+
+def ratio_standard_error(nll_quant, nll_base) -> np.ndarray:
+    """Linearised (delta-method) standard error of ``sum(q)/sum(b)`` over the last axis.
+
+    nll_quant, nll_base: (..., n) -> (...). With ratio R and residuals e = q - R b:
+    ``se = sqrt(n/(n-1) * sum(e**2)) / sum(b)``; NaN for n < 2.
+    """
+    q, b = np.asarray(nll_quant, dtype=float), np.asarray(nll_base, dtype=float)
+    n = q.shape[-1]
+    if n < 2:
+        return np.full(q.shape[:-1], math.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total_b = b.sum(axis=-1)
+        residual = q - (q.sum(axis=-1) / total_b)[..., None] * b
+        return np.sqrt(n / (n - 1) * (residual**2).sum(axis=-1)) / total_b
+
+
+def studentized_interval(estimate: float, se: float, draws, draw_se, confidence: float = 0.95) -> Interval:
+    """Bootstrap-t interval ``[est - t_hi * se, est - t_lo * se]``, t = (draw - est) / draw_se.
+
+    draws, draw_se: (n_resamples,) bootstrap estimates and their standard errors; t_lo, t_hi
+    are the (1 ± confidence)/2 quantiles (inverted CDF) of t. A resample with draw_se = 0 has
+    t = ±inf (0 when draw = est), which can make a bound infinite. se = 0 (to rounding) means every
+    document has the same ratio, so the interval collapses to the estimate. NaN bounds when undefined.
+    """
+    draws, draw_se = np.asarray(draws, dtype=float), np.asarray(draw_se, dtype=float)
+    if not (math.isfinite(estimate) and math.isfinite(se)) or draws.size == 0 or not np.all(np.isfinite(draws)):
+        return Interval(float(estimate), math.nan, math.nan)
+    tolerance = 1e-12 * (1.0 + abs(estimate))  # rounding noise of a ratio of sums
+    if se <= tolerance:
+        return Interval(float(estimate), float(estimate), float(estimate))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (draws - estimate) / draw_se
+    t[np.abs(draws - estimate) <= tolerance] = 0.0
+    if np.isnan(t).any():
+        return Interval(float(estimate), math.nan, math.nan)
+    alpha = (1.0 - confidence) / 2.0
+    t_lo, t_hi = np.quantile(t, [alpha, 1.0 - alpha], method="inverted_cdf")
+    return Interval(float(estimate), float(estimate - t_hi * se), float(estimate - t_lo * se))
 
 
 def percentile_interval(estimate: float, draws: np.ndarray, confidence: float = 0.95) -> Interval:
@@ -51,33 +95,59 @@ def percentile_interval(estimate: float, draws: np.ndarray, confidence: float = 
     return Interval(float(estimate), float(low), float(high))
 
 
-def welch_t_test(a, b) -> tuple[float, float]:
-    """Welch's unequal-variance t-test of mean(b) vs mean(a): (t, two-sided p)."""
-    a, b = _finite(a), _finite(b)
-    if a.size < 2 or b.size < 2 or (np.var(a) == 0 and np.var(b) == 0):
-        return math.nan, math.nan
-    result = sps.ttest_ind(b, a, equal_var=False)
-    return float(result.statistic), float(result.pvalue)
+def permutation_test(values, is_low, max_exact: int = 20000, n_resamples: int = 20000, random_state: int = 0) -> dict:
+    """Label-permutation test of mean(values[is_low]) - mean(values[~is_low]) over units (languages).
+
+    values: (n,) one number per unit; is_low: (n,) bool group labels. Every relabelling that
+    keeps the group sizes is enumerated when there are at most ``max_exact`` of them, otherwise
+    ``n_resamples`` seeded random relabellings are drawn (p = (1 + hits) / (1 + n_resamples)).
+    Two-sided p: share of relabellings with |statistic| >= the observed one (ties within 1e-12).
+    Non-finite values are left out. Returns statistic, p, n_low, n_high, n_splits, method.
+    """
+    values, is_low = np.asarray(values, dtype=float), np.asarray(is_low, dtype=bool)
+    keep = np.isfinite(values)
+    values, is_low = values[keep], is_low[keep]
+    n, k = values.size, int(is_low.sum())
+    out = {"statistic": math.nan, "p": math.nan, "n_low": k, "n_high": n - k, "n_splits": 0, "method": "none: needs >= 1 language per group"}
+    if k == 0 or k == n:
+        return out
+    out["statistic"] = float(values[is_low].mean() - values[~is_low].mean())
+    total = math.comb(n, k)
+    if total <= max_exact:
+        labels = np.zeros((total, n), dtype=bool)
+        for row, chosen in enumerate(itertools.combinations(range(n), k)):
+            labels[row, list(chosen)] = True
+        method = "exact"
+    else:
+        rng = np.random.default_rng(random_state)
+        labels = rng.permuted(np.tile(is_low, (n_resamples, 1)), axis=1)
+        method = f"Monte Carlo, {n_resamples} relabellings, random_state={random_state}"
+    stats_ = (labels * values).sum(axis=1) / k - (~labels * values).sum(axis=1) / (n - k)
+    hits = int(np.sum(np.abs(stats_) >= abs(out["statistic"]) - 1e-12))
+    p = hits / total if method == "exact" else (1 + hits) / (1 + n_resamples)
+    out.update(p=float(p), n_splits=total if method == "exact" else n_resamples, method=method)
+    return out
 
 
-def mann_whitney(a, b) -> tuple[float, float]:
-    """Mann–Whitney U of b vs a: (U of b, two-sided p)."""
-    a, b = _finite(a), _finite(b)
-    if a.size < 1 or b.size < 1:
-        return math.nan, math.nan
-    result = sps.mannwhitneyu(b, a, alternative="two-sided")
-    return float(result.statistic), float(result.pvalue)
+def hierarchical_draws(draws, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Two-stage bootstrap of a group mean: resample languages, then documents within each.
+
+    draws: (n_langs, n_doc_resamples) document-bootstrap draws of each language's D_L. Each
+    resample picks n_langs languages with replacement and, for each pick, one of that
+    language's document-level draws at random; returns the (n_resamples,) means.
+    """
+    draws = np.asarray(draws, dtype=float)
+    n_langs, n_doc = draws.shape
+    langs = rng.integers(0, n_langs, size=(n_resamples, n_langs))
+    columns = rng.integers(0, n_doc, size=(n_resamples, n_langs))
+    return draws[langs, columns].mean(axis=1)
 
 
-def cohens_d(a, b) -> float:
-    """(mean(b) - mean(a)) / pooled standard deviation (ddof=1); NaN if undefined."""
-    a, b = _finite(a), _finite(b)
-    if a.size < 2 or b.size < 2:
-        return math.nan
-    pooled_var = ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
-    if pooled_var == 0:
-        return math.nan
-    return float((b.mean() - a.mean()) / math.sqrt(pooled_var))
+def ols_slopes(x, y) -> np.ndarray:
+    """OLS slope of each row of y on x. x: (n,), y: (m, n) -> (m,); NaN rows give NaN."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    centred = x - x.mean()
+    return (y - y.mean(axis=1, keepdims=True)) @ centred / (centred @ centred)
 
 
 def correlation(x, y) -> dict:
@@ -118,7 +188,3 @@ def fit_slope(x, y, confidence: float = 0.95) -> dict:
         out.update(stderr=float(fit.stderr), low=float(fit.slope - half), high=float(fit.slope + half))
     return out
 
-
-def _finite(values) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    return values[np.isfinite(values)]

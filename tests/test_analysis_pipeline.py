@@ -7,6 +7,7 @@ expected number below is computed independently from those inputs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -92,7 +93,15 @@ def test_degradation_equals_relative_bits_per_byte_increase(tmp_path):
     assert disp.ratio == pytest.approx(5.0) and disp.difference == pytest.approx(0.12)
     assert disp.worst_lang == "yo" and disp.worst_degradation == pytest.approx(0.20)
     assert disp.max_over_min == pytest.approx(10.0)
-    assert disp.ratio_ci_low == pytest.approx(5.0) and disp.difference_ci_high == pytest.approx(0.12)
+    # documents add no noise here, so the hierarchical bootstrap is a bootstrap of languages within group: each group
+    # mean takes 3 values with probabilities 1/4, 1/2, 1/4 (exact enumeration below); the extremes have mass 1/16 > 2.5 %
+    hr_means = [np.mean(c) for c in itertools.product([0.02, 0.04], repeat=2)]
+    lr_means = [np.mean(c) for c in itertools.product([0.10, 0.20], repeat=2)]
+    exact_diff = sorted(lr - hr for lr in lr_means for hr in hr_means)
+    exact_ratio = sorted(lr / hr for lr in lr_means for hr in hr_means)
+    assert (disp.difference_ci_low, disp.difference_ci_high) == pytest.approx((exact_diff[0], exact_diff[-1]))
+    assert (disp.ratio_ci_low, disp.ratio_ci_high) == pytest.approx((exact_ratio[0], exact_ratio[-1]))
+    assert disp.max_over_min_note == ""  # smallest D_L = 2 % with a collapsed CI above 0: stable
 
 
 def test_ratio_undefined_when_high_resource_degradation_not_positive(tmp_path):
@@ -124,7 +133,7 @@ def test_small_denominator_flagged_unstable(tmp_path):
     assert disp.ratio == pytest.approx(50.0) and disp.ratio_note.startswith("unstable")
 
 
-def test_group_tests_match_scipy(tmp_path):
+def test_group_tests_are_over_languages_and_match_scipy(tmp_path):
     from scipy import stats
 
     base = base_nll()
@@ -133,12 +142,46 @@ def test_group_tests_match_scipy(tmp_path):
     write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
     write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", quant, RTN4)
     disp = analysis.disparity(analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=50), GROUPS).iloc[0]
-    per_doc = {lang: np.array(quant[lang]) / np.array(base[lang]) - 1 for lang in LANGS}
-    hr, lr = np.concatenate([per_doc["en"], per_doc["de"]]), np.concatenate([per_doc["sw"], per_doc["yo"]])
-    assert disp.welch_p == pytest.approx(stats.ttest_ind(lr, hr, equal_var=False).pvalue)
-    assert disp.mannwhitney_p == pytest.approx(stats.mannwhitneyu(lr, hr).pvalue)
-    pooled = math.sqrt((np.var(hr, ddof=1) * 9 + np.var(lr, ddof=1) * 9) / 18)
-    assert disp.cohens_d == pytest.approx((lr.mean() - hr.mean()) / pooled)
+    d = {lang: sum(quant[lang]) / sum(base[lang]) - 1 for lang in LANGS}
+    hr, lr = np.array([d["en"], d["de"]]), np.array([d["sw"], d["yo"]])
+    ref = stats.permutation_test((lr, hr), lambda a, b: abs(a.mean() - b.mean()), permutation_type="independent", n_resamples=np.inf,
+                                 alternative="greater")  # two-sided as P(|T| >= |T_obs|)
+    assert disp.perm_p == pytest.approx(ref.pvalue) and disp.perm_n_splits == 6 and disp.perm_method == "exact"
+    assert "welch_p" not in disp and "cohens_d" not in disp  # no per-document tests over non-independent documents
+    # leave-one-out by hand: dropping a language from a 2-language group leaves the other one
+    expected = {"en": lr.mean() - d["de"], "de": lr.mean() - d["en"], "sw": d["yo"] - hr.mean(), "yo": d["sw"] - hr.mean()}
+    got = dict(part.split(":") for part in disp.loo_differences.split("; "))
+    assert {k: float(v.rstrip("%")) / 100 for k, v in got.items()} == pytest.approx(expected, abs=5e-5)
+    assert disp.loo_sign_survives == all(v * disp.difference > 0 for v in expected.values())
+
+
+def test_leave_one_out_names_the_language_that_drives_the_difference(tmp_path):
+    base = base_nll()
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, {"en": 1.05, "de": 1.06, "sw": 1.02, "yo": 1.30}), RTN4)
+    runs = analysis.load_runs([tmp_path])
+    disp = analysis.disparity(analysis.degradation(runs, n_resamples=50), GROUPS).iloc[0]
+    # D_LR − D_HR = 0.16 − 0.055 > 0, but without yo it is 0.02 − 0.055 < 0
+    assert disp.difference == pytest.approx(0.105) and disp.loo_flips == "yo" and not disp.loo_sign_survives
+    report = analysis.report._markdown(analysis.analyze([tmp_path], analysis.AnalysisOptions(hr=["en", "de"], lr=["sw", "yo"], n_resamples=50)),
+                                       {k: [] for k in ("degradation", "fertility", "rate_distortion", "pareto", "scan")}, "test")
+    assert "its sign flips when yo is left out: this is a statement about yo" in report
+    assert "no: flips without yo" in report
+
+
+def test_max_over_min_unstable_when_smallest_ci_includes_zero(tmp_path):
+    base = base_nll()
+    en_factors = [1.16, 0.94, 1.08, 0.95, 1.01]  # small positive D_en, documents disagree in sign
+    noisy = {lang: [v * f for v, f in zip(values, en_factors if lang == "en" else [1.1] * 5)] for lang, values in base.items()}
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", noisy, RTN4)
+    deg = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=500)
+    en = deg.table.set_index("lang").loc["en"]
+    assert en.degradation == pytest.approx(sum(b * f for b, f in zip(base["en"], en_factors)) / sum(base["en"]) - 1)
+    assert 0.01 < en.degradation and en.ci_low <= 0 < en.ci_high
+    disp = analysis.disparity(deg, GROUPS).iloc[0]
+    assert disp.best_lang == "en" and disp.max_over_min == pytest.approx(0.1 / en.degradation)
+    assert disp.max_over_min_note == "max/min unstable: CI of min D_L (en) includes 0"
 
 
 def test_aggregates_only_gives_point_estimates_without_ci(tmp_path):
@@ -187,10 +230,61 @@ def test_rate_distortion_slope_recovers_known_exponent(tmp_path):
         factor = 1 + 2.0 * math.exp(-0.7 * bits)  # D = 2 e^{-0.7 b}: slope of ln D is -0.7
         write_run(tmp_path, f"qd-{bits}", f"2025-01-01T00-00-1{i}", scaled(base, dict.fromkeys(LANGS, factor)), dict(RTN4, bits=bits))
     runs = analysis.load_runs([tmp_path])
-    rd = analysis.rate_distortion(runs, analysis.degradation(runs, n_resamples=20))
+    rd = analysis.rate_distortion(runs, analysis.degradation(runs, n_resamples=20), n_resamples=50)
     assert len(rd) == 4 and rd.slope.to_numpy() == pytest.approx([-0.7] * 4)
+    assert (rd.fit_bits == "3,4,5,6").all() and (rd.dropped_bits == "").all()
+    assert rd.low.to_numpy() == pytest.approx([-0.7] * 4) and rd.high.to_numpy() == pytest.approx([-0.7] * 4)  # no document noise
     mse = analysis.weight_mse_slopes(analysis.weight_mse(runs)).iloc[0]
     assert mse.slope == pytest.approx(-2 * math.log(2)) and mse.theoretical_slope == pytest.approx(-1.3862944, abs=1e-6)
+    # no grid field: midrise, 2^b - 1 steps over the range; reference = OLS slope of -2 ln(2^b - 1) over b = 3..6
+    bits = np.array([3.0, 4.0, 5.0, 6.0])
+    assert mse.grid == "midrise" and mse.grid_reference_slope == pytest.approx(np.polyfit(bits, -2 * np.log(2**bits - 1), 1)[0])
+    assert mse.grid_reference_slope < -2 * math.log(2) - 0.01  # steeper than the asymptote at few bits
+
+
+def test_weight_mse_reference_slope_for_the_int_grid():
+    from analysis.relations import grid_name, grid_reference_slope
+
+    bits = np.arange(3.0, 9.0)
+    # int grid: 2^(b-1) - 1 steps per half-range (3, 7, 15, ... at b = 3, 4, 5, ...)
+    steps = np.array([3.0, 7.0, 15.0, 31.0, 63.0, 127.0])
+    assert grid_reference_slope("int", bits) == pytest.approx(np.polyfit(bits, np.log(1 / steps**2), 1)[0])
+    assert grid_reference_slope("midrise", bits) == pytest.approx(np.polyfit(bits, np.log(1 / (2 * steps + 1) ** 2), 1)[0])
+    assert grid_name({"grid": "int"}) == "int" and grid_name({}) == "midrise" and grid_name({"grid": "int", "symmetric": False}) == "asymmetric"
+    assert math.isnan(grid_reference_slope("int", [1.0, 2.0]))  # 1 bit on the int grid has no step
+
+
+def test_rate_distortion_drops_noise_widths_for_every_language_and_bootstraps_slopes(tmp_path):
+    from scipy import stats
+
+    base = base_nll()
+    rng = np.random.default_rng(5)
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    quant = {}
+    for i, bits in enumerate((3, 4, 5, 6)):
+        mean = 2.0 * math.exp(-0.7 * bits)  # 0.24, 0.12, 0.06, 0.03
+        noise = 0.004 if bits < 6 else 0.2  # at 6 bits the documents disagree in sign for some language
+        quant[bits] = {lang: [v * (1 + mean + noise * rng.standard_normal()) for v in values] for lang, values in base.items()}
+        write_run(tmp_path, f"qd-{bits}", f"2025-01-01T00-00-1{i}", quant[bits], dict(RTN4, bits=bits))
+    runs = analysis.load_runs([tmp_path])
+    deg = analysis.degradation(runs, n_resamples=400)
+    rd = analysis.rate_distortion(runs, deg, n_resamples=4000, random_state=3).set_index("lang")
+    at6 = deg.table[deg.table.bits == 6]
+    assert (at6.ci_low <= 0).any()
+    assert (rd.fit_bits == "3,4,5").all() and rd.dropped_bits.str.startswith("6 (CI includes 0").all()
+    for lang in LANGS:
+        q = [np.array(quant[b][lang]) for b in (3, 4, 5)]
+        b0 = np.array(base[lang])
+
+        def slope(q3, q4, q5, b, axis=-1):
+            d = [qq.sum(axis=-1) / b.sum(axis=-1) - 1 for qq in (q3, q4, q5)]
+            return np.polyfit([3.0, 4.0, 5.0], np.log(np.stack(d)), 1)[0]
+
+        assert rd.loc[lang, "slope"] == pytest.approx(slope(*q, b0))
+        ref = stats.bootstrap((*q, b0), slope, paired=True, vectorized=True, n_resamples=4000, method="percentile",
+                              random_state=1).confidence_interval
+        assert rd.loc[lang, "low"] == pytest.approx(ref.low, abs=0.03) and rd.loc[lang, "high"] == pytest.approx(ref.high, abs=0.03)
+        assert rd.loc[lang, "low"] < rd.loc[lang, "slope"] < rd.loc[lang, "high"]
 
 
 def test_pareto_front():
@@ -289,3 +383,45 @@ def test_activation_kurtosis_correlation_from_calibration_report(tmp_path):
                                   kurtosis=calibration_kurtosis(runs))
     row = table[table.predictor == "activation_weighted_kurtosis"].iloc[0]
     assert row.n == 4 and row.spearman_rho == pytest.approx(1.0)
+
+
+def test_parallel_view_by_hand(tmp_path):
+    from analysis.relations import align_key, doc_token_counts, parallel_view
+
+    base = base_nll()
+    factors = {"en": 1.02, "de": 1.04, "sw": 1.10, "yo": 1.20}
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base)
+    write_run(tmp_path, "qd-tiny", "2025-01-01T00-00-02", scaled(base, factors), RTN4)
+    runs = analysis.load_runs([tmp_path])
+    deg = analysis.degradation(runs, n_resamples=20)
+    tokens = doc_token_counts(runs, lambda text: len(text) // 3 + (5 if text.startswith("yo") else 0))
+    view, notes = parallel_view(runs, deg, tokens)
+    assert notes == [] and len(view) == 4 and (view.n_aligned == 5).all()
+    view = view.set_index("lang")
+    en_bytes = sum(len(t.encode()) for t in TEXTS["en"])
+    en_tokens = sum(len(t) // 3 for t in TEXTS["en"])
+    for lang in LANGS:
+        delta_bits = (factors[lang] - 1) * sum(base[lang]) / math.log(2)
+        own_bytes = sum(len(t.encode()) for t in TEXTS[lang])
+        own_tokens = sum(len(t) // 3 + (5 if lang == "yo" else 0) for t in TEXTS[lang])
+        assert view.loc[lang, "delta_bits_per_doc"] == pytest.approx(delta_bits / 5)
+        assert view.loc[lang, "delta_bits_per_ref_byte"] == pytest.approx(delta_bits / en_bytes)
+        assert view.loc[lang, "delta_bpb"] == pytest.approx(delta_bits / own_bytes)
+        assert view.loc[lang, "bytes_rel_ref"] == pytest.approx(own_bytes / en_bytes)
+        assert view.loc[lang, "fertility_rel_ref"] == pytest.approx(own_tokens / en_tokens)
+        assert view.loc[lang, "degradation"] == pytest.approx(factors[lang] - 1)
+    assert view.loc["yo", "fertility_rel_ref"] > view.loc["sw", "fertility_rel_ref"]
+    assert align_key("en", "en-3") == "3" and align_key("de", "udhr-a1") == "udhr-a1"
+    # without English, nothing to align with: skipped with a note
+    no_en = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=20)
+    no_en.docs = no_en.docs[no_en.docs.lang != "en"]
+    empty, notes = parallel_view(runs, no_en)
+    assert empty.empty and "no en documents" in notes[0]
+    # a language missing one document: every language is compared on the 4 shared documents only
+    partial = analysis.degradation(analysis.load_runs([tmp_path]), n_resamples=20)
+    partial.docs = partial.docs[partial.docs.doc_id != "de-2"]
+    view4 = parallel_view(runs, partial)[0].set_index("lang")
+    assert (view4.n_aligned == 4).all()
+    kept = [0, 1, 3, 4]
+    assert view4.loc["sw", "delta_bits_per_doc"] == pytest.approx(0.10 * sum(base["sw"][i] for i in kept) / math.log(2) / 4)
+    assert math.isnan(view4.loc["sw", "fertility_rel_ref"])  # no tokenizer given
