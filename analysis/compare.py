@@ -60,7 +60,7 @@ def deduplicate(runset: RunSet) -> tuple[list[str], list[str]]:
         if len(group) > 1:
             others = ", ".join(run.run_id for run in group[1:])
             problems.append(
-                f"duplicate runs (same model, quant config and tasks): using {group[0].run_id} (latest), ignoring {others} — remove the extra results files to silence this"
+                f"duplicate runs (same model, quant config, scoring and tasks): using {group[0].run_id} (latest), ignoring {others} — remove the extra results files to silence this"
             )
     return sorted(kept), problems
 
@@ -80,13 +80,22 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
             continue
         if forced is not None:
             base = forced
+            if base.rolling_scoring_key != run.rolling_scoring_key:
+                raise AnalysisInputError(
+                    f"baseline={base.run_id} is scored differently from {run.run_id} ({scoring_difference(base, run)}); "
+                    "allowed: a baseline with the same scoring (e.g. --model hf with add_bos_token=False,softmax_dtype=float32)"
+                )
             if base.model != run.model:
                 problems.append(f"{run.run_id}: compared with --baseline {base.run_id} of a different model ({base.model} vs {run.model})")
         else:
-            candidates = [b for b in runs if b.is_baseline and b.model == run.model]
+            same_model = [b for b in runs if b.is_baseline and b.model == run.model]
+            candidates = [b for b in same_model if b.rolling_scoring_key == run.rolling_scoring_key]
             if not candidates:
                 problems.append(
-                    f"{run.run_id} (model {run.model}): no baseline run of the same model; left out of degradation tables — run it with method=none (or --model hf) or pass --baseline"
+                    f"{run.run_id} (model {run.model}): no baseline run of the same model and scoring; left out of degradation tables — "
+                    + (f"baselines {', '.join(b.run_id for b in same_model)} differ in scoring ({scoring_difference(same_model[0], run)}); "
+                       "rerun one with the same dtype/add_bos_token/softmax_dtype/max_length/revision"
+                       if same_model else "run it with method=none (or --model hf) or pass --baseline")
                 )
                 continue
             base = max(candidates, key=lambda b: (len(tasks.get(b.run_id, set()) & tasks.get(run.run_id, set())), b.date or 0.0))
@@ -95,6 +104,12 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
             problems.append(f"{run.run_id}: baseline {base.run_id} lacks tasks {sorted(missing)}; those are left out — evaluate the baseline on them")
         pairs.append(Pair(run.run_id, base.run_id))
     return pairs, problems
+
+
+def scoring_difference(a: Run, b: Run) -> str:
+    """The scoring fields in which two runs differ, e.g. ``dtype bfloat16 vs float32``."""
+    keys = sorted(set(a.scoring) | set(b.scoring))
+    return "; ".join(f"{k} {a.scoring.get(k)} vs {b.scoring.get(k)}" for k in keys if a.scoring.get(k) != b.scoring.get(k) and k != "add_bos_token") or "none"
 
 
 def _resolve_baseline(runset: RunSet, baseline: str) -> Run:
