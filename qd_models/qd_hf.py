@@ -10,6 +10,7 @@ to ``--model hf``. Without ``pretrained``, the embedded Gemma-3-270M demo model 
 from __future__ import annotations
 
 import logging
+import os
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -21,6 +22,15 @@ from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_d
 logger = logging.getLogger(__name__)
 
 
+def check_pretrained_path(pretrained) -> None:
+    """A ``pretrained`` that is written as a path (absolute, ``./``, ``~`` or with more than one
+    ``/``; hub ids are ``name`` or ``org/name``) must exist: one-line ``ValueError`` otherwise."""
+    if not isinstance(pretrained, str) or os.path.exists(os.path.expanduser(pretrained)):
+        return
+    if pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1:
+        raise ValueError(f"pretrained={pretrained} does not exist; allowed: a local model folder or a Hugging Face hub id (org/name)")
+
+
 @register_model("qd-hf")
 class QDHFLM(HFLM):
     def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
@@ -30,6 +40,11 @@ class QDHFLM(HFLM):
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
         if pretrained is None:
             pretrained = str(default_model_path())
+        check_pretrained_path(pretrained)
+        if config.save_to:
+            from qd_models.engine import check_save_target
+
+            check_save_target(config.save_to, pretrained, config.save_overwrite)
         self.model_note = DEFAULT_MODEL_NOTE if (
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
@@ -89,7 +104,8 @@ class QDHFLM(HFLM):
         if config.save_to:
             from qd_models.engine import save_quantized
 
-            save_quantized(self.model, self.tokenizer, config.save_to, self.quant_report)
+            source = self.pretrained if isinstance(self.pretrained, str) else None  # lets qd-analyze pair the saved model
+            save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, "model_source": source})
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
 
     def _create_model(self, *args, **kwargs) -> None:
