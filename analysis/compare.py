@@ -68,7 +68,8 @@ def deduplicate(runset: RunSet) -> tuple[list[str], list[str]]:
 def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], list[str]]:
     """Pair each quantized run with the baseline of the same model covering most of its tasks.
 
-    ``baseline`` (a run id, results path or unique substring) forces one baseline for all.
+    ``baseline`` (a run id, results path or unique substring) forces one baseline for all:
+    then every other run is paired with it, whatever its model or config.
     """
     kept, problems = deduplicate(runset)
     runs = [runset.runs[run_id] for run_id in kept]
@@ -76,12 +77,12 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
     tasks = runset.aggregates.groupby("run_id")["task"].agg(set).to_dict()
     pairs = []
     for run in runs:
-        if run.is_baseline or (forced is not None and run.run_id == forced.run_id):
+        if (run.is_baseline and forced is None) or (forced is not None and run.run_id == forced.run_id):
             continue
         if forced is not None:
             base = forced
             if base.model != run.model:
-                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} of a different model ({base.model} vs {run.model})")
+                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} as asked, a different model ({base.model} vs {run.model})")
         else:
             candidates = [b for b in runs if b.is_baseline and b.model == run.model]
             if not candidates:
@@ -134,7 +135,8 @@ def degradation(
             agg_q, agg_b = aggregates[(quant.run_id, suite, lang)], aggregates.get((base.run_id, suite, lang))
             if agg_b is None:
                 continue
-            paired = _paired_docs(docs.get((quant.run_id, suite, lang)), docs.get((base.run_id, suite, lang)), f"{quant.run_id} vs {base.run_id} {suite}/{lang}", problems)
+            docs_q, docs_b = docs.get((quant.run_id, suite, lang)), docs.get((base.run_id, suite, lang))
+            paired = _paired_docs(docs_q, docs_b, f"{quant.run_id} vs {base.run_id} {suite}/{lang}", problems)
             row = {
                 "quant_id": quant.run_id,
                 "base_id": base.run_id,
@@ -161,7 +163,9 @@ def degradation(
                 bpb_b, bpb_q = agg_b.get("bits_per_byte", math.nan), agg_q.get("bits_per_byte", math.nan)
                 estimate = float(stats.relative_increase(bpb_q, bpb_b))
                 interval = stats.Interval(estimate, math.nan, math.nan)
-                ci_source = "aggregates only: CIs need --log_samples"
+                without = [name for name, d in (("quantized run", docs_q), ("baseline", docs_b)) if not d]
+                ci_source = (f"aggregates only: no samples in the {' and '.join(without)} (CIs need --log_samples)" if without
+                             else "aggregates only: documents could not be paired (see problems)")
                 n_docs = 0
             row.update(
                 n_docs=n_docs,
@@ -297,8 +301,9 @@ def disparity(deg: Degradation, groups: dict[str, str], min_denominator: float =
         )
         row["ratio"], row["ratio_note"] = _ratio(d_lr, d_hr, min_denominator)
         row.update(_group_intervals(deg, quant_id, suite, hr, lr, deg.confidence))
-        hr_docs = np.array([v for lang in hr for v in doc_values.get((quant_id, suite, lang), [])])
-        lr_docs = np.array([v for lang in lr for v in doc_values.get((quant_id, suite, lang), [])])
+        hr_docs = np.array([v for lang in hr for v in doc_values.get((quant_id, suite, lang), [])], dtype=float)
+        lr_docs = np.array([v for lang in lr for v in doc_values.get((quant_id, suite, lang), [])], dtype=float)
+        hr_docs, lr_docs = hr_docs[np.isfinite(hr_docs)], lr_docs[np.isfinite(lr_docs)]  # n counts the documents tested
         row["welch_t"], row["welch_p"] = stats.welch_t_test(hr_docs, lr_docs)
         row["mannwhitney_u"], row["mannwhitney_p"] = stats.mann_whitney(hr_docs, lr_docs)
         row["cohens_d"] = stats.cohens_d(hr_docs, lr_docs)

@@ -74,8 +74,13 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
     languages = sorted(set(runset.aggregates.lang))
     groups = resource_groups(languages, options.hr, options.lr)
+    given = [*(options.hr or []), *(options.lr or [])]
+    absent = [code for code in given if code not in languages]
+    if absent:
+        notes.append(f"--hr/--lr name {', '.join(absent)}, not among the runs' languages ({', '.join(languages) or 'none'}); ignored.")
     if not groups:
-        notes.append("No language has a resource class (qd_tasks.languages missing and no --hr/--lr): group statistics are empty.")
+        why = "none of the --hr/--lr languages is in the runs" if given else "no language is in qd_tasks.languages; pass --hr/--lr"
+        notes.append(f"No language has a resource class ({why}): group statistics are empty.")
     disp = disparity(deg, groups, options.min_denominator)
     fert = _fertility(runset, options.tokenizer, notes)
     kurtosis = relations.calibration_kurtosis(runset)
@@ -227,6 +232,11 @@ def _num(value, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def _config_name(row, several_models: bool) -> str:
+    """A run's config label, plus its model when the table holds runs of several models."""
+    return f"{row.label} ({row.model})" if several_models else row.label
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -268,10 +278,12 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     pairs = [[p.quant_id, p.base_id] for p in deg.pairs]
     if pairs:
         out += ["Pairs compared (quantized → baseline):", "", _md_table(["quantized", "baseline"], pairs), ""]
+    if options.baseline and pairs:
+        out += [f"`--baseline {options.baseline}`: every other run is compared with `{deg.pairs[0].base_id}`, whatever its model or config.", ""]
 
     out += ["## Degradation by language", ""]
     if deg.table.empty:
-        out += ["No quantized run could be paired with a baseline (see problems above).", ""]
+        out += ["No quantized run could be paired with a baseline" + (" (see problems above)." if problems else "; pass --baseline RUN to compare every run with one."), ""]
     for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True) if not deg.table.empty else []:
         out += [f"### {block.label.iloc[0]} — `{quant_id}` — {suite}", ""]
         rows = [[r.lang, analysis.groups.get(r.lang, "—"), _num(r.bpb_base), _num(r.bpb_quant), f"{r.delta_bpb:+.4f}",
@@ -279,8 +291,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                  _pct(r.byte_ppl_rel_change), r.n_docs, r.flag or ""] for r in block.sort_values("lang").itertuples()]
         out += [_md_table(["lang", "group", "bits/byte base", "bits/byte quant", "Δ bits/byte", f"D (rel. NLL) [{level} CI]",
                            "seeds' style: rel. byte-ppl change", "docs", "flag"], rows), ""]
-        if (block.n_docs == 0).any():
-            out += ["Some languages have aggregates only: CIs need `--log_samples` for both runs.", ""]
+        for reason in sorted(set(block.ci_source[block.n_docs == 0])):
+            out += [f"{', '.join(sorted(block.lang[block.ci_source == reason]))}: {reason}.", ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["degradation"]]
     if len(deg.table.groupby(["quant_id", "suite"])) > MAX_LANGUAGE_FIGURES if not deg.table.empty else False:
         out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
@@ -292,6 +304,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     out += [f"High-resource: {', '.join(hr) or 'none'}; low-resource: {', '.join(lr) or 'none'}. "
             f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 or D_LR ≤ 0 makes the ratio undefined (no zero or negative ratios).", ""]
     if not analysis.disparity.empty:
+        several_models = analysis.disparity.model.nunique() > 1
         rows = []
         for r in analysis.disparity.itertuples():
             ratio = "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×"
@@ -299,11 +312,11 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                 ratio += f" [{r.ratio_ci_low:.2f}, {r.ratio_ci_high:.2f}]"
             diff = _pct(r.difference) + (f" [{_pct(r.difference_ci_low)}, {_pct(r.difference_ci_high)}]" if not math.isnan(r.difference_ci_low) else "")
             notes_cell = "; ".join(n for n in (r.ratio_note, r.ci_note, r.max_over_min_note) if n)
-            rows.append([r.label, r.suite, f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})", f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})",
+            rows.append([_config_name(r, several_models), r.suite, f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})", f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})",
                          diff, ratio, f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
         out += [_md_table(["config", "suite", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]", f"D_LR/D_HR [{level} CI]",
                            "worst language", "max/min", "notes"], rows), ""]
-        rows = [[r.label, r.suite, f"{r.n_docs_HR}/{r.n_docs_LR}", _num(r.welch_t, 3), _num(r.welch_p, 3), _num(r.mannwhitney_u, 3),
+        rows = [[_config_name(r, several_models), r.suite, f"{r.n_docs_HR}/{r.n_docs_LR}", _num(r.welch_t, 3), _num(r.welch_p, 3), _num(r.mannwhitney_u, 3),
                  _num(r.mannwhitney_p, 3), _num(r.cohens_d, 3)] for r in analysis.disparity.itertuples()]
         out += ["Per-document tests (LR vs HR document degradations; positive t and d: LR degrade more):", "",
                 _md_table(["config", "suite", "docs HR/LR", "Welch t", "p", "Mann–Whitney U", "p", "Cohen's d"], rows), ""]
@@ -342,7 +355,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     if analysis.pareto.empty or not analysis.pareto.effective_bits_per_weight.notna().any():
         out += ["No run reports effective bits per weight (needs the qd-hf quant totals).", ""]
     else:
-        rows = [[r.label, r.suite, _num(r.effective_bits_per_weight), _pct(r.worst_degradation), _pct(r.difference),
+        several_models = analysis.pareto.model.nunique() > 1
+        rows = [[_config_name(r, several_models), r.suite, _num(r.effective_bits_per_weight), _pct(r.worst_degradation), _pct(r.difference),
                  "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×", "yes" if r.on_front else ""]
                 for r in analysis.pareto.sort_values(["suite", "effective_bits_per_weight"]).itertuples()]
         out += [_md_table(["config", "suite", "eff. bits/weight", "worst-language D", "D_LR − D_HR", "D_LR/D_HR", "Pareto front"], rows), ""]
