@@ -10,6 +10,7 @@ import json
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,9 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
 
 
 def _resolve_baseline(runset: RunSet, baseline: str) -> Run:
-    matches = [run for run in runset.runs.values() if baseline in (run.run_id, str(run.path)) or baseline in str(run.path)]
+    target = Path(baseline).resolve() if Path(baseline).exists() else None  # a results file or a folder holding one
+    matches = [run for run in runset.runs.values() if run.path == target or target in run.path.parents] if target else [
+        run for run in runset.runs.values() if baseline in (run.run_id, str(run.path)) or baseline in str(run.path)]
     if len(matches) != 1:
         allowed = ", ".join(sorted(runset.runs))
         raise AnalysisInputError(f"baseline={baseline!r} matches {len(matches)} runs; allowed: one of {allowed}")

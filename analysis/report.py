@@ -283,7 +283,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
 
     out += ["## Degradation by language", ""]
     if deg.table.empty:
-        out += ["No quantized run could be paired with a baseline" + (" (see problems above)." if problems else "; pass --baseline RUN to compare every run with one."), ""]
+        out += ["No quantized run could be paired with a baseline" + (" (see problems above)." if deg.problems else "; pass --baseline RUN to compare every run with one."), ""]
     for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True) if not deg.table.empty else []:
         out += [f"### {block.label.iloc[0]} — `{quant_id}` — {suite}", ""]
         rows = [[r.lang, analysis.groups.get(r.lang, "—"), _num(r.bpb_base), _num(r.bpb_quant), f"{r.delta_bpb:+.4f}",
