@@ -45,7 +45,7 @@ def test_saved_model_workflow_end_to_end(tiny_model_dir, tmp_path):
     quant = lm_eval("--model", "qd-hf", "--model_args", f"pretrained={model},add_bos_token=False,method=rtn,bits=4,save_to={saved}",
                     *common, "--output_path", str(tmp_path / "inproc"))
     assert quant.returncode == 0, quant.stderr[-3000:]
-    assert sorted(p.name for p in saved.iterdir() if p.name.endswith(".json"))[-1] == "quant_report.json"
+    assert {"config.json", "model.safetensors", "quant_report.json"} <= {p.name for p in saved.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".saved.")]  # no temporary sibling left
     hf_saved = lm_eval("--model", "hf", "--model_args", f"pretrained={saved},add_bos_token=False", *common,
                        "--output_path", str(tmp_path / "hf_saved"))
