@@ -10,6 +10,7 @@ import json
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -68,7 +69,8 @@ def deduplicate(runset: RunSet) -> tuple[list[str], list[str]]:
 def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], list[str]]:
     """Pair each quantized run with the baseline of the same model covering most of its tasks.
 
-    ``baseline`` (a run id, results path or unique substring) forces one baseline for all.
+    ``baseline`` (a run id, results path or unique substring) forces one baseline for all:
+    then every other run is paired with it, whatever its model or config.
     """
     kept, problems = deduplicate(runset)
     runs = [runset.runs[run_id] for run_id in kept]
@@ -76,7 +78,7 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
     tasks = runset.aggregates.groupby("run_id")["task"].agg(set).to_dict()
     pairs = []
     for run in runs:
-        if run.is_baseline or (forced is not None and run.run_id == forced.run_id):
+        if (run.is_baseline and forced is None) or (forced is not None and run.run_id == forced.run_id):
             continue
         if forced is not None:
             base = forced
@@ -86,7 +88,7 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
                     "allowed: a baseline with the same scoring (e.g. --model hf with add_bos_token=False,softmax_dtype=float32)"
                 )
             if base.model != run.model:
-                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} of a different model ({base.model} vs {run.model})")
+                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} as asked, a different model ({base.model} vs {run.model})")
         else:
             same_model = [b for b in runs if b.is_baseline and b.model == run.model]
             candidates = [b for b in same_model if b.rolling_scoring_key == run.rolling_scoring_key]
@@ -113,7 +115,9 @@ def scoring_difference(a: Run, b: Run) -> str:
 
 
 def _resolve_baseline(runset: RunSet, baseline: str) -> Run:
-    matches = [run for run in runset.runs.values() if baseline in (run.run_id, str(run.path)) or baseline in str(run.path)]
+    target = Path(baseline).resolve() if Path(baseline).exists() else None  # a results file or a folder holding one
+    matches = [run for run in runset.runs.values() if run.path == target or target in run.path.parents] if target else [
+        run for run in runset.runs.values() if baseline in (run.run_id, str(run.path)) or baseline in str(run.path)]
     if len(matches) != 1:
         allowed = ", ".join(sorted(runset.runs))
         raise AnalysisInputError(f"baseline={baseline!r} matches {len(matches)} runs; allowed: one of {allowed}")
@@ -149,7 +153,8 @@ def degradation(
             agg_q, agg_b = aggregates[(quant.run_id, suite, lang)], aggregates.get((base.run_id, suite, lang))
             if agg_b is None:
                 continue
-            paired = _paired_docs(docs.get((quant.run_id, suite, lang)), docs.get((base.run_id, suite, lang)), f"{quant.run_id} vs {base.run_id} {suite}/{lang}", problems)
+            docs_q, docs_b = docs.get((quant.run_id, suite, lang)), docs.get((base.run_id, suite, lang))
+            paired = _paired_docs(docs_q, docs_b, f"{quant.run_id} vs {base.run_id} {suite}/{lang}", problems)
             row = {
                 "quant_id": quant.run_id,
                 "base_id": base.run_id,
@@ -177,7 +182,9 @@ def degradation(
                 bpb_b, bpb_q = agg_b.get("bits_per_byte", math.nan), agg_q.get("bits_per_byte", math.nan)
                 estimate = float(stats.relative_increase(bpb_q, bpb_b))
                 interval = stats.Interval(estimate, math.nan, math.nan)
-                ci_source = "aggregates only: CIs need --log_samples"
+                without = [name for name, d in (("quantized run", docs_q), ("baseline", docs_b)) if not d]
+                ci_source = (f"aggregates only: no samples in the {' and '.join(without)} (CIs need --log_samples)" if without
+                             else "aggregates only: documents could not be paired (see problems)")
                 n_docs = 0
             row.update(
                 n_docs=n_docs,

@@ -271,6 +271,10 @@ def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run
     model = str(qd.get("model_source") or model_args.get("pretrained") or lm_eval_model)
     stamp = _RESULTS_RE.match(file.name).group("stamp")
     report = qd.get("quant_report") if isinstance(qd.get("quant_report"), dict) else None
+    saved = _saved_quantization(model_args.get("pretrained")) if quant_config.get("method") == "none" else None
+    if saved is not None:  # a folder written by qd-hf save_to (or another quantizer), evaluated as a plain model
+        quant_config, report = saved
+        model = str((report or {}).get("model_source") or model)
     report = report or _load_quant_report(file, stamp, qd.get("quant_report_path"), problems)
     totals = dict(qd.get("quant_totals") or (report or {}).get("totals") or {})
     return Run(
@@ -287,6 +291,33 @@ def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run
         lm_eval_version=results.get("lm_eval_version"),
         scoring=scoring_identity(config, model_args, qd),
     )
+
+
+def _saved_quantization(pretrained) -> tuple[dict, dict | None] | None:
+    """(quant config, quant report) of a local model folder that holds a quantized model:
+    ``quant_report.json`` (qd-hf ``save_to``; its config, and ``model_source`` = the model it
+    was quantized from) or a ``quantization_config`` in ``config.json`` (GPTQ, AWQ, bnb...);
+    ``None`` for anything else (a hub id, a folder not on this machine, an original model)."""
+    if not isinstance(pretrained, str) or not Path(pretrained).is_dir():
+        return None
+    folder = Path(pretrained)
+    try:
+        report = json.loads((folder / "quant_report.json").read_text(encoding="utf-8"))
+        if isinstance(report, dict) and isinstance(report.get("config"), dict):
+            return {**report["config"], "saved_model": True}, report
+    except (OSError, ValueError):
+        pass
+    try:
+        external = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(external, dict):
+        return None
+    bits = external.get("bits") or (4 if external.get("load_in_4bit") else 8 if external.get("load_in_8bit") else None)
+    config = {"method": str(external.get("quant_method") or "external"), "saved_model": True}
+    if isinstance(bits, (int, float)):
+        config["bits"] = bits
+    return config, None
 
 
 def _as_float(value) -> float | None:
@@ -315,13 +346,31 @@ def _leaf_tasks(results: dict) -> list[str]:
     return [task for task in results["results"] if task not in groups]
 
 
+def _perplexity_tasks(run: Run, results: dict, problems: list[str]) -> list[str]:
+    """Leaf tasks reporting a perplexity metric; one problem line per other task (multiple
+    choice, generation: acc, exact_match, ... are not analysed)."""
+    tasks = []
+    for task in _leaf_tasks(results):
+        values = results["results"][task]
+        if any(f"{metric},none" in values for metric in AGGREGATE_METRICS):
+            tasks.append(task)
+            continue
+        metrics = sorted({key.split(",")[0] for key in values if "," in key and not key.split(",")[0].endswith("_stderr")})
+        problems.append(f"{run.path}: {task} reports {', '.join(metrics) or 'no metric'}, which qd-analyze does not analyse "
+                        f"(it reads {', '.join(AGGREGATE_METRICS)} of perplexity tasks); skipped")
+    return tasks
+
+
 def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
     rows = []
-    for task in _leaf_tasks(results):
+    for task in _perplexity_tasks(run, results, problems):
         suite, lang = split_task_name(task)
         for metric in AGGREGATE_METRICS:
             value = results["results"][task].get(f"{metric},none")
             if value is None or isinstance(value, str):  # absent, or "N/A"
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{run.path}: {task} {metric} = {str(value)[:60]} is not a number; skipped")
                 continue
             value = float(value)
             if metric == "bits_per_byte" and not math.isfinite(value):
@@ -332,10 +381,14 @@ def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]
 
 def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
     stamp = _RESULTS_RE.match(run.path.name).group("stamp")
+    tasks = _perplexity_tasks(run, results, [])
+    files = {task: run.path.with_name(f"samples_{task}_{stamp}.jsonl") for task in tasks}
+    has_samples = any(path.is_file() for path in files.values())
     rows = []
-    for task in _leaf_tasks(results):
-        samples = run.path.with_name(f"samples_{task}_{stamp}.jsonl")
+    for task, samples in files.items():
         if not samples.is_file():
+            if has_samples:  # the run logged samples, but not for this task
+                problems.append(f"{samples}: missing (other tasks of this run have samples); {task} uses aggregates only (no CIs)")
             continue
         try:
             lines = samples.read_text(encoding="utf-8").splitlines()
@@ -343,7 +396,7 @@ def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
                 if line.strip():
                     rows.append(_doc_row(run.run_id, task, json.loads(line)))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
-            problems.append(f"{samples}: unreadable samples ({err!r}); {task} uses aggregates only (no CIs) — re-run with --log_samples")
+            problems.append(f"{samples}: unreadable samples ({err!r}); {task} uses aggregates only (no CIs) — re-run with --log_samples to rewrite it")
             rows = [row for row in rows if row[1] != task]
     return rows
 
