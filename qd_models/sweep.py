@@ -12,7 +12,11 @@ Output: one folder per config under ``--output_path``, ``<label>-<hash>/`` holdi
 lm-eval output (``<model>/results_*.json`` + ``samples_*.jsonl``, readable by ``qd-analyze``)
 and ``sweep_complete.json``. Each folder is written under ``.tmp-<label>-<hash>`` and renamed
 when complete, so a crash or Ctrl-C leaves no half-written config; rerunning the same command
-skips completed configs. The hash covers the model args, the config and the eval settings.
+skips completed configs. The hash covers everything that changes a result: the model args
+(scoring args included), the config, the eval settings (tasks, limit, few-shot,
+``--log_samples``, ``--include_path``), the lm-eval version, a fingerprint of this package's
+code and bundled data (:func:`code_fingerprint`: a code fix or a new corpus reruns every config)
+and the content of a ``calib_data`` file.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -200,17 +205,28 @@ class Sweep:
         self._task_manager = None
 
     # -- paths -------------------------------------------------------------------------
-    def folder_name(self, item: SweepItem) -> str:
-        """``<label>-<10 hex>``; the hash covers everything that changes the results."""
+    def identity(self, item: SweepItem) -> dict:
+        """Everything that changes ``item``'s results (module doc); written into the marker."""
+        from importlib.metadata import version
+
         s = self.settings
-        identity = {
+        calib = item.config.calib_data
+        return {
             "model_args": item.model_args(s.model_args),
             "tasks": list(s.tasks),
             "limit": s.limit,
             "num_fewshot": s.num_fewshot,
+            "log_samples": s.log_samples,
+            "include_path": _tree_digest(Path(s.include_path)) if s.include_path else None,
             "scan": item.scan,
+            "lm_eval_version": version("lm_eval"),
+            "code": code_fingerprint(),
+            "calib_data": _tree_digest(Path(calib)) if calib else None,
         }
-        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+
+    def folder_name(self, item: SweepItem) -> str:
+        """``<label>-<10 hex>``; the hash covers :meth:`identity`."""
+        digest = hashlib.sha1(json.dumps(self.identity(item), sort_keys=True).encode()).hexdigest()[:10]
         return f"{_slug_part(item.scan) if item.scan else item.label}-{digest}"
 
     def is_complete(self, item: SweepItem) -> bool:
@@ -322,12 +338,8 @@ class Sweep:
             seconds = time.perf_counter() - start
             marker = {
                 "label": item.label,
-                "scan": item.scan,
                 "model": LM_EVAL_MODEL,
-                "model_args": item.model_args(self.settings.model_args),
-                "tasks": list(self.settings.tasks),
-                "limit": self.settings.limit,
-                "num_fewshot": self.settings.num_fewshot,
+                **self.identity(item),
                 "seconds": seconds,
                 "results_files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("results_*.json")),
             }
@@ -416,6 +428,30 @@ def _meta_model(hf_config, model_args: str):
     except Exception as err:  # noqa: BLE001 - a best-effort early check only
         logger.info("qd-sweep: keep patterns are checked at load (meta model not built: %s)", err)
         return None
+
+
+def _tree_digest(path: Path) -> str | None:
+    """sha1 over the relative names and bytes of a file or of every file under a folder
+    (``None`` when it does not exist)."""
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    digest = hashlib.sha1()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha1 of the source and bundled data of ``qd_models`` and ``qd_tasks``."""
+    import qd_tasks
+
+    digest = hashlib.sha1()
+    for package in (Path(__file__).parent, Path(qd_tasks.__file__).parent):
+        digest.update((_tree_digest(package) or "").encode())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
