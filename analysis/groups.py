@@ -21,7 +21,7 @@ def language_metadata() -> dict[str, dict]:
     table = getattr(languages, "LANGUAGES", {})
     out = {}
     for code, record in table.items():
-        get = record.get if isinstance(record, dict) else lambda name: getattr(record, name, None)
+        get = record.get if isinstance(record, dict) else lambda name, record=record: getattr(record, name, None)
         out[str(code)] = {"resource": get("resource"), "joshi_class": get("joshi_class")}
     return out
 

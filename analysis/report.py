@@ -347,8 +347,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                            "bytes rel. en (byte premium)", "tokens per aligned doc rel. en (fertility)"], rows), ""]
 
     out += ["## Disparity (low- vs high-resource)", ""]
-    hr = sorted(l for l, g in analysis.groups.items() if g == "high")
-    lr = sorted(l for l, g in analysis.groups.items() if g == "low")
+    hr = sorted(lang for lang, g in analysis.groups.items() if g == "high")
+    lr = sorted(lang for lang, g in analysis.groups.items() if g == "low")
     out += [f"High-resource: {', '.join(hr) or 'none'}; low-resource: {', '.join(lr) or 'none'}. "
             f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 or D_LR ≤ 0 makes the ratio undefined (no zero or negative ratios).", ""]
     out += [("Unit of every group statistic: the language. CIs of D_LR − D_HR and D_LR/D_HR: hierarchical bootstrap (languages "

@@ -15,8 +15,8 @@ from qd_models.sweep import (
     EvalSettings,
     Sweep,
     build_items,
-    combos_from_args,
     build_parser,
+    combos_from_args,
     expand_grid,
     make_item,
 )
