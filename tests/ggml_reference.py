@@ -73,7 +73,7 @@ def fetch_source() -> Path:
     if (target / "ggml/src/ggml-quants.c").is_file():
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                         "-d", tmp, f"llama-cpp-python=={SDIST_VERSION}"], check=True, capture_output=True)
         return extract(next(Path(tmp).glob("llama_cpp_python-*.tar.gz")))
 
