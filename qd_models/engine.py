@@ -218,6 +218,7 @@ def quantize_(
     active = config.kind == "fake" and config.bits != 16
     if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
+    gguf_plan = _gguf_plan(model, targets, config) if active and config.method == "gguf" else {}
     threshold = None
     if active and config.keep_top > 0 and config.keep_top_scope == "global":
         threshold = _global_threshold(targets, config.keep_top)
@@ -234,6 +235,15 @@ def quantize_(
                          rel_mse=0.0, kept_fraction=1.0, bits_per_weight=float(value_bits))
             storage_bits += value_bits * param.numel()
             counts["kept"] += param.numel()
+            layers.append(layer)
+            continue
+        if config.method == "gguf":
+            quantized = _gguf_layer(target.name, weight, param, gguf_plan[target.name], act_stats, config, layer)
+            if keep_originals is not None:
+                keep_originals[target.param_name] = param.detach().to("cpu", copy=True)
+            target.write(quantized)
+            storage_bits += layer["bits_per_weight"] * param.numel()
+            counts["quantized"] += param.numel()
             layers.append(layer)
             continue
         blocks = to_blocks(weight, config.granularity, config.group_size)
@@ -320,6 +330,56 @@ def quantize_(
 
         report["calibration"] = calibration_report(act_stats, config, layers)
     return json_safe(report)
+
+
+def _gguf_plan(model: nn.Module, targets: list[_Target], config: QuantConfig) -> dict[str, dict]:
+    """GGUF type of every target (llama.cpp's per-tensor rules for presets, input dim fallbacks)."""
+    from .config import num_blocks
+    from .quant.gguf_presets import tensor_types
+
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = head is not None and embedding is not None and head.weight is embedding.weight
+    shapes = [(t.name, t.module.weight.shape[0] if t.layout == "conv1d" else t.module.weight.shape[1]) for t in targets]
+    n_layer = num_blocks(model.config) if hasattr(model, "config") else None
+    n_layer = n_layer or 1 + max((block_index(t.name) or 0 for t in targets), default=0)
+    return tensor_types(shapes, config.gguf_type, n_layer, tied)
+
+
+def gguf_imatrix(act_stats, name: str, langs: tuple[str, ...]) -> torch.Tensor | None:
+    """Importance matrix ``[in]`` of module ``name``: mean x^2 over all calibration tokens of ``langs``
+    (per-language E[x^2] weighted by token counts); None when there are no tokens."""
+    langs = act_stats.select_langs(langs)
+    rows = [act_stats.langs.index(lang) for lang in langs]
+    tokens = torch.tensor([float(act_stats.tokens[lang]) for lang in langs], dtype=torch.float64)
+    if not tokens.sum() > 0:
+        return None
+    return (act_stats.second_moments[name][rows].double() * tokens[:, None]).sum(0) / tokens.sum()
+
+
+def _gguf_layer(name: str, weight: torch.Tensor, param: torch.Tensor, plan: dict, act_stats, config: QuantConfig, layer: dict) -> torch.Tensor:
+    """Quantize ``weight`` ``[out, in]`` to GGUF blocks of ``plan["type"]`` (rows along the input dim),
+    dequantize with gguf's dequantizer; fills ``layer``; returns the value the parameter will hold."""
+    from .quant.gguf_quants import bits_per_weight, dequantize, quantize_blocks
+
+    imatrix = None
+    if act_stats is not None and config.needs_calibration:
+        imatrix = gguf_imatrix(act_stats, name, config.calib_langs)
+    data = quantize_blocks(weight.cpu().numpy(), plan["type"], None if imatrix is None else imatrix.float().numpy())
+    quantized = torch.from_numpy(dequantize(data, plan["type"])).to(weight.device)
+    if param.dtype != quantized.dtype:
+        quantized = quantized.to(param.dtype).float()
+    norm = float(weight.square().sum())
+    error = float((quantized - weight).square_().sum())
+    layer.update(status="quantized", gguf_type=plan["type"], gguf_role=plan["role"], gguf_rule=plan["rule"],
+                 imatrix=imatrix is not None, rel_mse=error / norm if norm > 0 else float("nan"), kept_fraction=0.0,
+                 bits_per_weight=bits_per_weight(plan["type"]))
+    if imatrix is not None:
+        from .calibration import layer_calibration_report
+
+        inputs, degenerate = normalise_inputs(act_stats.inputs(name, config.calib_langs).to(weight.device))
+        layer["calibration"] = layer_calibration_report(weight, quantized, inputs, degenerate, act_stats.select_langs(config.calib_langs))
+    return quantized
 
 
 def _bnb_report(model: nn.Module, config: QuantConfig) -> dict:
