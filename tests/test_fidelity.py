@@ -86,10 +86,10 @@ def test_topk_kl_agreement_and_dp_equal_brute_force_when_k_covers_the_vocabulary
             assert kl.max() > 1e-4  # the quantized copy differs
             np.testing.assert_allclose(data["kl"][lo:hi], kl, rtol=0, atol=1e-6)
             assert abs(data["kl"][lo:hi].sum() - kl.sum()) < 1e-6 * len(kl)
-            true_p = lambda logp: logp.gather(1, tokens[:, None])[:, 0].exp().numpy()  # noqa: E731
-            np.testing.assert_allclose(data["dp"][lo:hi], true_p(lq) - true_p(lp), rtol=0, atol=1e-6)
+            true_q, true_p = (logp.gather(1, tokens[:, None])[:, 0].exp().numpy() for logp in (lq, lp))
+            np.testing.assert_allclose(data["dp"][lo:hi], true_q - true_p, rtol=0, atol=1e-6)
             agree = (lq.argmax(-1) == lp.argmax(-1)).numpy()
-            top2 = lambda logp: logp.topk(2, dim=-1).values  # noqa: E731
+            top2 = lambda logp: logp.topk(2, dim=-1).values
             clear = ((top2(lp)[:, 0] - top2(lp)[:, 1]) > 1e-5) & ((top2(lq)[:, 0] - top2(lq)[:, 1]) > 1e-5)
             checked_near_ties += int((~clear).sum())
             np.testing.assert_array_equal(data["agree"][lo:hi][clear.numpy()], agree[clear.numpy()])
@@ -192,3 +192,57 @@ def test_results_record_the_fidelity_files(runs):
         meta = json.loads(str(np.load(runs["root"] / "rtn" / name)["meta"]))
         assert meta["role"] == "compare" and meta["identity"]["scoring"]["softmax_dtype"] == "float32"
         assert "/" not in meta["identity"]["model"]
+
+
+def test_sweep_fidelity_flag_and_the_analysis_report(tiny_model_dir, tmp_path, capsys):
+    """qd-sweep --fidelity: the baseline folder holds the top-k files, every other config (a fake-quant
+    one on the shared model, nf4 on a fresh load) its per-position results; qd-analyze reports them
+    per language next to D_L, equal to sums computed here from the files."""
+    from analysis.report import analyze, write_outputs
+    from qd_models.sweep import main
+
+    runs, report = tmp_path / "runs", tmp_path / "report"
+    common = ["--tasks", ",".join(TASKS), "--output_path", str(runs), "--model_args", f"pretrained={tiny_model_dir('llama')}",
+              "--limit", "3", "--device", "cpu", "--batch_size", "4", "--log_samples"]
+    assert main([*common, "--methods", "rtn", "--bits", "3", "--fidelity", "--no_baseline"]) == 2
+    assert "--fidelity with --no_baseline is not allowed" in capsys.readouterr().err
+    assert main([*common, "--methods", "rtn,nf4", "--bits", "3", "--fidelity", "--fidelity_topk", "8"]) == 0
+    (base_dir,) = runs.glob("baseline-*")
+    assert sorted(p.name for p in base_dir.glob("fidelity_base_*.npz")) == sorted(f"fidelity_base_{t}.npz" for t in TASKS)
+    assert np.load(base_dir / f"fidelity_base_{TASKS[0]}.npz")["top_lp"].shape[1] == 8
+    expected = {}
+    for label, folder_label in (("rtn-w3", "rtn-w3"), ("nf4-w4", "nf4")):
+        (folder,) = runs.glob(f"{folder_label}-*")
+        for task in TASKS:
+            (path,) = folder.glob(f"fidelity_{task}__*.npz")
+            data = np.load(path)
+            assert data["kl"].min() >= 0 and data["kl"].sum() > 0
+            expected[label, task.rsplit("_", 1)[1]] = (data["kl"].sum() / (data["offsets"][-1]), data["kl"].sum() / data["n_bytes"].sum(),
+                                                       data["agree"].mean(), np.quantile(data["dp"], 0.5, method="inverted_cdf"))
+    analysis = analyze([runs])
+    table = analysis.fidelity
+    assert len(table) == len(expected)
+    for r in table.itertuples():
+        kl_tok, kl_byte, agree, dp_median = expected[r.label, r.lang]
+        assert r.kl_per_token == pytest.approx(kl_tok, rel=1e-9) and r.kl_per_byte == pytest.approx(kl_byte, rel=1e-9)
+        assert r.same_top_token == pytest.approx(agree, rel=1e-9) and r.dp_p50 == pytest.approx(dp_median, rel=1e-9)
+        assert r.kl_per_token_ci_low <= r.kl_per_token <= r.kl_per_token_ci_high
+        assert np.isfinite(r.degradation) and r.topk == 8
+    write_outputs(analysis, report)
+    text = (report / "report.md").read_text(encoding="utf-8")
+    assert "## Fidelity to the baseline (per token)" in text and (report / "figures" / "fidelity_qd_multilingual_ppl.png").is_file()
+    header = (report / "tables" / "fidelity.csv").read_text().splitlines()[0].split(",")
+    assert {"kl_per_token", "kl_per_byte", "same_top_token", "dp_p1", "degradation"} <= set(header)
+
+
+def test_weighted_quantiles_equal_numpy_on_repeated_values():
+    from analysis.fidelity import weighted_quantiles
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        values = np.sort(rng.normal(size=rng.integers(1, 40)))
+        weights = rng.integers(0, 4, size=values.size)
+        if weights.sum() == 0:
+            continue
+        qs = np.array([0.01, 0.05, 0.5, 0.95, 0.99])
+        np.testing.assert_array_equal(weighted_quantiles(values, weights, qs), np.quantile(np.repeat(values, weights), qs, method="inverted_cdf"))
