@@ -5,7 +5,8 @@ A run's ``results_*.json`` lists its files under ``config.quant_disparity.fideli
 are looked up next to the results file and one folder up (a ``qd-sweep`` config folder, or the
 ``--output_path`` given to lm-eval as ``fidelity_out``). Per language the documents are the
 bootstrap unit, as for D_L: each ratio of sums (KL/token = ΣKL/Σtokens, ...) gets a studentized
-document-bootstrap CI; Δp percentiles over positions get a percentile CI from documents resampled
+document-bootstrap CI, clipped to the value's range (KL >= 0, rates in [0, 1]: with few documents
+a studentized bound can leave it); Δp percentiles over positions get a percentile CI from documents resampled
 (at most ``MAX_PERCENTILE_RESAMPLES`` resamples).
 """
 
@@ -24,11 +25,11 @@ from qd_tasks.languages import split_task_name
 
 PERCENTILES = (1, 5, 50, 95, 99)
 MAX_PERCENTILE_RESAMPLES = 400
-RATIOS = {  # column -> (numerator, denominator) per document
-    "kl_per_token": ("kl", "n_tokens"),
-    "kl_per_byte": ("kl", "n_bytes"),
-    "same_top_token": ("agree", "n_tokens"),
-    "dp_mean": ("dp", "n_tokens"),
+RATIOS = {  # column -> (numerator, denominator) per document, range of the value (CI bounds are clipped to it)
+    "kl_per_token": ("kl", "n_tokens", (0.0, math.inf)),
+    "kl_per_byte": ("kl", "n_bytes", (0.0, math.inf)),
+    "same_top_token": ("agree", "n_tokens", (0.0, 1.0)),
+    "dp_mean": ("dp", "n_tokens", (-1.0, 1.0)),
 }
 
 
@@ -118,9 +119,10 @@ def fidelity_table(runset: RunSet, deg_table: pd.DataFrame, n_resamples: int = 2
         idx = rng.integers(0, n_docs, size=(n_resamples, n_docs))
         row = {"quant_id": run_id, "model": run.model, "label": run.label, "suite": suite, "lang": lang, "n_docs": n_docs,
                "n_tokens": int(docs["n_tokens"].sum()), "topk": docs["topk"]}
-        for column, (num, den) in RATIOS.items():
+        for column, (num, den, (lowest, highest)) in RATIOS.items():
             interval = _ratio_interval(docs[num], docs[den], idx, confidence)
-            row.update({column: interval.estimate, f"{column}_ci_low": interval.low, f"{column}_ci_high": interval.high})
+            row.update({column: interval.estimate, f"{column}_ci_low": max(interval.low, lowest) if not math.isnan(interval.low) else math.nan,
+                        f"{column}_ci_high": min(interval.high, highest) if not math.isnan(interval.high) else math.nan})
         row["base_tail"] = float(docs["base_tail"].sum() / docs["n_tokens"].sum())
         row.update(_percentiles(docs, idx[:MAX_PERCENTILE_RESAMPLES], confidence))
         degradation, d_low, d_high, bpb_base = d_of.get((run_id, suite, lang), (math.nan,) * 4)

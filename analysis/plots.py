@@ -77,6 +77,9 @@ def fidelity_by_language(table: pd.DataFrame, languages: list[str], title: str =
                 ax.errorbar(xs[has_ci], values[has_ci], yerr=[values[has_ci] - low[has_ci], high[has_ci] - values[has_ci]],
                             fmt="none", ecolor="black", capsize=2, lw=0.8)
         ax.set_ylabel(ylabel, fontsize=8)
+    rates = 100 * table[["same_top_token", "same_top_token_ci_low"]].to_numpy(dtype=float)
+    if np.isfinite(rates).any():  # the rates' range, not 0-100 %
+        axes[1].set_ylim(max(0.0, np.nanmin(rates) - 0.1 * (100 - np.nanmin(rates)) - 1), 100.5)
     axes[1].set_xticks(x, languages)
     axes[1].set_xlabel("language (ordered by baseline bits/byte, lowest first)", fontsize=8)
     axes[0].legend(fontsize=7, loc="upper left", ncol=min(3, len(labels)))
