@@ -246,3 +246,39 @@ def test_weighted_quantiles_equal_numpy_on_repeated_values():
             continue
         qs = np.array([0.01, 0.05, 0.5, 0.95, 0.99])
         np.testing.assert_array_equal(weighted_quantiles(values, weights, qs), np.quantile(np.repeat(values, weights), qs, method="inverted_cdf"))
+
+
+TOPK_GAP = 0.10
+"""Stated gap of the top-32 + tail bound on the default model (rtn w4): exact − bound <= 10 % of exact KL per token."""
+
+
+@pytest.mark.slow
+def test_topk_bound_gap_on_the_default_model(qd_task_manager, tmp_path):
+    """Gemma-3-270M (vocabulary 262,144), k = 32: the stored bound never exceeds the exact KL from
+    full-vocabulary forward passes, and the per-token mean gap is within TOPK_GAP of it."""
+    from lm_eval import simple_evaluate
+
+    from qd_models.default_model import default_model_path
+
+    model_dir = default_model_path()
+    common = f"pretrained={model_dir},dtype=float32"
+    tasks = ["qd_multilingual_ppl_en", "qd_multilingual_ppl_sw"]
+    kw = {"tasks": tasks, "task_manager": qd_task_manager, "device": "cpu", "batch_size": 1, "limit": 2}
+    simple_evaluate(model="qd-hf", model_args=f"{common},fidelity_out={tmp_path / 'base'}", **kw)
+    simple_evaluate(model="qd-hf", model_args=f"{common},method=rtn,bits=4,save_to={tmp_path / 'q'},fidelity_out={tmp_path / 'rtn'},"
+                    f"fidelity_baseline={tmp_path / 'base'}", **kw)
+    base_model, tokenizer = _load(model_dir)
+    quant_model, _ = _load(tmp_path / "q")
+    exact_total, bound_total = 0.0, 0.0
+    for task in tasks:
+        (path,) = sorted((tmp_path / "rtn").glob(f"fidelity_{task}__*.npz"))
+        data, texts = np.load(path), _texts(task)
+        for i, key in enumerate(data["doc_keys"]):
+            lo, hi = data["offsets"][i], data["offsets"][i + 1]
+            lp, _ = _full_logprobs(base_model, tokenizer, texts[str(key)])
+            lq, _ = _full_logprobs(quant_model, tokenizer, texts[str(key)])
+            exact = (lp.exp() * (lp - lq)).sum(-1).numpy()
+            assert np.all(data["kl"][lo:hi] <= exact + 1e-5)
+            exact_total, bound_total = exact_total + exact.sum(), bound_total + data["kl"][lo:hi].sum()
+    print(f"default model, k=32: exact KL {exact_total:.4f}, bound {bound_total:.4f}, gap {(exact_total - bound_total) / exact_total:.2%}")
+    assert 0 <= exact_total - bound_total <= TOPK_GAP * exact_total
