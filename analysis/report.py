@@ -327,7 +327,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
     out.append("")
 
-    out += _fidelity_markdown(analysis, figures["fidelity"], level)
+    out += _fidelity_markdown(analysis, figures.get("fidelity", []), level)
 
     out += ["## Parallel-text view (script- and tokenizer-fair)", ""]
     if analysis.parallel.empty:

@@ -13,6 +13,10 @@ lm-eval output (``<model>/results_*.json`` + ``samples_*.jsonl``, readable by ``
 and ``sweep_complete.json``. Each folder is written under ``.tmp-<label>-<hash>`` and renamed
 when complete, so a crash or Ctrl-C leaves no half-written config; rerunning the same command
 skips completed configs. The hash covers the model args, the config and the eval settings.
+
+``--fidelity``: the baseline stores its top-k log-probs per scored token in its folder and every
+other config writes its per-token fidelity (KL, same top token, Δp; :mod:`qd_models.fidelity`)
+into its own folder, read by ``qd-analyze``.
 """
 
 from __future__ import annotations
