@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import relations
+from analysis import fidelity, relations
 from analysis.compare import Degradation, degradation, disparity
 from analysis.groups import resource_groups
 from analysis.loading import RunSet, load_runs
@@ -64,6 +64,7 @@ class Analysis:
     scan: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
@@ -98,8 +99,10 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     else:
         pareto_points = disp
     scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
+    fid, fid_problems = fidelity.fidelity_table(runset, deg.table, options.n_resamples, options.random_state, options.confidence)
+    notes += fid_problems
     return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
-                    parallel)
+                    parallel, fid)
 
 
 def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -145,6 +148,7 @@ def _write_tables(analysis: Analysis, folder: Path) -> None:
         "disparity": analysis.disparity,
         "fertility": analysis.fertility,
         "parallel_view": analysis.parallel,
+        "fidelity": analysis.fidelity,
         "correlations": analysis.correlations,
         "rate_distortion": analysis.rate_distortion,
         "weight_mse": analysis.weight_mse,
@@ -163,7 +167,10 @@ def _slug(text: str) -> str:
 def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
     from analysis import plots  # matplotlib only when figures are written
 
-    figures: dict[str, list[Path]] = {"degradation": [], "fertility": [], "rate_distortion": [], "pareto": [], "scan": []}
+    figures: dict[str, list[Path]] = {"degradation": [], "fertility": [], "rate_distortion": [], "pareto": [], "scan": [], "fidelity": []}
+    for suite, block in analysis.fidelity.groupby("suite") if not analysis.fidelity.empty else []:
+        fig, _ = plots.fidelity_by_language(block, fidelity.languages_by_baseline(block), f"Fidelity to the baseline by language — {suite}")
+        figures["fidelity"].append(plots.save(fig, folder / f"fidelity_{_slug(suite)}.png"))
     table = analysis.deg.table
     if not table.empty:
         for i, ((quant_id, suite), block) in enumerate(table.groupby(["quant_id", "suite"], sort=True)):
@@ -332,6 +339,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
     out.append("")
 
+    out += _fidelity_markdown(analysis, figures.get("fidelity", []), level)
+
     out += ["## Parallel-text view (script- and tokenizer-fair)", ""]
     if analysis.parallel.empty:
         out += ["Not computed: needs --log_samples and documents aligned across languages (including en).", ""]
@@ -427,6 +436,35 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         out += ["## Sensitivity scan", "", f"![scan](figures/{figures['scan'][0].name})", ""]
     out += ["## Files", "", "Tables: `tables/*.csv` (long table: `tables/long_table.csv`). Figures: `figures/*.png`.", ""]
     return "\n".join(out)
+
+
+def _fidelity_markdown(analysis: Analysis, figures: list[Path], level: str) -> list[str]:
+    """The fidelity section: per suite, one row per (config, language), D_L next to the fidelity numbers."""
+    out = ["## Fidelity to the baseline (per token)", ""]
+    if analysis.fidelity.empty:
+        return out + ["Not computed: needs runs with fidelity files (`qd-sweep --fidelity`, or qd-hf `fidelity_out`/`fidelity_baseline`).", ""]
+    out += [(f"KL(base ‖ quant) over the baseline's top-k tokens + one tail bucket (a lower bound of the exact KL; `tail mass` is the "
+             f"baseline's mean probability outside the top-k), per scored token and per UTF-8 byte, in nats; same top token: share of "
+             f"positions where both models' argmax agree; Δp = p_quant(true token) − p_base(true token), mean and percentiles over positions. "
+             f"{level} CIs: studentized document bootstrap within the language (as D_L); Δp percentiles: percentile interval over at most "
+             f"{fidelity.MAX_PERCENTILE_RESAMPLES} document resamples. Languages ordered by baseline bits/byte."), ""]
+
+    def ci(r, column, scale=1.0, fmt="{:.4g}"):
+        value, low, high = (getattr(r, name) for name in (column, f"{column}_ci_low", f"{column}_ci_high"))
+        text = "n/a" if math.isnan(value) else fmt.format(scale * value)
+        return text + (f" [{fmt.format(scale * low)}, {fmt.format(scale * high)}]" if not math.isnan(low) else "")
+
+    for suite, block in analysis.fidelity.groupby("suite"):
+        order = {lang: i for i, lang in enumerate(fidelity.languages_by_baseline(block))}
+        block = block.assign(order=block.lang.map(order)).sort_values(["order", "label"])
+        rows = [[r.lang, r.label, _pct(r.degradation) + (f" [{_pct(r.degradation_ci_low)}, {_pct(r.degradation_ci_high)}]" if not math.isnan(r.degradation_ci_low) else ""),
+                 ci(r, "kl_per_token"), ci(r, "kl_per_byte"), ci(r, "same_top_token", 100, "{:.2f}%"), ci(r, "dp_mean", 1, "{:+.2e}"),
+                 " / ".join(f"{getattr(r, f'dp_p{p}'):+.2e}" for p in fidelity.PERCENTILES), f"{r.base_tail:.2e} (k={r.topk})", r.n_docs, r.n_tokens]
+                for r in block.itertuples()]
+        out += [f"### {suite}", "", _md_table(["lang", "config", f"D [{level} CI]", "KL/token", "KL/byte", "same top token", "Δp mean",
+                                               "Δp p" + "/p".join(map(str, fidelity.PERCENTILES)), "tail mass", "docs", "tokens"], rows), ""]
+    out += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    return out
 
 
 def command_line() -> str:

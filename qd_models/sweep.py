@@ -17,6 +17,10 @@ skips completed configs. The hash covers everything that changes a result: the m
 ``--log_samples``, ``--include_path``), the lm-eval version, a fingerprint of this package's
 code and bundled data (:func:`code_fingerprint`: a code fix or a new corpus reruns every config)
 and the content of a ``calib_data`` file.
+
+``--fidelity``: the baseline stores its top-k log-probs per scored token in its folder and every
+other config writes its per-token fidelity (KL, same top token, Δp; :mod:`qd_models.fidelity`)
+into its own folder, read by ``qd-analyze``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -170,6 +175,8 @@ class EvalSettings:
     device: str | None = None
     log_samples: bool = False
     include_path: str | None = None
+    fidelity: bool = False
+    fidelity_topk: int = 32
 
     def __post_init__(self):
         if not self.tasks:
@@ -177,6 +184,8 @@ class EvalSettings:
         base, _ = parse_qd_args(_parse_model_args(self.model_args))
         if base.kind != "none":
             raise ValueError(f"model_args method={base.method} is not allowed in a sweep; allowed: hf args only (methods come from the grid)")
+        if self.fidelity_topk < 1:
+            raise ValueError(f"fidelity_topk={self.fidelity_topk} is not allowed; allowed: an integer >= 1")
 
 
 def _parse_model_args(model_args: str) -> dict:
@@ -203,6 +212,7 @@ class Sweep:
         self._lm = None
         self._originals: dict = {}
         self._task_manager = None
+        self._baseline_item: SweepItem | None = None
 
     # -- paths -------------------------------------------------------------------------
     def identity(self, item: SweepItem) -> dict:
@@ -222,6 +232,8 @@ class Sweep:
             "lm_eval_version": version("lm_eval"),
             "code": code_fingerprint(),
             "calib_data": _tree_digest(Path(calib)) if calib else None,
+            # other folders than a sweep without fidelity (whose baseline has no top-k files)
+            **({"fidelity_topk": s.fidelity_topk} if s.fidelity else {}),
         }
 
     def folder_name(self, item: SweepItem) -> str:
@@ -358,19 +370,24 @@ class Sweep:
         lm = self.apply(item)
         tracker = EvaluationTracker(output_path=str(folder))
         model_args = item.model_args(s.model_args)
-        results = simple_evaluate(
-            model=lm,
-            model_args=model_args,
-            tasks=list(s.tasks),
-            num_fewshot=s.num_fewshot,
-            batch_size=s.batch_size,
-            max_batch_size=s.max_batch_size,
-            device=s.device,
-            limit=s.limit,
-            log_samples=s.log_samples,
-            evaluation_tracker=tracker,
-            task_manager=self.task_manager(),
-        )
+        if s.fidelity:
+            lm.fidelity = self._fidelity_recorder(item, lm, folder)
+        try:
+            results = simple_evaluate(
+                model=lm,
+                model_args=model_args,
+                tasks=list(s.tasks),
+                num_fewshot=s.num_fewshot,
+                batch_size=s.batch_size,
+                max_batch_size=s.max_batch_size,
+                device=s.device,
+                limit=s.limit,
+                log_samples=s.log_samples,
+                evaluation_tracker=tracker,
+                task_manager=self.task_manager(),
+            )
+        finally:
+            lm.fidelity = None
         if results is None:
             raise RuntimeError("lm-eval returned no results (non-zero rank?); qd-sweep runs in a single process")
         # as a standalone `lm_eval --model qd-hf --model_args <model_args>` run records them
@@ -393,6 +410,14 @@ class Sweep:
             raise RuntimeError(f"lm-eval wrote no results file under {folder}")
         return results
 
+    def _fidelity_recorder(self, item: SweepItem, lm, folder: Path):
+        """The baseline stores its top-k per position in its own folder; every other config is
+        compared with the baseline's completed folder and writes its results into ``folder``."""
+        if item is self._baseline_item:
+            return lm.fidelity_recorder("store", folder, self.settings.fidelity_topk, None, item.config)
+        baseline_dir = self.output / self.folder_name(self._baseline_item)
+        return lm.fidelity_recorder("compare", folder, self.settings.fidelity_topk, baseline_dir, item.config)
+
     # -- many configs ------------------------------------------------------------------
     def run(self, items: list[SweepItem]) -> list[SweepOutcome]:
         """Validate every item against the model's config (before loading weights), then
@@ -400,6 +425,10 @@ class Sweep:
         the same folder fails fast)."""
         from tqdm import tqdm
 
+        if self.settings.fidelity:
+            self._baseline_item = next((item for item in items if item.config.kind == "none" and item.scan is None), None)
+            if self._baseline_item is None:
+                raise ValueError("--fidelity needs the baseline config; allowed: --fidelity without --no_baseline")
         self.validate(items)
         self.output.mkdir(parents=True, exist_ok=True)
         outcomes = []
@@ -501,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device")
     parser.add_argument("--log_samples", action="store_true")
     parser.add_argument("--include_path")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="per-token fidelity to the baseline (KL, same top token, Δp): the baseline stores its top-k log-probs")
+    parser.add_argument("--fidelity_topk", type=int, default=32, help="k of the stored baseline top-k (default 32)")
     parser.add_argument("--dry_run", action="store_true", help="print the configs and their folders, run nothing")
     parser.add_argument("--analyze", metavar="DIR", help="run qd-analyze on --output_path afterwards, writing to DIR")
     return parser
@@ -554,11 +586,17 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fidelity_problem = ("--fidelity with --no_baseline is not allowed; allowed: --fidelity with the baseline config" if args.fidelity and args.no_baseline
+                        else f"--fidelity_topk={args.fidelity_topk} is not allowed; allowed: an integer >= 1" if args.fidelity_topk < 1 else None)
+    if fidelity_problem:
+        print(f"qd-sweep: error: {fidelity_problem}", file=sys.stderr)
+        return 2
     items = build_items(combos_from_args(args), baseline=not args.no_baseline)
     settings = EvalSettings(
         tasks=tuple(args.tasks), output_path=args.output_path, model_args=args.model_args, limit=args.limit,
         num_fewshot=args.num_fewshot, batch_size=_batch_size(args.batch_size), max_batch_size=args.max_batch_size,
         device=args.device, log_samples=args.log_samples, include_path=args.include_path,
+        fidelity=args.fidelity, fidelity_topk=args.fidelity_topk,
     )
     sweep = Sweep(settings)
     if args.dry_run:
