@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; the library itself never picks a backend
     options = AnalysisOptions(
         baseline=args.baseline,
         hr=parse_language_list(args.hr, "--hr"),

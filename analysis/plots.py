@@ -1,15 +1,13 @@
-"""Plots. Every function returns ``(fig, ax)`` and saves nothing (see :func:`save`)."""
+"""Plots. Every function returns ``(fig, ax)`` and saves nothing (see :func:`save`); none picks
+the matplotlib backend (the command-line tools select ``Agg``; a notebook keeps its own)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 RESOURCE_COLOURS = {"high": "#1f77b4", "low": "#d62728"}
 OTHER_COLOUR = "#7f7f7f"

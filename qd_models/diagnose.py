@@ -125,9 +125,6 @@ def fertility(texts: dict[str, list[str]], tokenizer) -> list[dict]:
 def plot_weight_stats(rows: list[dict]):
     """Kurtosis and max/σ per block-layer (log y: values below 1e-3, incl. negative excess
     kurtosis, are drawn at 1e-3), one marker per module kind; -> (fig, axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layered = [r for r in rows if r["block"] is not None]
@@ -149,9 +146,6 @@ def plot_weight_stats(rows: list[dict]):
 
 def plot_fertility(rows: list[dict]):
     """Tokens per byte by language; -> (fig, ax)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(rows), 3.2))
@@ -237,6 +231,9 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; the plotting functions never pick a backend
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     summary = diagnose(args.model_args, [t for t in args.tasks.split(",") if t], args.out, args.quant_args, args.device)
     print(json.dumps(summary, indent=1))
