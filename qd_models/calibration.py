@@ -341,3 +341,109 @@ def calibration_report(stats: ActivationStats, config: QuantConfig, layers: list
         "layers": len(per_layer),
         "per_language": per_language,
     }
+
+
+@dataclass
+class CalibrationBatches:
+    """Tokenized calibration texts for the ``inputs`` calibration (GPTQ, AWQ): ``token_ids``
+    ``{lang: [[prefix, tokens...], ...]}``, ``tokens[lang]`` counted positions (text tokens,
+    not the prefix), the source's description and the padding id."""
+
+    token_ids: dict[str, list[list[int]]]
+    tokens: dict[str, int]
+    source: str = ""
+    pad_id: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE
+    passes: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_texts(cls, tokenizer, texts: dict[str, list[str]], source: str = "", prefix_id: int | None = None,
+                   max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE) -> CalibrationBatches:
+        empty = [lang for lang, group in texts.items() if not group]
+        if not texts or empty:
+            raise ValueError(f"calibration texts are empty for {', '.join(empty) or 'every language'}; allowed: at least one text per calibration language")
+        token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
+        tokens = {lang: sum(len(seq) - 1 for seq in seqs) for lang, seqs in token_ids.items()}
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(token_ids, tokens, source, pad_id, batch_size)
+
+    def report(self) -> dict:
+        """The quant report's ``calibration`` block for the ``inputs`` calibration."""
+        return {"kind": "inputs", "langs": list(self.token_ids), "source": self.source,
+                "samples_per_language": {lang: len(seqs) for lang, seqs in self.token_ids.items()},
+                "per_language": {lang: {"tokens": count} for lang, count in self.tokens.items()},
+                "weighting": "each language's tokens carry equal total weight", "forward_passes": self.passes,
+                "seconds": self.seconds}
+
+
+def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_names: list[str], stop_after: str | None = None,
+                        progress: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{name: (E[x x^T] float64 [in, in], E|x| float64 [in])}`` of the inputs of
+    ``module_names`` over the calibration texts, on the model's device, each language's tokens
+    weighted 1 / (n_lang * L) (equal total weight per language; prefix and padding positions not
+    counted). The forward pass is cut by an exception from a forward hook on ``stop_after`` (the
+    block holding the modules; ``None``: before the output head, unless it is in
+    ``module_names``), so block k costs a pass through blocks 0..k: a model of n blocks costs
+    about n^2 / 2 block evaluations per calibration batch (caching each block's output hidden
+    states would make it n, at the memory of all calibration hidden states)."""
+    from tqdm import tqdm
+
+    named = dict(model.named_modules())
+    device = next(model.parameters()).device
+    langs = [lang for lang, count in batches.tokens.items() if count > 0]
+    if not langs:
+        raise ValueError("calibration texts have no tokens after the prefix; allowed: non-empty texts")
+    sums: dict[str, list[torch.Tensor]] = {}
+    current: dict = {"rows": None, "weight": 0.0}
+
+    def make_hook(name: str):
+        def hook(module, args):
+            x = args[0].detach()
+            flat = x.reshape(-1, x.shape[-1])
+            if flat.shape[0] != current["rows"].shape[0]:
+                raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {current['rows'].shape[0]} tokens; allowed: token-wise layers")
+            rows = flat[current["rows"]].double()
+            if name not in sums:
+                sums[name] = [torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device),
+                              torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)]
+            sums[name][0].addmm_(rows.t(), rows, alpha=current["weight"])
+            sums[name][1].add_(rows.abs().sum(0), alpha=current["weight"])
+        return hook
+
+    def stop(*args):
+        raise _StopForward
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    handles = []
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        for name in module_names:
+            handles.append(named[name].register_forward_pre_hook(make_hook(name)))
+        if stop_after is not None:
+            handles.append(named[stop_after].register_forward_hook(stop))
+        elif head is not None and not any(named[name] is head for name in module_names):
+            handles.append(head.register_forward_pre_hook(stop))
+        total = sum(-(-len(batches.token_ids[lang]) // batches.batch_size) for lang in langs)
+        with torch.inference_mode(), tqdm(total=total, desc="qd calibration (inputs)", disable=not progress) as bar:
+            for lang in langs:
+                current["weight"] = 1.0 / (batches.tokens[lang] * len(langs))
+                for ids, mask, counted in _batches(batches.token_ids[lang], batches.batch_size, batches.pad_id):
+                    current["rows"] = counted.reshape(-1).bool().to(device)
+                    try:
+                        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                    except _StopForward:
+                        pass
+                    bar.update(1)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    batches.passes += 1
+    batches.seconds += time.perf_counter() - start
+    never = [name for name in module_names if name not in sums]
+    if never:
+        raise ValueError(f"module {never[0]!r} was never called during calibration; allowed: modules on the forward path before the output head")
+    return {name: (gram, mean_abs) for name, (gram, mean_abs) in sums.items()}

@@ -239,7 +239,7 @@ class Sweep:
         for item in items:
             if item.config.kind == "fake":
                 validate_for_model(item.config, hf_config)
-                if item.config.needs_calibration:
+                if item.config.uses_calibration_texts:
                     from qd_models.calibration import load_calibration_texts
 
                     load_calibration_texts(item.config)  # raises on missing/bad calibration data
