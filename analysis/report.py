@@ -75,8 +75,13 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
     languages = sorted(set(runset.aggregates.lang))
     groups = resource_groups(languages, options.hr, options.lr)
+    given = [*(options.hr or []), *(options.lr or [])]
+    absent = [code for code in given if code not in languages]
+    if absent:
+        notes.append(f"--hr/--lr name {', '.join(absent)}, not among the runs' languages ({', '.join(languages) or 'none'}); ignored.")
     if not groups:
-        notes.append("No language has a resource class (qd_tasks.languages missing and no --hr/--lr): group statistics are empty.")
+        why = "none of the --hr/--lr languages is in the runs" if given else "no language is in qd_tasks.languages; pass --hr/--lr"
+        notes.append(f"No language has a resource class ({why}): group statistics are empty.")
     disp = disparity(deg, groups, options.min_denominator, options.random_state)
     fert, tokens = _fertility(runset, options.tokenizer, notes)
     parallel, parallel_notes = relations.parallel_view(runset, deg, tokens)
@@ -260,6 +265,11 @@ def _group_readings(analysis: Analysis) -> list[str]:
     return lines
 
 
+def _config_name(row, several_models: bool) -> str:
+    """A run's config label, plus its model when the table holds runs of several models."""
+    return f"{row.label} ({row.model})" if several_models else row.label
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -302,10 +312,12 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     pairs = [[p.quant_id, p.base_id] for p in deg.pairs]
     if pairs:
         out += ["Pairs compared (quantized → baseline):", "", _md_table(["quantized", "baseline"], pairs), ""]
+    if options.baseline and pairs:
+        out += [f"`--baseline {options.baseline}`: every other run is compared with `{deg.pairs[0].base_id}`, whatever its model or config.", ""]
 
     out += ["## Degradation by language", ""]
     if deg.table.empty:
-        out += ["No quantized run could be paired with a baseline (see problems above).", ""]
+        out += ["No quantized run could be paired with a baseline" + (" (see problems above)." if deg.problems else "; pass --baseline RUN to compare every run with one."), ""]
     for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True) if not deg.table.empty else []:
         out += [f"### {block.label.iloc[0]} — `{quant_id}` — {suite}", ""]
         rows = [[r.lang, analysis.groups.get(r.lang, "—"), _num(r.bpb_base), _num(r.bpb_quant), f"{r.delta_bpb:+.4f}",
@@ -313,8 +325,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                  _pct(r.byte_ppl_rel_change), r.n_docs, r.flag or ""] for r in block.sort_values("lang").itertuples()]
         out += [_md_table(["lang", "group", "bits/byte base", "bits/byte quant", "Δ bits/byte", f"D (rel. NLL) [{level} CI]",
                            "seeds' style: rel. byte-ppl change", "docs", "flag"], rows), ""]
-        if (block.n_docs == 0).any():
-            out += ["Some languages have aggregates only: CIs need `--log_samples` for both runs.", ""]
+        for reason in sorted(set(block.ci_source[block.n_docs == 0])):
+            out += [f"{', '.join(sorted(block.lang[block.ci_source == reason]))}: {reason}.", ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["degradation"]]
     if len(deg.table.groupby(["quant_id", "suite"])) > MAX_LANGUAGE_FIGURES if not deg.table.empty else False:
         out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
@@ -345,6 +357,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
              "D_L CIs (tables above) resample that language's documents. No per-document group test is reported: the documents "
              "of a parallel corpus are the same topics in every language, not independent units."), ""]
     if not analysis.disparity.empty:
+        several_models = analysis.disparity.model.nunique() > 1
         rows = []
         for r in analysis.disparity.itertuples():
             ratio = "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×"
@@ -354,14 +367,14 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
             notes_cell = "; ".join(n for n in (r.ratio_note, r.ci_note, r.max_over_min_note) if n)
             perm = "n/a" if math.isnan(r.perm_p) else f"{r.perm_p:.3g} ({r.perm_n_splits} {'splits' if r.perm_method == 'exact' else 'random splits'})"
             loo = "n/a" if not r.loo_differences else ("yes" if r.loo_sign_survives else f"no: flips without {r.loo_flips}")
-            rows.append([r.label, r.suite, f"{r.n_langs_HR}/{r.n_langs_LR}", f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})",
+            rows.append([_config_name(r, several_models), r.suite, f"{r.n_langs_HR}/{r.n_langs_LR}", f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})",
                          f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})", diff, ratio, perm, loo,
                          f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
         out += [_md_table(["config", "suite", "languages HR/LR", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]",
                            f"D_LR/D_HR [{level} CI]", "permutation p", "sign survives leaving out any one language",
                            "worst language", "max/min", "notes"], rows), ""]
         out += ["Reading:", ""] + [f"- {line}" for line in _group_readings(analysis)] + [""]
-        rows = [[r.label, r.suite, r.loo_differences or "n/a"] for r in analysis.disparity.itertuples()]
+        rows = [[_config_name(r, several_models), r.suite, r.loo_differences or "n/a"] for r in analysis.disparity.itertuples()]
         out += ["Leave-one-language-out D_LR − D_HR (language dropped: difference without it):", "",
                 _md_table(["config", "suite", "without language"], rows), ""]
 
@@ -403,7 +416,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     if analysis.pareto.empty or not analysis.pareto.effective_bits_per_weight.notna().any():
         out += ["No run reports effective bits per weight (needs the qd-hf quant totals).", ""]
     else:
-        rows = [[r.label, r.suite, _num(r.effective_bits_per_weight), _pct(r.worst_degradation), _pct(r.difference),
+        several_models = analysis.pareto.model.nunique() > 1
+        rows = [[_config_name(r, several_models), r.suite, _num(r.effective_bits_per_weight), _pct(r.worst_degradation), _pct(r.difference),
                  "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×", "yes" if r.on_front else ""]
                 for r in analysis.pareto.sort_values(["suite", "effective_bits_per_weight"]).itertuples()]
         out += [_md_table(["config", "suite", "eff. bits/weight", "worst-language D", "D_LR − D_HR", "D_LR/D_HR", "Pareto front"], rows), ""]

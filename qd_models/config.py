@@ -165,6 +165,7 @@ class QuantConfig:
     calib_langs: tuple[str, ...] = ()
     calib_data: str | None = None
     calib_samples: int | None = None
+    save_overwrite: bool = False
     damp: float | None = None
     act_order: bool | None = None
     gptq_block: int | None = None
@@ -181,9 +182,13 @@ class QuantConfig:
             self._reject_fake_options(spec)
         self._resolve_options(spec)
         self._resolve_calibration()
-        for name in ("quantize_embeddings", "quantize_lm_head"):
+        for name in ("quantize_embeddings", "quantize_lm_head", "save_overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
+        if self.save_to is not None and spec.kind == "none":
+            raise ValueError(f"save_to={self.save_to} is not allowed with method=none; allowed: a quantization method (the original model is already saved)")
+        if self.save_overwrite and self.save_to is None:
+            raise ValueError("save_overwrite=true is not allowed without save_to; allowed: save_to=FOLDER,save_overwrite=true")
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -388,14 +393,19 @@ def _to_str(name: str, value: Any) -> str:
 
 
 def _split(value: Any) -> list:
+    """Items of a list argument: a list, or a string ``a;b``, ``a,b`` or ``[a,b]`` (lm-eval's
+    CLI hands ``[en,he]`` over as that string)."""
     if isinstance(value, (list, tuple)):
         return list(value)
-    return [part for part in re.split(r"[;,]", str(value)) if part.strip()]
+    if not isinstance(value, str):  # one number, typed by lm-eval's parser
+        return [value]
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [part.strip().strip("'\"") for part in re.split(r"[;,]", text) if part.strip()]
 
 
 def _to_layers(name: str, value: Any) -> tuple[int, ...]:
-    if isinstance(value, str):  # lm-eval hands a bracketed list over as the string "[0,11]"
-        value = value.strip().removeprefix("[").removesuffix("]")
     return tuple(sorted({_to_int(name, part) for part in _split(value)}))
 
 
@@ -445,6 +455,7 @@ _CONVERTERS = {
     "calib_langs": _to_langs,
     "calib_data": _to_path,
     "calib_samples": _to_int,
+    "save_overwrite": _to_bool,
     "damp": _to_float,
     "act_order": _to_bool,
     "gptq_block": _to_int,

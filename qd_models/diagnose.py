@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -172,9 +173,7 @@ def _write_csv(path: Path, columns, rows) -> Path:
 
 def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str = "", device: str | None = None) -> dict:
     """Load the model once (``qd-hf``, all hf args; ``device`` default: cuda if available,
-    else cpu), write CSVs, plots and ``summary.json``."""
-    import torch
-
+    else cpu), write CSVs, plots and ``summary.json`` (a folder it created is removed on failure)."""
     from lm_eval.utils import simple_parse_args_string
 
     from qd_models.config import parse_qd_args
@@ -187,7 +186,21 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
     if rest:
         raise ValueError(f"quant_args keys {sorted(rest)} are not quantization args; allowed: method, bits, granularity, ...")
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"out={out} is an existing file; allowed: a folder")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _diagnose_into(folder, model_kwargs, quant, config, model_args, tasks, device)
+    except BaseException:
+        if created:  # leave nothing behind on failure
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _diagnose_into(folder: Path, model_kwargs: dict, quant: dict, config, model_args: str, tasks: list[str], device: str | None) -> dict:
+    import torch
+
     texts = task_documents(tasks) if tasks else {}
     from qd_models.qd_hf import QDHFLM
 
@@ -210,6 +223,13 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``qd-diagnose``: user errors as one line on stderr, exit 2 (``--debug``: traceback)."""
+    from qd_tasks.cli_errors import run_cli
+
+    return run_cli("qd-diagnose", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="qd-diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--model_args", default="", help="hf args, e.g. pretrained=PATH (default: the embedded Gemma)")
     parser.add_argument("--tasks", default="", help="comma-separated task/group names for fertility (empty: weights only)")

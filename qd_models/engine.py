@@ -15,8 +15,11 @@ one |w| threshold over all quantized layers, from a 65536-bin histogram, so at l
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +36,8 @@ from .report import json_safe, quantized_layer_bits, summarize_report
 
 BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)(?:\.|$)")
 """Transformer block index in a module name: ``model.layers.3.``, ``transformer.h.3.``."""
+
+logger = logging.getLogger(__name__)
 
 GLOBAL_HISTOGRAM_BINS = 65536
 REPORT_FILENAME = "quant_report.json"
@@ -229,6 +234,9 @@ def quantize_(
         return _bnb_report(model, config)
     start = time.perf_counter()
     targets, target_ids = _select(model, config, filter_fn)
+    if config.kind == "fake" and not any(target.status == "quantize" for target in targets):
+        logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
+                       config.method, ", ".join(sorted({t.reason for t in targets})) or "no quantizable module")
     if config.kind == "fake" and config.granularity == "group":
         for target in targets:
             if target.status == "quantize":
@@ -404,16 +412,57 @@ def restore_(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
         model.get_parameter(param_name).data.copy_(original)
 
 
+def check_save_target(save_to: str, pretrained, overwrite: bool = False) -> None:
+    """Refuse (one-line ``ValueError``, before any weight loads) a ``save_to`` that is the source
+    model folder or a non-empty folder unless ``overwrite``, a file, or an unwritable location."""
+    target = os.path.abspath(os.path.expanduser(save_to))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"save_to={save_to} is an existing file; allowed: a new or empty folder")
+    source = os.path.abspath(os.path.expanduser(pretrained)) if isinstance(pretrained, str) and os.path.isdir(pretrained) else None
+    if not overwrite:
+        if source is not None and os.path.isdir(target) and os.path.samefile(source, target):
+            raise ValueError(f"save_to={save_to} is the source model folder; allowed: another folder, or save_overwrite=true to replace it")
+        if os.path.isdir(target) and os.listdir(target):
+            raise ValueError(f"save_to={save_to} is a non-empty folder; allowed: a new or empty folder, or save_overwrite=true to replace it")
+    parent = os.path.dirname(target)
+    while not os.path.isdir(parent):
+        if os.path.exists(parent):
+            raise ValueError(f"save_to={save_to}: {parent} is a file; allowed: a folder path")
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"save_to={save_to} is not writable ({parent} does not allow writing); allowed: a folder you can write to")
+
+
 def save_quantized(model: nn.Module, tokenizer, directory: str | os.PathLike, report: dict) -> str:
     """Write ``model`` (dequantized weights, HF format, loadable by ``--model hf``), its
-    tokenizer and ``quant_report.json`` to ``directory``; return the report path."""
-    os.makedirs(directory, exist_ok=True)
-    model.save_pretrained(directory)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    path = os.path.join(directory, REPORT_FILENAME)
-    write_report(report, path)
-    return path
+    tokenizer and ``quant_report.json`` to ``directory``; return the report path.
+
+    Everything is written to a temporary sibling folder first, which then replaces
+    ``directory`` by rename: a failure leaves ``directory`` as it was (no weights-less
+    ``config.json``, no stale files of an earlier model mixed in).
+    """
+    final = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+    parent, name = os.path.split(final)
+    os.makedirs(parent, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        model.save_pretrained(temp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(temp)
+        write_report(report, os.path.join(temp, REPORT_FILENAME))
+        os.chmod(temp, 0o755)  # mkdtemp makes it owner-only
+        old = None
+        if os.path.isdir(final):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.rmdir(old)
+            os.rename(final, old)
+        os.rename(temp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return os.path.join(final, REPORT_FILENAME)
 
 
 def write_report(report: dict, path: str | os.PathLike) -> None:
@@ -426,6 +475,7 @@ __all__ = [
     "bnb_from_pretrained_kwargs",
     "block_index",
     "block_module_name",
+    "check_save_target",
     "quantization_targets",
     "quantize_",
     "restore_",

@@ -22,6 +22,7 @@ on perplexity tasks.
 from __future__ import annotations
 
 import logging
+import os
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -36,6 +37,15 @@ SCORING_ARGS = ("dtype", "add_bos_token", "max_length", "revision", "prefix_toke
 """``hf`` model arguments that change a score (recorded with every run; analysis pairs only equal ones)."""
 
 
+def check_pretrained_path(pretrained) -> None:
+    """A ``pretrained`` that is written as a path (absolute, ``./``, ``~`` or with more than one
+    ``/``; hub ids are ``name`` or ``org/name``) must exist: one-line ``ValueError`` otherwise."""
+    if not isinstance(pretrained, str) or os.path.exists(os.path.expanduser(pretrained)):
+        return
+    if pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1:
+        raise ValueError(f"pretrained={pretrained} does not exist; allowed: a local model folder or a Hugging Face hub id (org/name)")
+
+
 @register_model("qd-hf")
 class QDHFLM(HFLM):
     def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
@@ -47,6 +57,11 @@ class QDHFLM(HFLM):
         self._rolling = False
         if pretrained is None:
             pretrained = str(default_model_path())
+        check_pretrained_path(pretrained)
+        if config.save_to:
+            from qd_models.engine import check_save_target
+
+            check_save_target(config.save_to, pretrained, config.save_overwrite)
         self.model_note = DEFAULT_MODEL_NOTE if (
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
@@ -116,7 +131,8 @@ class QDHFLM(HFLM):
         if config.save_to:
             from qd_models.engine import save_quantized
 
-            save_quantized(self.model, self.tokenizer, config.save_to, self.quant_report)
+            source = self.pretrained if isinstance(self.pretrained, str) else None  # lets qd-analyze pair the saved model
+            save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, "model_source": source})
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:

@@ -82,8 +82,8 @@ def make_item(qd_args: dict[str, Any], scan: str | None = None) -> SweepItem:
     unknown = sorted(set(qd_args) - set(QD_ARGS))
     if unknown:
         raise ValueError(f"grid key(s) {unknown} are not quantization args; allowed: {', '.join(QD_ARGS)}")
-    if "save_to" in qd_args:
-        raise ValueError("save_to is not allowed in a sweep; allowed: the qd args other than save_to")
+    if "save_to" in qd_args or "save_overwrite" in qd_args:
+        raise ValueError("save_to is not allowed in a sweep; allowed: the qd args other than save_to, save_overwrite")
     config, _ = parse_qd_args(dict(qd_args))
     ordered = tuple((name, qd_args[name]) for name in QD_ARGS if name in qd_args and qd_args[name] is not None)
     label = "baseline" if config.kind == "none" else "-".join(_label_part(name, value) for name, value in ordered)
@@ -235,10 +235,18 @@ class Sweep:
         """Model-dependent checks of every item (e.g. keep_layers range), before any load."""
         from qd_models.config import validate_for_model
 
+        self.task_manager()  # unknown tasks fail here, before any weight loads
         hf_config = self.hf_config()
+        skeleton = None
         for item in items:
             if item.config.kind == "fake":
                 validate_for_model(item.config, hf_config)
+                if item.config.keep:
+                    skeleton = skeleton or _meta_model(hf_config, self.settings.model_args)
+                    if skeleton is not None:
+                        from qd_models.engine import quantization_targets
+
+                        quantization_targets(skeleton, item.config)  # raises on a keep pattern matching no module
                 if item.config.uses_calibration_texts:
                     from qd_models.calibration import load_calibration_texts
 
@@ -395,6 +403,21 @@ class Sweep:
         return outcomes
 
 
+def _meta_model(hf_config, model_args: str):
+    """The model's module tree on the meta device (no weights, no memory), or ``None`` when the
+    architecture cannot be built this way (its keep patterns are then checked at load)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(
+                hf_config, trust_remote_code=_parse_model_args(model_args).get("trust_remote_code", False))
+    except Exception as err:  # noqa: BLE001 - a best-effort early check only
+        logger.info("qd-sweep: keep patterns are checked at load (meta model not built: %s)", err)
+        return None
+
+
 @contextlib.contextmanager
 def _exclusive(lock_path: Path):
     with open(lock_path, "w") as handle:
@@ -486,6 +509,13 @@ def _batch_size(value: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``qd-sweep``: user errors as one line on stderr, exit 2 (``--debug``: traceback)."""
+    from qd_tasks.cli_errors import run_cli
+
+    return run_cli("qd-sweep", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     items = build_items(combos_from_args(args), baseline=not args.no_baseline)
