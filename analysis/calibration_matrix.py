@@ -100,8 +100,8 @@ def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Pa
     if long.empty:
         return ""
     out = ["## Calibration language × evaluation language", "",
-           "D (%) of each calibration setting (rows; `all` = every language of the calibration source) per evaluated "
-           "language, with its CI; table `tables/calibration_matrix.csv`.", ""]
+           ("D (%) of each calibration setting (rows; `all` = every language of the calibration source) per evaluated "
+            "language, with its CI; table `tables/calibration_matrix.csv`."), ""]
     for index, ((family, suite), block) in enumerate(long.groupby(["family", "suite"], sort=True)):
         config = json.loads(family)
         name = f"{config.get('method')} w{config.get('bits')} {config.get('granularity') or ''}{config.get('group_size') or ''}"
@@ -116,7 +116,7 @@ def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Pa
                      if pd.notna(pivot.loc[label, lang]) else "" for lang in pivot.columns]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         if summary["matched_mean"] is not None and summary["all_mean"] is not None:
-            out += ["", f"Mean D with language-matched calibration over {summary['n_matched']} languages: "
-                    f"{100 * summary['matched_mean']:.2f} %; with `all` on the same languages: {100 * summary['all_mean']:.2f} %."]
+            out += ["", (f"Mean D with language-matched calibration over {summary['n_matched']} languages: "
+                         f"{100 * summary['matched_mean']:.2f} %; with `all` on the same languages: {100 * summary['all_mean']:.2f} %.")]
         out.append("")
     return "\n".join(out) + "\n"
