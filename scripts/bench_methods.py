@@ -14,7 +14,11 @@ import time
 
 import torch
 
-from qd_models.calibration import CalibrationBatches, collect_activation_stats, load_calibration_texts
+from qd_models.calibration import (
+    CalibrationBatches,
+    collect_activation_stats,
+    load_calibration_texts,
+)
 from qd_models.config import parse_qd_args
 from qd_models.engine import quantization_targets, quantize_, restore_
 
