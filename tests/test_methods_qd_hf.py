@@ -66,7 +66,7 @@ def test_awq_report_and_honest_bits(tiny_model_dir):
         assert layer["bits_per_weight"] == pytest.approx(4 + 20 / 16 + 16 * in_dim / layer["numel"])
     calibration = report["calibration"]
     assert calibration["langs"] == ["en", "de", "he", "sw"] and all(v["tokens"] > 0 for v in calibration["per_language"].values())
-    assert report["totals"]["wall_seconds"] > 0
+    assert report["wall_seconds"] > 0
 
 
 def test_gptq_act_order_charges_group_index(tiny_model_dir):
