@@ -133,8 +133,11 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     _write_tables(analysis, out / "tables")
     figures = _write_figures(analysis, out / "figures")
+    from analysis.calibration_matrix import write_section
+
+    calibration = write_section(analysis.runset, analysis.deg.table, out / "tables", out / "figures")
     report = out / "report.md"
-    report.write_text(_markdown(analysis, figures, command), encoding="utf-8")
+    report.write_text(_markdown(analysis, figures, command) + calibration, encoding="utf-8")
     return report
 
 

@@ -47,26 +47,65 @@ DEFAULT_MAX_LENGTH = 512
 FINGERPRINT_CHUNK = 1 << 22
 
 
-def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
-    """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language in the
-    file, in file order) from ``config.calib_data`` (default: the bundled calibration split),
-    the first ``calib_samples`` texts per language. One-line ``ValueError`` for an unreadable
-    or empty file or a language it lacks. Warns when a text also occurs in the bundled eval
-    corpus (leakage)."""
-    path = Path(config.calib_data) if config.calib_data else corpus_path("calibration")
+UDHR_SOURCE = "udhr"
+"""``calib_data=udhr``: the UDHR articles outside the ``qd_udhr8_ppl`` evaluation subset."""
+
+
+def udhr_calibration_records() -> list[dict]:
+    """UDHR articles of the 8 default languages that ``qd_udhr8_ppl`` does not evaluate: the
+    corpus is split by article id, so no article is in both calibration and evaluation (the full
+    ``qd_udhr_ppl`` suite evaluates every article and overlaps them)."""
     try:
-        records = read_corpus_file(path)
+        from qd_tasks import udhr
+    except ImportError:
+        raise ValueError(f"calib_data={UDHR_SOURCE} is not available: this install has no UDHR corpus (qd_tasks.udhr); "
+                         "allowed: a JSONL file with fields lang, text, or unset") from None
+    held_out = set(udhr.UDHR8_ARTICLES)
+    return [record for record in udhr.load_udhr(udhr.DEFAULT_LANGS) if record["doc_id"] not in held_out]
+
+
+def udhr_evaluation_texts() -> set[str]:
+    """Texts ``qd_udhr8_ppl`` evaluates (empty without the UDHR corpus)."""
+    try:
+        from qd_tasks import udhr
+    except ImportError:
+        return set()
+    return {record["text"] for record in udhr.load_udhr(udhr.DEFAULT_LANGS, udhr.UDHR8_ARTICLES)}
+
+
+def calibration_records(calib_data: str | None) -> tuple[list[dict], str]:
+    """The one place the calibration source is chosen: ``(records {lang, text, ...}, name)``
+    from ``calib_data`` (a JSONL path, ``udhr``: :func:`udhr_calibration_records`) or, unset,
+    the bundled calibration split (the documented default mix: every language it holds)."""
+    if calib_data == UDHR_SOURCE:
+        return udhr_calibration_records(), UDHR_SOURCE
+    path = Path(calib_data) if calib_data else corpus_path("calibration")
+    try:
+        return read_corpus_file(path), str(path)
     except ValueError as err:
         raise ValueError(f"calib_data={str(path)!r} is not usable ({err}); allowed: a JSONL file with fields lang, text") from None
+
+
+def evaluation_texts() -> set[str]:
+    """Every text the bundled evaluation tasks score (bundled eval corpus, ``qd_udhr8_ppl``)."""
+    return {record["text"] for record in read_corpus_file(corpus_path("eval"))} | udhr_evaluation_texts()
+
+
+def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
+    """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language of the
+    source, in file order) from :func:`calibration_records`, the first ``calib_samples`` texts
+    per language. One-line ``ValueError`` for an unreadable or empty file or a language it
+    lacks. Warns when a text also occurs in an evaluation corpus (leakage)."""
+    records, path = calibration_records(config.calib_data)
     by_lang: dict[str, list[str]] = {}
     for record in records:
         by_lang.setdefault(record["lang"], []).append(record["text"])
     langs = list(config.calib_langs) or list(by_lang)
     missing = [lang for lang in langs if lang not in by_lang]
     if missing:
-        raise ValueError(f"calib_langs={';'.join(missing)} not in calib_data={str(path)!r}; allowed: {', '.join(by_lang)}")
+        raise ValueError(f"calib_langs={';'.join(missing)} not in calib_data={path!r}; allowed: {', '.join(by_lang)}")
     texts = {lang: by_lang[lang][: config.calib_samples] for lang in langs}
-    eval_texts = {record["text"] for record in read_corpus_file(corpus_path("eval"))}
+    eval_texts = evaluation_texts()
     leaked = sum(text in eval_texts for group in texts.values() for text in group)
     if leaked:
         logger.warning("calibration leakage: %d calibration texts from %s also occur in the qd eval corpus", leaked, path)
@@ -354,3 +393,109 @@ def calibration_report(stats: ActivationStats, config: QuantConfig, layers: list
         "layers": len(per_layer),
         "per_language": per_language,
     }
+
+
+@dataclass
+class CalibrationBatches:
+    """Tokenized calibration texts for the ``inputs`` calibration (GPTQ, AWQ): ``token_ids``
+    ``{lang: [[prefix, tokens...], ...]}``, ``tokens[lang]`` counted positions (text tokens,
+    not the prefix), the source's description and the padding id."""
+
+    token_ids: dict[str, list[list[int]]]
+    tokens: dict[str, int]
+    source: str = ""
+    pad_id: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE
+    passes: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def from_texts(cls, tokenizer, texts: dict[str, list[str]], source: str = "", prefix_id: int | None = None,
+                   max_length: int = DEFAULT_MAX_LENGTH, batch_size: int = DEFAULT_BATCH_SIZE) -> CalibrationBatches:
+        empty = [lang for lang, group in texts.items() if not group]
+        if not texts or empty:
+            raise ValueError(f"calibration texts are empty for {', '.join(empty) or 'every language'}; allowed: at least one text per calibration language")
+        token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
+        tokens = {lang: sum(len(seq) - 1 for seq in seqs) for lang, seqs in token_ids.items()}
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(token_ids, tokens, source, pad_id, batch_size)
+
+    def report(self) -> dict:
+        """The quant report's ``calibration`` block for the ``inputs`` calibration."""
+        return {"kind": "inputs", "langs": list(self.token_ids), "source": self.source,
+                "samples_per_language": {lang: len(seqs) for lang, seqs in self.token_ids.items()},
+                "per_language": {lang: {"tokens": count} for lang, count in self.tokens.items()},
+                "weighting": "each language's tokens carry equal total weight", "forward_passes": self.passes,
+                "seconds": self.seconds}
+
+
+def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_names: list[str], stop_after: str | None = None,
+                        progress: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{name: (E[x x^T] float64 [in, in], E|x| float64 [in])}`` of the inputs of
+    ``module_names`` over the calibration texts, on the model's device, each language's tokens
+    weighted 1 / (n_lang * L) (equal total weight per language; prefix and padding positions not
+    counted). The forward pass is cut by an exception from a forward hook on ``stop_after`` (the
+    block holding the modules; ``None``: before the output head, unless it is in
+    ``module_names``), so block k costs a pass through blocks 0..k: a model of n blocks costs
+    about n^2 / 2 block evaluations per calibration batch (caching each block's output hidden
+    states would make it n, at the memory of all calibration hidden states)."""
+    from tqdm import tqdm
+
+    named = dict(model.named_modules())
+    device = next(model.parameters()).device
+    langs = [lang for lang, count in batches.tokens.items() if count > 0]
+    if not langs:
+        raise ValueError("calibration texts have no tokens after the prefix; allowed: non-empty texts")
+    sums: dict[str, list[torch.Tensor]] = {}
+    current: dict = {"rows": None, "weight": 0.0}
+
+    def make_hook(name: str):
+        def hook(module, args):
+            x = args[0].detach()
+            flat = x.reshape(-1, x.shape[-1])
+            if flat.shape[0] != current["rows"].shape[0]:
+                raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {current['rows'].shape[0]} tokens; allowed: token-wise layers")
+            rows = flat[current["rows"]].double()
+            if name not in sums:
+                sums[name] = [torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device),
+                              torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)]
+            sums[name][0].addmm_(rows.t(), rows, alpha=current["weight"])
+            sums[name][1].add_(rows.abs().sum(0), alpha=current["weight"])
+        return hook
+
+    def stop(*args):
+        raise _StopForward
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    handles = []
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        for name in module_names:
+            handles.append(named[name].register_forward_pre_hook(make_hook(name)))
+        if stop_after is not None:
+            handles.append(named[stop_after].register_forward_hook(stop))
+        elif head is not None and not any(named[name] is head for name in module_names):
+            handles.append(head.register_forward_pre_hook(stop))
+        total = sum(-(-len(batches.token_ids[lang]) // batches.batch_size) for lang in langs)
+        with torch.inference_mode(), tqdm(total=total, desc="qd calibration (inputs)", disable=not progress) as bar:
+            for lang in langs:
+                current["weight"] = 1.0 / (batches.tokens[lang] * len(langs))
+                for ids, mask, counted in _batches(batches.token_ids[lang], batches.batch_size, batches.pad_id):
+                    current["rows"] = counted.reshape(-1).bool().to(device)
+                    try:
+                        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                    except _StopForward:
+                        pass
+                    bar.update(1)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    batches.passes += 1
+    batches.seconds += time.perf_counter() - start
+    never = [name for name in module_names if name not in sums]
+    if never:
+        raise ValueError(f"module {never[0]!r} was never called during calibration; allowed: modules on the forward path before the output head")
+    return {name: (gram, mean_abs) for name, (gram, mean_abs) in sums.items()}

@@ -6,9 +6,19 @@ strings ("4", "true", "0;11", "[0, 11]") to typed values, validates them and ret
 (no torch). Every invalid value raises a one-line ``ValueError`` naming the argument and the
 allowed values, before any model is loaded.
 
-Extending: register a new method with :func:`register_method`; add its extra arguments as
-fields of :class:`QuantConfig` with a converter in ``_CONVERTERS`` (``QD_ARGS`` is derived
-from the dataclass fields) and their checks in ``QuantConfig.__post_init__``.
+Method families: :data:`METHODS` is the one registry of methods. A :class:`MethodSpec` says
+how a method is applied (``kind``), which calibration it needs (``calibration``) and which
+family options type validates its own arguments (``options``: a frozen dataclass such as
+:class:`GPTQOptions`, whose field names are also :class:`QuantConfig` fields, ``None`` = unset).
+The torch side of the registry (method -> quantize-layer function) is
+:data:`qd_models.methods.QUANTIZERS`.
+
+Extending: (1) add the method's own arguments as fields at the end of :class:`QuantConfig`
+(default ``None``) with a converter in ``_CONVERTERS`` (``QD_ARGS`` is derived from the
+dataclass fields); (2) write their options type (defaults + checks in ``__post_init__``);
+(3) add ``METHODS[name] = MethodSpec(kind=..., options=TheOptions, calibration=...)`` (or call
+:func:`register_method`); (4) add its layer function to ``qd_models.methods.QUANTIZERS``.
+Arguments of another family are rejected with one line naming the methods that take them.
 """
 
 from __future__ import annotations
@@ -17,16 +27,61 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+CALIBRATIONS = ("none", "stats", "inputs")
+"""What a method needs from the calibration texts: nothing, per-language input second moments
+(:class:`qd_models.calibration.ActivationStats`, one pass) or each layer's input Gram matrix
+collected block by block from the partly quantized model (:mod:`qd_models.calibration`)."""
+
+
+@dataclass(frozen=True)
+class GPTQOptions:
+    """``method=gptq`` (Frantar et al. 2023): ``damp`` (fraction of mean diag(H) added to the
+    diagonal, reference ``percdamp``), ``act_order`` (columns in decreasing diag(H) order) and
+    ``gptq_block`` (columns per lazy-batch update)."""
+
+    damp: float = 0.01
+    act_order: bool = False
+    gptq_block: int = 128
+
+    def __post_init__(self):
+        if not (0.0 < self.damp <= 1.0):
+            raise ValueError(f"damp={self.damp!r} is not allowed; allowed: a number in (0, 1]")
+        if not isinstance(self.act_order, bool):
+            raise ValueError(f"act_order={self.act_order!r} is not allowed; allowed: true, false")
+        if not (isinstance(self.gptq_block, int) and self.gptq_block > 0):
+            raise ValueError(f"gptq_block={self.gptq_block!r} is not allowed; allowed: a positive integer")
+
+
+@dataclass(frozen=True)
+class AWQOptions:
+    """``method=awq`` (Lin et al. 2024): ``awq_grid`` exponents alpha = k / awq_grid,
+    k = 0..awq_grid-1 (llm-awq ``auto_scale``), and ``awq_clip`` (llm-awq ``auto_clip``)."""
+
+    awq_grid: int = 20
+    awq_clip: bool = False
+
+    def __post_init__(self):
+        if not (isinstance(self.awq_grid, int) and self.awq_grid > 0):
+            raise ValueError(f"awq_grid={self.awq_grid!r} is not allowed; allowed: a positive integer")
+        if not isinstance(self.awq_clip, bool):
+            raise ValueError(f"awq_clip={self.awq_clip!r} is not allowed; allowed: true, false")
+
 
 @dataclass(frozen=True)
 class MethodSpec:
     """How a method is applied: ``kind`` is ``none``, ``fake`` (our weight-only
-    quantize->dequantize) or ``bnb`` (bitsandbytes at load time)."""
+    quantize->dequantize) or ``bnb`` (bitsandbytes at load time); ``calibration``: one of
+    :data:`CALIBRATIONS`; ``options``: the family's options type (module doc);
+    ``default_granularity``; ``keep_top``: whether ``keep_top`` is supported."""
 
     kind: str
     clips: tuple[str, ...] = ("none",)
     default_clip: str = "none"
     fixed_bits: int | None = None
+    calibration: str = "none"
+    options: type | None = None
+    default_granularity: str = "channel"
+    keep_top: bool = True
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -34,8 +89,10 @@ METHODS: dict[str, MethodSpec] = {
     "rtn": MethodSpec(kind="fake"),
     "aciq": MethodSpec(kind="fake", clips=("gauss", "laplace", "auto"), default_clip="auto"),
     "mse": MethodSpec(kind="fake"),
-    "laaciq": MethodSpec(kind="fake"),
-    "gguf": MethodSpec(kind="fake"),
+    "laaciq": MethodSpec(kind="fake", calibration="stats"),
+    "gptq": MethodSpec(kind="fake", calibration="inputs", options=GPTQOptions, default_granularity="group", keep_top=False),
+    "awq": MethodSpec(kind="fake", calibration="inputs", options=AWQOptions, default_granularity="group", keep_top=False),
+    "gguf": MethodSpec(kind="fake", keep_top=False),  # own resolution (QuantConfig._resolve_gguf); importance matrix with calib args
     "nf4": MethodSpec(kind="bnb", fixed_bits=4),
     "fp4": MethodSpec(kind="bnb", fixed_bits=4),
     "int8": MethodSpec(kind="bnb", fixed_bits=8),
@@ -51,7 +108,10 @@ GRANULARITIES = ("tensor", "channel", "group")
 KEEP_BY = ("magnitude", "activation")
 CALIB_MODES = ("target", "mean", "minimax")
 CALIB_FIELDS = ("calib_mode", "calib_langs", "calib_data", "calib_samples")
-"""Arguments of the calibration pass, used by ``method=laaciq``, ``keep_by=activation`` and ``method=gguf`` (importance matrix)."""
+"""Arguments of the calibration pass, used by methods with a ``calibration`` and by
+``keep_by=activation`` (``calib_mode`` only by ``laaciq`` and ``keep_by=activation``)."""
+ALL_LANGS = "all"
+"""``calib_langs=all``: every language of the calibration source (the same as unset)."""
 KEEP_TOP_SCOPES = ("layer", "global")
 GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
               "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m")
@@ -68,7 +128,18 @@ def register_method(name: str, spec: MethodSpec) -> None:
     """Add a quantization method (e.g. ``laaciq``) to the allowed ``method`` values."""
     if name in METHODS:
         raise ValueError(f"method={name!r} is already registered")
+    if spec.calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration={spec.calibration!r} is not allowed; allowed: {_allowed(CALIBRATIONS)}")
     METHODS[name] = spec
+
+
+def option_owners() -> dict[str, list[str]]:
+    """``{family option field: [methods taking it]}`` over :data:`METHODS`."""
+    owners: dict[str, list[str]] = {}
+    for method, spec in METHODS.items():
+        for field in fields(spec.options) if spec.options else ():
+            owners.setdefault(field.name, []).append(method)
+    return owners
 
 
 def _allowed(values) -> str:
@@ -98,13 +169,18 @@ class QuantConfig:
     quantize_embeddings: bool = False
     quantize_lm_head: bool = False
     kept_value_bits: int | None = None
-    gguf_type: str | None = None
     save_to: str | None = None
     calib_mode: str | None = None
     calib_langs: tuple[str, ...] = ()
     calib_data: str | None = None
     calib_samples: int | None = None
     save_overwrite: bool = False
+    damp: float | None = None
+    act_order: bool | None = None
+    gptq_block: int | None = None
+    awq_grid: int | None = None
+    awq_clip: bool | None = None
+    gguf_type: str | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -118,6 +194,7 @@ class QuantConfig:
             self._resolve_fake(spec)
         else:
             self._reject_fake_options(spec)
+        self._resolve_options(spec)
         self._resolve_calibration()
         for name in ("quantize_embeddings", "quantize_lm_head", "save_overwrite"):
             if not isinstance(getattr(self, name), bool):
@@ -134,7 +211,7 @@ class QuantConfig:
         self._set("bits", 4 if self.bits is None else self.bits)
         if self.bits not in FAKE_QUANT_BITS:
             raise ValueError(f"bits={self.bits!r} is not allowed for method={self.method}; allowed: 2..8, or 16 (identity)")
-        self._set("granularity", self.granularity or "channel")
+        self._set("granularity", self.granularity or spec.default_granularity)
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity={self.granularity!r} is not allowed; allowed: {_allowed(GRANULARITIES)}")
         if self.granularity == "group":
@@ -159,6 +236,8 @@ class QuantConfig:
             raise ValueError(f"clip={self.clip!r} is not allowed for method={self.method}; allowed: {_allowed(spec.clips)}")
         if not (0.0 <= self.keep_top <= 100.0):
             raise ValueError(f"keep_top={self.keep_top!r} is not allowed; allowed: a percentage in [0, 100]")
+        if self.keep_top > 0 and not spec.keep_top:
+            raise ValueError(f"keep_top={self.keep_top!r} is not allowed with method={self.method}; allowed: 0 (unset)")
         if self.keep_top > 0:
             self._set("keep_by", self.keep_by or "magnitude")
             self._set("keep_top_scope", self.keep_top_scope or "layer")
@@ -170,6 +249,18 @@ class QuantConfig:
             raise ValueError("keep_by/keep_top_scope are not allowed without keep_top; allowed: set keep_top in (0, 100]")
         if any(layer < 0 for layer in self.keep_layers):
             raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
+
+    def _resolve_options(self, spec: MethodSpec) -> None:
+        """Validate the method's own options (defaults filled in) and reject other families'."""
+        own = {field.name for field in fields(spec.options)} if spec.options else set()
+        foreign = {name: owners for name, owners in option_owners().items() if name not in own and getattr(self, name) is not None}
+        if foreign:
+            name, owners = next(iter(foreign.items()))
+            raise ValueError(f"{', '.join(foreign)} not allowed with method={self.method}; allowed with method={'|'.join(owners)}")
+        if spec.options is not None:
+            options = spec.options(**{name: getattr(self, name) for name in own if getattr(self, name) is not None})
+            for name in own:
+                self._set(name, getattr(options, name))
 
     def _resolve_gguf(self) -> None:
         self._set("gguf_type", self.gguf_type or GGUF_DEFAULT_TYPE)
@@ -200,9 +291,17 @@ class QuantConfig:
             if given:
                 self._set("calib_mode", GGUF_IMATRIX_MODE)
             return
-        if not (self.method == "laaciq" or self.keep_by == "activation"):
+        calibration = METHODS[self.method].calibration
+        if not (calibration != "none" or self.keep_by == "activation"):
             if given:
-                raise ValueError(f"{', '.join(given)} not allowed with method={self.method}; allowed with method=laaciq or keep_by=activation")
+                with_calibration = "|".join(m for m, s in METHODS.items() if s.calibration != "none")
+                raise ValueError(f"{', '.join(given)} not allowed with method={self.method}; allowed with method={with_calibration} or keep_by=activation")
+            return
+        if calibration == "inputs" and self.keep_by != "activation":
+            if self.calib_mode is not None:
+                raise ValueError(f"calib_mode={self.calib_mode!r} is not allowed with method={self.method}; allowed: unset (calib_mode is laaciq's)")
+            if self.calib_samples is not None and self.calib_samples < 1:
+                raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
             return
         self._set("calib_mode", self.calib_mode or "mean")
         if self.calib_mode not in CALIB_MODES:
@@ -236,9 +335,28 @@ class QuantConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """``method=laaciq``, ``keep_by=activation``, or ``method=gguf`` with a calibration argument
-        (importance matrix): ``calib_mode`` is resolved exactly then."""
+        """Per-language activation statistics are needed (``method=laaciq``, ``keep_by=activation``,
+        or ``method=gguf`` with a calibration argument: importance matrix): ``calib_mode`` is resolved exactly then."""
         return self.calib_mode is not None
+
+    @property
+    def calibration(self) -> str:
+        """The method's calibration (:data:`CALIBRATIONS`); ``stats`` also for ``keep_by=activation``."""
+        spec = METHODS[self.method]
+        return "stats" if spec.calibration == "none" and self.needs_calibration else spec.calibration
+
+    @property
+    def uses_calibration_texts(self) -> bool:
+        """Calibration texts are read (and checked before the model loads)."""
+        return self.kind == "fake" and (self.needs_calibration or (self.calibration == "inputs" and self.bits != IDENTITY_BITS))
+
+    @property
+    def options(self):
+        """The method family's options (e.g. :class:`GPTQOptions`), or ``None``."""
+        spec = METHODS[self.method]
+        if spec.options is None:
+            return None
+        return spec.options(**{field.name: getattr(self, field.name) for field in fields(spec.options)})
 
     @property
     def kind(self) -> str:
@@ -345,6 +463,8 @@ def _to_patterns(name: str, value: Any) -> tuple[str, ...]:
 
 def _to_langs(name: str, value: Any) -> tuple[str, ...]:
     langs = [str(part).strip() for part in _split(value)]
+    if langs == [ALL_LANGS]:
+        return ()
     bad = [lang for lang in langs if not re.fullmatch(r"[A-Za-z0-9_-]+", lang)]
     if bad:
         raise ValueError(f"{name}={bad[0]!r} is not allowed; allowed: language codes separated by ';' (e.g. en;de;he)")
@@ -371,13 +491,18 @@ _CONVERTERS = {
     "quantize_embeddings": _to_bool,
     "quantize_lm_head": _to_bool,
     "kept_value_bits": _to_int,
-    "gguf_type": _to_str,
     "save_to": _to_path,
     "calib_mode": _to_str,
     "calib_langs": _to_langs,
     "calib_data": _to_path,
     "calib_samples": _to_int,
     "save_overwrite": _to_bool,
+    "damp": _to_float,
+    "act_order": _to_bool,
+    "gptq_block": _to_int,
+    "awq_grid": _to_int,
+    "awq_clip": _to_bool,
+    "gguf_type": _to_str,
 }
 
 QD_ARGS = tuple(f.name for f in fields(QuantConfig))

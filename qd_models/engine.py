@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,8 +29,9 @@ from torch import nn
 
 from . import __version__
 from .config import QuantConfig, validate_for_model
-from .quant import clip_range, fake_quantize, to_blocks, top_fraction_mask, weight_stats
-from .quant.weighted import activation_keep_scores, mode_weights, normalise_inputs, weighted_clip_range
+from .methods import QUANTIZERS, LayerInputs
+from .quant import to_blocks, top_fraction_mask, weight_stats
+from .quant.weighted import activation_keep_scores, mode_weights, normalise_inputs
 from .report import json_safe, quantized_layer_bits, summarize_report
 
 BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)(?:\.|$)")
@@ -83,6 +85,30 @@ def bnb_from_pretrained_kwargs(config: QuantConfig) -> dict:
     if config.method == "int8":
         return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
     return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.method)}
+
+
+def block_module_name(name: str) -> str | None:
+    """``model.layers.3`` for ``model.layers.3.mlp.down_proj`` (the transformer block holding
+    module ``name``), or ``None`` outside the blocks."""
+    match = BLOCK_INDEX.search(name)
+    return name[: match.end(1)] if match else None
+
+
+def _layer_inputs(model: nn.Module, targets: list[_Target], target: _Target, calib, grams: dict) -> LayerInputs:
+    """Gram matrix and mean |x| of ``target``'s input for the ``inputs`` calibration: collected
+    for all quantized targets of ``target``'s block at once, when its first target is reached
+    (so earlier blocks are already quantized: GPTQ's sequential order)."""
+    if target.layout == "embedding":
+        return LayerInputs()
+    if target.name not in grams:
+        from .calibration import collect_input_grams
+
+        block = block_module_name(target.name)
+        names = [t.name for t in targets
+                 if t.status == "quantize" and t.layout != "embedding" and block_module_name(t.name) == block]
+        grams.update(collect_input_grams(model, calib, names, block))
+    gram, mean_abs = grams.pop(target.name)
+    return LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
 
 
 def _layout(module: nn.Module) -> str | None:
@@ -189,6 +215,7 @@ def quantize_(
     filter_fn: FilterFn | None = None,
     keep_originals: dict[str, torch.Tensor] | None = None,
     act_stats=None,
+    calib=None,
 ) -> dict:
     """Fake-quantize ``model``'s selected weights in place (quantize -> dequantize, layer by
     layer, no model copy) and return the JSON-serialisable report.
@@ -198,10 +225,14 @@ def quantize_(
     name) for :func:`restore_`. ``act_stats``: a :class:`qd_models.calibration.ActivationStats`
     over :func:`quantization_targets`, required by ``method=laaciq`` and ``keep_by=activation``
     (activation-weighted clip search / keep scores; adds ``calibration`` blocks to the report).
+    ``calib``: a :class:`qd_models.calibration.CalibrationBatches`, required by methods whose
+    calibration is ``inputs`` (GPTQ, AWQ: block by block, see :func:`_layer_inputs`).
+    Each layer is quantized by ``QUANTIZERS[config.method]`` (:mod:`qd_models.methods`).
     For bitsandbytes methods (already quantized at load) only the report is built.
     """
     if config.kind == "bnb":
         return _bnb_report(model, config)
+    start = time.perf_counter()
     targets, target_ids = _select(model, config, filter_fn)
     if config.kind == "fake" and not any(target.status == "quantize" for target in targets):
         logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
@@ -218,6 +249,11 @@ def quantize_(
     active = config.kind == "fake" and config.bits != 16
     if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
+    sequential = active and config.calibration == "inputs"
+    if sequential and calib is None:
+        raise ValueError(f"calib is required with method={config.method}; allowed: qd_models.calibration.CalibrationBatches.from_texts(...)")
+    quantize_layer = QUANTIZERS.get(config.method) if active else None  # gguf: its own path below
+    grams: dict = {}
     gguf_plan = _gguf_plan(model, targets, config) if active and config.method == "gguf" else {}
     threshold = None
     if active and config.keep_top > 0 and config.keep_top_scope == "global":
@@ -259,12 +295,8 @@ def quantize_(
         else:
             kept = None
         valid = None if kept is None else (~kept).float().view_as(blocks)
-        if config.method == "laaciq":
-            low, high, info = weighted_clip_range(blocks, weight.shape[0], inputs, config.calib_mode, config.bits,
-                                                  config.symmetric, config.granularity, config.group_size, valid, config.grid)
-        else:
-            low, high, info = clip_range(blocks, config.method, config.bits, config.symmetric, config.clip, valid, config.grid)
-        quantized = fake_quantize(blocks, low, high, config.bits, config.symmetric, config.grid).view_as(weight)
+        layer_inputs = _layer_inputs(model, targets, target, calib, grams) if sequential else LayerInputs(stats=inputs)
+        quantized, info = quantize_layer(weight, blocks, valid, config, layer_inputs)
         n_kept = 0
         if kept is not None:
             n_kept = int(kept.sum())
@@ -273,16 +305,19 @@ def quantize_(
             quantized = quantized.to(param.dtype).float()
         norm = float(weight.square().sum())
         error = float((quantized - weight).square_().sum())
-        alpha_over_sigma = info["alpha"] / info["sigma"]
         bits = quantized_layer_bits(param.numel(), blocks.shape[0], config.bits, config.symmetric, n_kept, value_bits)
+        bits += info.get("extra_bits", 0)
         layer.update(
             status="quantized",
             n_blocks=blocks.shape[0],
             rel_mse=error / norm if norm > 0 else float("nan"),
-            alpha_over_sigma={k: float(getattr(alpha_over_sigma, k)()) for k in ("mean", "min", "max")},
             kept_fraction=n_kept / param.numel(),
             bits_per_weight=bits / param.numel(),
         )
+        if "alpha" in info and "sigma" in info:
+            alpha_over_sigma = info["alpha"] / info["sigma"]
+            layer["alpha_over_sigma"] = {k: float(getattr(alpha_over_sigma, k)()) for k in ("mean", "min", "max")}
+        layer.update(info.get("report", {}))
         if "laplace" in info:
             layer["laplace_fraction"] = float(info["laplace"].float().mean())
         if "ratio" in info:
@@ -329,6 +364,9 @@ def quantize_(
         from .calibration import calibration_report
 
         report["calibration"] = calibration_report(act_stats, config, layers)
+    elif sequential:
+        report["calibration"] = calib.report()
+    report["wall_seconds"] = time.perf_counter() - start  # not in totals: totals are equal across identical runs
     return json_safe(report)
 
 
@@ -496,6 +534,7 @@ def write_report(report: dict, path: str | os.PathLike) -> None:
 __all__ = [
     "bnb_from_pretrained_kwargs",
     "block_index",
+    "block_module_name",
     "check_save_target",
     "quantization_targets",
     "quantize_",

@@ -95,7 +95,7 @@ class QDHFLM(HFLM):
                 ),
             )
         calib_texts = None
-        if config.kind == "fake" and config.needs_calibration:
+        if config.uses_calibration_texts:
             from qd_models.calibration import load_calibration_texts
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
@@ -144,16 +144,19 @@ class QDHFLM(HFLM):
             return
         from qd_models.engine import quantize_, summarize_report
 
-        act_stats = None
-        if config.kind == "fake" and config.needs_calibration:
-            from qd_models.calibration import collect_activation_stats, load_calibration_texts
+        act_stats = calib = None
+        if config.uses_calibration_texts:
+            from qd_models.calibration import CalibrationBatches, collect_activation_stats, load_calibration_texts
             from qd_models.engine import quantization_targets
 
             texts = calib_texts if calib_texts is not None else load_calibration_texts(config)
-            act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
-                                                 source=config.calib_data or "bundled calibration split",
-                                                 prefix_id=self.prefix_token_id)
-        self.quant_report = quantize_(self.model, config, keep_originals=keep_originals, act_stats=act_stats)  # bnb: report only
+            source = config.calib_data or "bundled calibration split"
+            if config.needs_calibration:
+                act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
+                                                     source=source, prefix_id=self.prefix_token_id)
+            if config.calibration == "inputs":
+                calib = CalibrationBatches.from_texts(self.tokenizer, texts, source, self.prefix_token_id)
+        self.quant_report = quantize_(self.model, config, keep_originals=keep_originals, act_stats=act_stats, calib=calib)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
             from qd_models.engine import save_quantized

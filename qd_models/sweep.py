@@ -275,7 +275,7 @@ class Sweep:
                         from qd_models.engine import quantization_targets
 
                         quantization_targets(skeleton, item.config)  # raises on a keep pattern matching no module
-                if item.config.needs_calibration:
+                if item.config.uses_calibration_texts:
                     from qd_models.calibration import load_calibration_texts
 
                     load_calibration_texts(item.config)  # raises on missing/bad calibration data

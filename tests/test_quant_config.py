@@ -30,7 +30,7 @@ def test_defaults_resolve_per_method():
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        ({"method": "gptq"}, "method"),
+        ({"method": "hqq"}, "method"),
         ({"method": "rtn", "bits": 0}, "bits"),
         ({"method": "rtn", "bits": 1}, "bits"),
         ({"method": "rtn", "bits": 9}, "bits"),

@@ -199,53 +199,83 @@ def mse_clip_ratio(blocks: Tensor, bits: int, symmetric: bool, valid: Tensor | N
     return best
 
 
+def _symmetric_range(blocks: Tensor, valid: Tensor | None, symmetric: bool) -> tuple[Tensor, Tensor]:
+    low, high = min_max(blocks, valid)
+    if symmetric:
+        high = torch.maximum(-low, high)
+        low = -high
+    return low, high
+
+
+def _with_alpha(low: Tensor, high: Tensor, info: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    info["alpha"] = (high - low) / 2.0
+    return low, high, info
+
+
+def full_range(blocks: Tensor, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
+               grid: str = "int") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Round-to-nearest range: absmax (symmetric) or [min, max], ``(low, high, info)``."""
+    low, high = _symmetric_range(blocks, valid, symmetric)
+    return _with_alpha(low, high, {"sigma": block_moments(blocks, valid, centered=not symmetric, kurtosis=False)["sigma"]})
+
+
+def aciq_range(blocks: Tensor, bits: int, symmetric: bool, clip: str = "auto", valid: Tensor | None = None,
+               grid: str = "int") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """ACIQ: alpha = c_bits * sigma (``clip=gauss``) or c_bits * b (``laplace``; ``auto``: by
+    kurtosis, see ``AUTO_LAPLACE_KURTOSIS``) about 0 (symmetric) or the block mean
+    (asymmetric: mean +- alpha), never wider than the data; c_bits is the exact optimum of
+    the expected error of the grid actually used (:func:`qd_models.quant.aciq.grid_optimal_alpha`)."""
+    moments = block_moments(blocks, valid, centered=not symmetric, kurtosis=(clip == "auto"))
+    info: dict[str, Tensor] = {"sigma": moments["sigma"]}
+    low, high = _symmetric_range(blocks, valid, symmetric)
+    shape = grid if symmetric else "midrise"  # mean +- alpha in 2^bits - 1 steps
+    alpha_gauss = grid_optimal_alpha(bits, "gauss", shape) * moments["sigma"]
+    alpha_laplace = grid_optimal_alpha(bits, "laplace", shape) * moments["b"]
+    if clip == "gauss":
+        alpha = alpha_gauss
+    elif clip == "laplace":
+        alpha = alpha_laplace
+    elif clip == "auto":
+        laplace = moments["kurtosis"] > AUTO_LAPLACE_KURTOSIS
+        info["laplace"] = laplace
+        alpha = torch.where(laplace, alpha_laplace, alpha_gauss)
+    else:
+        raise ValueError(f"clip={clip!r} is not allowed for method=aciq; allowed: gauss, laplace, auto")
+    center = moments["center"]
+    low = torch.maximum(low, center - alpha).clamp_max_(0.0)
+    high = torch.minimum(high, center + alpha).clamp_min_(0.0)
+    return _with_alpha(low, high, info)
+
+
+def mse_range(blocks: Tensor, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
+              grid: str = "int") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """:func:`mse_clip_ratio` times the round-to-nearest range; ``info["ratio"]``."""
+    low, high = _symmetric_range(blocks, valid, symmetric)
+    ratio = mse_clip_ratio(blocks, bits, symmetric, valid, grid)
+    info = {"sigma": block_moments(blocks, valid, centered=not symmetric, kurtosis=False)["sigma"], "ratio": ratio}
+    return _with_alpha(low * ratio, high * ratio, info)
+
+
+RANGE_ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor, dict[str, Tensor]]]] = {
+    "rtn": full_range,
+    "aciq": aciq_range,
+    "mse": mse_range,
+}
+"""Per-block range estimators by name (the one table :func:`clip_range` looks up); each takes
+``(blocks, bits, symmetric, clip, valid, grid)``."""
+
+
 def clip_range(
     blocks: Tensor, method: str, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
     grid: str = "int",
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-    """Per-block quantization range ``(low, high, info)`` for ``method`` rtn | aciq | mse.
-
-    rtn: absmax (symmetric) or [min, max]. aciq: alpha = c_bits * sigma (Gaussian) or
-    c_bits * b (Laplace) about 0 (symmetric) or about the block mean (asymmetric: mean +- alpha),
-    never wider than the data, with c_bits the exact optimum of the expected error of the grid
-    actually used (:func:`qd_models.quant.aciq.grid_optimal_alpha`; Banner's closed form is its
-    approximation).
-    mse: ``mse_clip_ratio`` times the rtn range. ``info`` holds
-    per-block ``alpha`` (half-width), ``sigma`` and, for clip=auto, ``laplace`` (bool).
-    """
-    low, high = min_max(blocks, valid)
-    moments = block_moments(blocks, valid, centered=not symmetric, kurtosis=(method == "aciq" and clip == "auto"))
-    info: dict[str, Tensor] = {"sigma": moments["sigma"]}
-    if symmetric:
-        high = torch.maximum(-low, high)
-        low = -high
-    if method == "rtn":
-        pass
-    elif method == "aciq":
-        shape = grid if symmetric else "midrise"  # mean +- alpha in 2^bits - 1 steps
-        alpha_gauss = grid_optimal_alpha(bits, "gauss", shape) * moments["sigma"]
-        alpha_laplace = grid_optimal_alpha(bits, "laplace", shape) * moments["b"]
-        if clip == "gauss":
-            alpha = alpha_gauss
-        elif clip == "laplace":
-            alpha = alpha_laplace
-        elif clip == "auto":
-            laplace = moments["kurtosis"] > AUTO_LAPLACE_KURTOSIS
-            info["laplace"] = laplace
-            alpha = torch.where(laplace, alpha_laplace, alpha_gauss)
-        else:
-            raise ValueError(f"clip={clip!r} is not allowed for method=aciq; allowed: gauss, laplace, auto")
-        center = moments["center"]
-        low = torch.maximum(low, center - alpha).clamp_max_(0.0)
-        high = torch.minimum(high, center + alpha).clamp_min_(0.0)
-    elif method == "mse":
-        ratio = mse_clip_ratio(blocks, bits, symmetric, valid, grid)
-        low, high = low * ratio, high * ratio
-        info["ratio"] = ratio
-    else:
-        raise ValueError(f"method={method!r} is not allowed; allowed: rtn, aciq, mse")
-    info["alpha"] = (high - low) / 2.0
-    return low, high, info
+    """Per-block quantization range ``(low, high, info)`` from the estimator ``method``
+    (rtn | aciq | mse, see :data:`RANGE_ESTIMATORS`): ``info`` holds per-block ``alpha``
+    (half-width), ``sigma`` (RMS about 0, or about the mean when asymmetric) and, for
+    clip=auto, ``laplace`` (bool), for mse ``ratio``."""
+    if method not in RANGE_ESTIMATORS:
+        raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(RANGE_ESTIMATORS)}")
+    return RANGE_ESTIMATORS[method](blocks, bits, symmetric, clip, valid, grid)
 
 
 def top_fraction_mask(scores: Tensor, percent: float) -> Tensor | None:

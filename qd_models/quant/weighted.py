@@ -37,8 +37,10 @@ import math
 import torch
 from torch import Tensor
 
-from ..config import CALIB_MODES
 from .core import block_moments, coarse_ratios, fake_quantize, min_max, search_clip_ratio
+
+MODES = ("target", "mean", "minimax")
+"""The objectives of :func:`weighted_clip_range` (module doc)."""
 
 MINIMAX_STEPS = 100
 """Exponentiated-gradient steps on the language weights (``calib_mode=minimax``); step t
@@ -98,8 +100,8 @@ def weighted_clip_range(
     ``info``: ``ratio``, ``alpha``, ``sigma`` (as :func:`qd_models.quant.core.clip_range`) and ``errors`` ``[n_blocks, L]``
     (per-language weighted errors at the chosen ratio).
     """
-    if mode not in CALIB_MODES:
-        raise ValueError(f"calib_mode={mode!r} is not allowed; allowed: {', '.join(CALIB_MODES)}")
+    if mode not in MODES:
+        raise ValueError(f"calib_mode={mode!r} is not allowed; allowed: {', '.join(MODES)}")
     if mode == "target" and inputs.shape[1] != 1:
         raise ValueError(f"calib_mode=target needs exactly one calibration language, got {inputs.shape[1]}; allowed: calib_langs=<one language>")
     low, high = min_max(blocks, valid)

@@ -1,0 +1,122 @@
+"""Calibration language as a factor: a calibration-setting x evaluation-language matrix of D.
+
+Runs are grouped by model + quant config without the calibration arguments (``calib_langs``,
+``calib_data``, ``calib_samples``); a group with at least two calibration settings (e.g. from
+``qd-sweep`` with ``calib_langs: [en, he, sw, all, "en;he"]``) gives one matrix: rows are the
+settings (``en``, ``en;he``, ``all`` = every language of the calibration source), columns the
+evaluated languages, cells D with its CI from :func:`analysis.compare.degradation`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.loading import RunSet
+
+CALIB_KEYS = ("calib_langs", "calib_data", "calib_samples")
+COLUMNS = ("family", "method", "suite", "calibration", "lang", "degradation", "ci_low", "ci_high", "n_docs", "quant_id")
+
+
+def calibration_label(quant_config: dict) -> str | None:
+    """``en`` / ``en;he`` / ``all`` (plus ``@source`` when ``calib_data`` is set), or ``None``
+    for a run without a calibration pass."""
+    report_langs = quant_config.get("calib_langs")
+    if report_langs is None or quant_config.get("method") not in ("gptq", "awq", "laaciq", "gguf") and not quant_config.get("calib_mode"):
+        return None
+    label = ";".join(report_langs) if report_langs else "all"
+    return f"{label}@{quant_config['calib_data']}" if quant_config.get("calib_data") else label
+
+
+def calibration_table(runset: RunSet, table: pd.DataFrame) -> pd.DataFrame:
+    """Long rows (family, method, suite, calibration, lang, degradation, ci_low, ci_high, ...)
+    of the families with >= 2 calibration settings; ``table`` is ``Degradation.table``."""
+    if table.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = []
+    for row in table.itertuples(index=False):
+        config = runset.runs[row.quant_id].quant_config
+        label = calibration_label(config)
+        if label is None:
+            continue
+        family = json.dumps({"model": row.model, **{k: v for k, v in config.items() if k not in CALIB_KEYS}}, sort_keys=True, default=str)
+        rows.append({"family": family, "method": row.method, "suite": row.suite, "calibration": label, "lang": row.lang,
+                     "degradation": row.degradation, "ci_low": row.ci_low, "ci_high": row.ci_high, "n_docs": row.n_docs,
+                     "quant_id": row.quant_id})
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    if out.empty:
+        return out
+    settings = out.groupby("family").calibration.nunique()
+    return out[out.family.isin(settings[settings >= 2].index)].reset_index(drop=True)
+
+
+def matrix(block: pd.DataFrame, value: str = "degradation") -> pd.DataFrame:
+    """One family + suite of :func:`calibration_table` as calibration (rows) x language (columns);
+    single languages first, then mixes, then ``all``."""
+    pivot = block.pivot_table(index="calibration", columns="lang", values=value, aggfunc="first")
+
+    def order(label: str):
+        return (label.startswith("all"), ";" in label, label)
+
+    return pivot.loc[sorted(pivot.index, key=order)]
+
+
+def matched_summary(block: pd.DataFrame) -> dict:
+    """For one family + suite: mean over evaluated languages of D with language-matched
+    calibration (row = that language) and with ``all``; ``None`` where a row is missing."""
+    pivot = matrix(block)
+    langs = [lang for lang in pivot.columns if lang in pivot.index and pd.notna(pivot.loc[lang, lang])]
+    if not langs or "all" not in pivot.index:
+        return {"matched_mean": None, "all_mean": None, "n_matched": len(langs)}
+    matched = sum(pivot.loc[lang, lang] for lang in langs) / len(langs)
+    return {"matched_mean": matched, "all_mean": float(pivot.loc["all", langs].mean()), "n_matched": len(langs)}
+
+
+def plot_matrix(block: pd.DataFrame, title: str = ""):
+    """Heatmap of :func:`matrix` with each cell's D and CI written in it; returns (fig, ax)."""
+    from analysis.plots import degradation_heatmap
+
+    values, low, high = matrix(block), matrix(block, "ci_low"), matrix(block, "ci_high")
+    fig, ax = degradation_heatmap(values, "calibration", title)
+    ax.set_xlabel("evaluation language")
+    for i, label in enumerate(values.index):
+        for j, lang in enumerate(values.columns):
+            d = values.loc[label, lang]
+            if pd.notna(d):
+                ci = f"\n[{100 * low.loc[label, lang]:.1f}, {100 * high.loc[label, lang]:.1f}]" if pd.notna(low.loc[label, lang]) else ""
+                ax.text(j, i, f"{100 * d:.1f}{ci}", ha="center", va="center", fontsize=6, color="white")
+    return fig, ax
+
+
+def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Path) -> str:
+    """Write ``calibration_matrix.csv`` and one figure per family + suite; return the report's
+    markdown section ('' when no family has two calibration settings)."""
+    from analysis.plots import save
+
+    long = calibration_table(runset, table)
+    long.to_csv(tables / "calibration_matrix.csv", index=False)
+    if long.empty:
+        return ""
+    out = ["## Calibration language × evaluation language", "",
+           ("D (%) of each calibration setting (rows; `all` = every language of the calibration source) per evaluated "
+            "language, with its CI; table `tables/calibration_matrix.csv`."), ""]
+    for index, ((family, suite), block) in enumerate(long.groupby(["family", "suite"], sort=True)):
+        config = json.loads(family)
+        name = f"{config.get('method')} w{config.get('bits')} {config.get('granularity') or ''}{config.get('group_size') or ''}"
+        fig, _ = plot_matrix(block, f"{name} — {suite}")
+        path = save(fig, figures / f"calibration_matrix_{index}.png")
+        summary = matched_summary(block)
+        pivot, low, high = matrix(block), matrix(block, "ci_low"), matrix(block, "ci_high")
+        out += [f"### {name} — {suite}", "", f"![calibration matrix](figures/{path.name})", "",
+                "| calibration | " + " | ".join(pivot.columns) + " |", "|---" * (len(pivot.columns) + 1) + "|"]
+        for label in pivot.index:
+            cells = [f"{100 * pivot.loc[label, lang]:.2f} [{100 * low.loc[label, lang]:.2f}, {100 * high.loc[label, lang]:.2f}]"
+                     if pd.notna(pivot.loc[label, lang]) else "" for lang in pivot.columns]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        if summary["matched_mean"] is not None and summary["all_mean"] is not None:
+            out += ["", (f"Mean D with language-matched calibration over {summary['n_matched']} languages: "
+                         f"{100 * summary['matched_mean']:.2f} %; with `all` on the same languages: {100 * summary['all_mean']:.2f} %.")]
+        out.append("")
+    return "\n".join(out) + "\n"
