@@ -109,8 +109,8 @@ class _DeclarationParser(HTMLParser):
             self.sections.setdefault(self.section, []).append("\n")
 
     def handle_data(self, data):
-        if self.section and not self.heading_depth:
-            self.sections.setdefault(self.section, []).append(data)
+        if self.section and not self.heading_depth:  # source line breaks inside a block are spaces
+            self.sections.setdefault(self.section, []).append(re.sub(r"\s+", " ", data))
 
 
 def parse_declaration(html: str) -> dict[str, str]:
