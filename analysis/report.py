@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import fidelity, relations
+from analysis import fidelity, many_languages, relations
 from analysis.compare import Degradation, degradation, disparity
 from analysis.groups import resource_groups
 from analysis.loading import RunSet, load_runs
@@ -136,8 +136,9 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
     from analysis.calibration_matrix import write_section
 
     calibration = write_section(analysis.runset, analysis.deg.table, out / "tables", out / "figures")
+    many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", _slug)
     report = out / "report.md"
-    report.write_text(_markdown(analysis, figures, command) + calibration, encoding="utf-8")
+    report.write_text(_markdown(analysis, figures, command, many) + calibration, encoding="utf-8")
     return report
 
 
@@ -179,6 +180,8 @@ def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
         for i, ((quant_id, suite), block) in enumerate(table.groupby(["quant_id", "suite"], sort=True)):
             if i >= MAX_LANGUAGE_FIGURES:
                 break
+            if block.lang.nunique() >= many_languages.MIN_LANGUAGES:
+                continue  # the many-language views replace unreadable per-language bars
             title = f"{block.label.iloc[0]} ({quant_id}) — {suite}"
             fig, _ = plots.degradation_by_language(block, analysis.groups, title)
             figures["degradation"].append(plots.save(fig, folder / f"degradation_{_slug(quant_id)}_{_slug(suite)}.png"))
@@ -190,6 +193,8 @@ def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
                 figures["fertility"].append(plots.save(fig, folder / f"fertility_{_slug(quant_id)}_{_slug(suite)}.png"))
     if not table.empty and table.groupby(["quant_id", "suite"]).ngroups > MAX_LANGUAGE_FIGURES:
         for suite, block in table.groupby("suite"):
+            if block.lang.nunique() >= many_languages.MIN_LANGUAGES:
+                continue
             matrix = block.assign(run=block.label + " " + block.quant_id.str.split("/").str[0]).pivot_table(
                 index="run", columns="lang", values="degradation", aggfunc="first")
             fig, _ = plots.degradation_heatmap(matrix, "run", f"Degradation by run and language — {suite}")
@@ -296,7 +301,7 @@ def _versions() -> list[str]:
     return found
 
 
-def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) -> str:
+def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, many_languages_lines: list[str] = ()) -> str:
     runset, deg, options = analysis.runset, analysis.deg, analysis.options
     level = f"{options.confidence:.0%}"
     out = ["# quant-disparity analysis report", ""]
@@ -330,6 +335,9 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         out += ["No quantized run could be paired with a baseline" + (" (see problems above)." if deg.problems else "; pass --baseline RUN to compare every run with one."), ""]
     for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True) if not deg.table.empty else []:
         out += [f"### {block.label.iloc[0]} — `{quant_id}` — {suite}", ""]
+        if block.lang.nunique() >= many_languages.MIN_LANGUAGES:
+            out += [f"{block.lang.nunique()} languages: see Many languages below; every row is in tables/degradation.csv.", ""]
+            continue
         rows = [[r.lang, analysis.groups.get(r.lang, "—"), _num(r.bpb_base), _num(r.bpb_quant), f"{r.delta_bpb:+.4f}",
                  _pct(r.degradation) + (f" [{_pct(r.ci_low)}, {_pct(r.ci_high)}]" if not math.isnan(r.ci_low) else ""),
                  _pct(r.byte_ppl_rel_change), r.n_docs, r.flag or ""] for r in block.sort_values("lang").itertuples()]
@@ -399,8 +407,9 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
         out += [_md_table(["run", "suite", "predictor", "n", "Pearson r", "p", "Spearman ρ", "p"], rows), ""]
         out += ["With n languages this small, p-values are indicative only.", ""]
     if not analysis.fertility.empty:
-        rows = [[r.suite, r.lang, r.n_tokens, r.n_bytes, _num(r.tokens_per_byte), _num(r.tokens_per_word)] for r in analysis.fertility.itertuples()]
-        out += ["Tokenizer fertility:", "", _md_table(["suite", "lang", "tokens", "bytes", "tokens/byte", "tokens/word"], rows), ""]
+        few = analysis.fertility.groupby("suite").lang.transform("nunique") < many_languages.MIN_LANGUAGES  # others: CSV only
+        rows = [[r.suite, r.lang, r.n_tokens, r.n_bytes, _num(r.tokens_per_byte), _num(r.tokens_per_word)] for r in analysis.fertility[few].itertuples()]
+        out += ["Tokenizer fertility (suites with many languages: tables/fertility.csv):", "", _md_table(["suite", "lang", "tokens", "bytes", "tokens/byte", "tokens/word"], rows), ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["fertility"]] + [""]
 
     out += ["## Rate-distortion", ""]
@@ -437,6 +446,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
 
     if not analysis.scan.empty:
         out += ["## Sensitivity scan", "", f"![scan](figures/{figures['scan'][0].name})", ""]
+    out += list(many_languages_lines)
     out += ["## Files", "", "Tables: `tables/*.csv` (long table: `tables/long_table.csv`). Figures: `figures/*.png`.", ""]
     return "\n".join(out)
 

