@@ -282,7 +282,7 @@ def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
     rows = []
     for task in _leaf_tasks(results):
         samples = run.path.with_name(f"samples_{task}_{stamp}.jsonl")
-        if not samples.is_file():
+        if not samples.is_file() or not any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS):
             continue
         try:
             lines = samples.read_text(encoding="utf-8").splitlines()

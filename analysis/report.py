@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import relations
+from analysis import benchmarks, relations, task_languages
 from analysis.compare import Degradation, degradation, disparity
 from analysis.groups import resource_groups
 from analysis.loading import RunSet, load_runs
@@ -36,6 +36,7 @@ class AnalysisOptions:
     random_state: int = 0
     confidence: float = 0.95
     min_denominator: float = 0.01
+    task_lang_map: str | None = None
 
     def __post_init__(self):
         if self.n_resamples < 1:
@@ -64,12 +65,14 @@ class Analysis:
     scan: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
+    benchmarks: benchmarks.BenchmarkAnalysis | None = None
 
 
 def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     """Load runs under ``paths`` and compute all tables (no files written)."""
     options = options or AnalysisOptions()
     scan_from_csv = relations.read_scan_csv(options.scan_csv) if options.scan_csv else None  # validate before heavy work
+    task_rules = task_languages.load_task_language_map(options.task_lang_map) if options.task_lang_map else []
     runset = load_runs(paths)
     notes: list[str] = []
     deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
@@ -93,8 +96,11 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     else:
         pareto_points = disp
     scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
+    bench = benchmarks.analyze_benchmarks(runset, deg.table, options.baseline, options.n_resamples, options.random_state,
+                                          options.confidence, task_rules)
+    notes += bench.problems
     return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
-                    parallel)
+                    parallel, bench)
 
 
 def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -125,6 +131,7 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     _write_tables(analysis, out / "tables")
     figures = _write_figures(analysis, out / "figures")
+    figures["benchmarks"] = benchmarks.write_outputs(analysis.benchmarks, out) if analysis.benchmarks else []
     report = out / "report.md"
     report.write_text(_markdown(analysis, figures, command), encoding="utf-8")
     return report
@@ -411,6 +418,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
 
     if not analysis.scan.empty:
         out += ["## Sensitivity scan", "", f"![scan](figures/{figures['scan'][0].name})", ""]
+    out += benchmarks.markdown_section(analysis.benchmarks, figures.get("benchmarks", []), _md_table)
     out += ["## Files", "", "Tables: `tables/*.csv` (long table: `tables/long_table.csv`). Figures: `figures/*.png`.", ""]
     return "\n".join(out)
 
