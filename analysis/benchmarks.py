@@ -348,7 +348,7 @@ def language_measures(runset: RunSet, degradation_table: pd.DataFrame, primary: 
     """Long table of every per-language measure of every config: model, config_key, label, lang,
     measure, value, ci_low, ci_high, damage (larger = worse: D_L itself; −Δ for higher-is-better metrics).
 
-    Fidelity measures (KL per byte, ...) join by appending rows of the same columns.
+    Fidelity measures (KL per byte, ...) join through ``analyze_benchmarks(extra_measures=...)``.
     """
     rows = []
     for r in degradation_table.itertuples() if not degradation_table.empty else []:
@@ -359,7 +359,7 @@ def language_measures(runset: RunSet, degradation_table: pd.DataFrame, primary: 
             continue
         damage = -r.delta if r.higher_is_better else r.delta
         rows.append((r.model, r.config_key, r.label, r.lang, measure_name(r.metric, r.filter, r.suite), r.delta, r.ci_low, r.ci_high, damage))
-    return pd.DataFrame(rows, columns=["model", "config_key", "label", "lang", "measure", "value", "ci_low", "ci_high", "damage"])
+    return pd.DataFrame(rows, columns=MEASURE_COLUMNS)
 
 
 def agreement(measures: pd.DataFrame) -> pd.DataFrame:
@@ -379,9 +379,15 @@ def agreement(measures: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+MEASURE_COLUMNS = ["model", "config_key", "label", "lang", "measure", "value", "ci_low", "ci_high", "damage"]
+
+
 def analyze_benchmarks(runset: RunSet, degradation_table: pd.DataFrame, baseline: str | None = None, n_resamples: int = 2000,
-                       random_state: int = 0, confidence: float = 0.95, task_rules: list[UserRule] | tuple = ()) -> BenchmarkAnalysis:
-    """Load, pair and compare every benchmark task; join with the per-language degradation."""
+                       random_state: int = 0, confidence: float = 0.95, task_rules: list[UserRule] | tuple = (),
+                       extra_measures: pd.DataFrame | None = None) -> BenchmarkAnalysis:
+    """Load, pair and compare every benchmark task; join with the per-language degradation and
+    ``extra_measures`` (rows with :data:`MEASURE_COLUMNS`, e.g. fidelity: measure "KL/byte <suite>",
+    damage = KL) into the side-by-side table and the agreement."""
     data = load_benchmarks(runset, task_rules)
     table, problems = compare_benchmarks(runset, data, baseline, n_resamples, random_state, confidence)
     problems = data.problems + problems
@@ -390,6 +396,8 @@ def analyze_benchmarks(runset: RunSet, degradation_table: pd.DataFrame, baseline
                         "--task-lang-map FILE.json ({\"task\": \"sw\"}) or analysis.task_languages.register_task_language")
     primary = primary_rows(table)
     measures = language_measures(runset, degradation_table, primary)
+    if extra_measures is not None and not extra_measures.empty:
+        measures = pd.concat([measures, extra_measures[MEASURE_COLUMNS]], ignore_index=True)
     return BenchmarkAnalysis(data, table, primary, measures, agreement(measures), problems, confidence)
 
 
@@ -484,10 +492,12 @@ def markdown_section(bench: BenchmarkAnalysis | None, figures: list[Path], md_ta
                     cells.append("—")
                 elif name.startswith("D "):
                     cells.append("n/a" if not math.isfinite(r.value) else f"{100 * r.value:+.1f}%")
-                else:
+                elif name.startswith("Δ"):
                     cells.append(_fmt_pp(r.value) + (f" [{_fmt_pp(r.ci_low)}, {_fmt_pp(r.ci_high)}]" if math.isfinite(r.ci_low) else ""))
+                else:  # fidelity and other measures, in their own unit
+                    cells.append("n/a" if not math.isfinite(r.value) else f"{r.value:.4g}")
             rows.append(cells)
-        out += [f"### {label}", "", md_table(["lang", *[n if n.startswith("D ") else n + " (pp)" for n in names]], rows), ""]
+        out += [f"### {label}", "", md_table(["lang", *[n + " (pp)" if n.startswith("Δ") else n for n in names]], rows), ""]
     if not bench.agreement.empty:
         rows = [[r.label, r.measure_a, r.measure_b, r.n, "n/a" if not math.isfinite(r.spearman_rho) else f"{r.spearman_rho:+.2f}",
                  "n/a" if not math.isfinite(r.spearman_p) else f"{r.spearman_p:.3g}"] for r in bench.agreement.itertuples()]

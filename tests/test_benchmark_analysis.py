@@ -219,3 +219,25 @@ def test_unmapped_task_is_named_and_user_map_fixes_it(tmp_path):
     mapping.write_text(json.dumps({"my_quiz": {"lang": "yo", "suite": "quiz"}}))
     result = analysis.analyze([tmp_path], analysis.AnalysisOptions(n_resamples=20, task_lang_map=str(mapping)))
     assert result.benchmarks.table[["suite", "lang"]].values.tolist() == [["quiz", "yo"]]
+
+
+def test_extra_measures_join_side_by_side_and_agreement(tmp_path):
+    """The place where fidelity measures (KL per byte ...) plug in: rows appended to the measures."""
+    from analysis.benchmarks import MEASURE_COLUMNS, analyze_benchmarks
+
+    langs = {"en": "eng_Latn", "de": "deu_Latn", "sw": "swh_Latn", "he": "heb_Hebr"}
+    quant = {"en": [0] + [1] * 9, "de": [0] * 3 + [1] * 7, "sw": [0] * 2 + [1] * 8, "he": [0] * 5 + [1] * 5}
+    write_run(tmp_path, "base", "2026-01-01T00-00-00.1", {f"belebele_{c}": {("acc", "none"): [1] * 10} for c in langs.values()})
+    path = write_run(tmp_path, "rtn", "2026-01-01T00-00-00.2", {f"belebele_{c}": {("acc", "none"): quant[l]} for l, c in langs.items()},
+                     quant={"method": "rtn", "bits": 3})
+    runset = analysis.load_runs([tmp_path])
+    run = next(r for r in runset.runs.values() if r.path == path.resolve())
+    kl = {"en": 0.01, "de": 0.05, "sw": 0.02, "he": 0.03}
+    extra = pd.DataFrame([(run.model, run.config_key, run.label, lang, "KL/byte qd_multilingual_ppl", v, math.nan, math.nan, v)
+                          for lang, v in kl.items()], columns=MEASURE_COLUMNS)
+    bench = analyze_benchmarks(runset, pd.DataFrame(), n_resamples=20, extra_measures=extra)
+    row = bench.agreement.iloc[0]
+    order = list(langs)
+    expected = sps.spearmanr([kl[l] for l in order], [1 - np.mean(quant[l]) for l in order]).statistic
+    assert {row.measure_a, row.measure_b} == {"KL/byte qd_multilingual_ppl", "Δacc belebele"}
+    assert row.n == 4 and row.spearman_rho == pytest.approx(expected) and 0 < expected < 1
