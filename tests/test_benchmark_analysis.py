@@ -241,3 +241,24 @@ def test_extra_measures_join_side_by_side_and_agreement(tmp_path):
     expected = sps.spearmanr([kl[l] for l in order], [1 - np.mean(quant[l]) for l in order]).statistic
     assert {row.measure_a, row.measure_b} == {"KL/byte qd_multilingual_ppl", "Δacc belebele"}
     assert row.n == 4 and row.spearman_rho == pytest.approx(expected) and 0 < expected < 1
+
+
+def test_summary_figure_returns_fig_ax_orders_languages_and_keeps_backend(tmp_path):
+    import matplotlib
+
+    from analysis import benchmark_plots
+
+    backend = matplotlib.get_backend()
+    table = pd.DataFrame({"label": ["rtn-w3"] * 3 + ["rtn-w4"] * 3, "lang": ["sw", "en", "he"] * 2, "base": [0.4, 0.9, 0.6] * 2,
+                          "delta": [-0.1, -0.02, 0.0, -0.05, 0.0, 0.01], "ci_low": [-0.2, -0.05, -0.1, -0.1, -0.02, -0.05],
+                          "ci_high": [0.0, 0.0, 0.1, 0.0, 0.02, 0.06], "mcnemar_p": [0.01, 0.5, 1.0, 0.2, 1.0, 1.0],
+                          "n_items": [50] * 6, "right_to_wrong": [6, 1, 2, 3, 0, 1], "wrong_to_right": [1, 0, 2, 1, 0, 1],
+                          "effective_bits_per_weight": [3.1] * 3 + [4.1] * 3})
+    title = "a long title that must wrap rather than be cut off by the edge of the figure, " * 2
+    fig, ax = benchmark_plots.benchmark_summary(table, title)
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["en", "he", "sw"]  # baseline 90 %, 60 %, 40 %
+    assert ax.get_title().replace("\n", " ").split() == title.split()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["rtn-w3", "rtn-w4"]
+    assert "*" in [t.get_text() for t in ax.texts] and "6/1" in [t.get_text() for t in ax.texts]
+    assert benchmark_plots.save(fig, tmp_path / "f.png").stat().st_size > 5000
+    assert matplotlib.get_backend() == backend
