@@ -390,7 +390,7 @@ def analyze_benchmarks(runset: RunSet, degradation_table: pd.DataFrame, baseline
     damage = KL) into the side-by-side table and the agreement."""
     data = load_benchmarks(runset, task_rules)
     table, problems = compare_benchmarks(runset, data, baseline, n_resamples, random_state, confidence)
-    problems = data.problems + problems
+    problems = list(dict.fromkeys(data.problems + problems))  # one line per (run, task), not per metric
     if data.unmapped:
         problems.append(f"tasks without a language: {', '.join(data.unmapped)} — reported as '{UNMAPPED}'; map them with "
                         "--task-lang-map FILE.json ({\"task\": \"sw\"}) or analysis.task_languages.register_task_language")
