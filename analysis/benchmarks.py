@@ -217,14 +217,20 @@ def _latest_by_config_task(runset: RunSet, aggregates: pd.DataFrame, problems: l
     return chosen
 
 
+def _scoring(run) -> dict:
+    """The scoring fields a multiple-choice or generation score depends on (all but rolling tokenization)."""
+    return {k: v for k, v in run.scoring.items() if k != "rolling"}
+
+
 def _baseline_for(runset: RunSet, quant_id: str, task: str, chosen: dict, forced: str | None) -> str | None:
     """The baseline run for one quantized run's task: ``forced``, else a baseline of the same model
-    that ran the task, preferring the same lm-eval model (qd-hf method=none for qd-hf), then the latest."""
+    and scoring (dtype, softmax dtype, add_bos_token, ...) that ran the task, preferring the same lm-eval
+    model (qd-hf method=none for qd-hf), then the latest."""
     if forced is not None:
         return forced if any(run_id == forced for (_, t), run_id in chosen.items() if t == task) else None
     quant = runset.runs[quant_id]
     candidates = [runset.runs[run_id] for (_, t), run_id in chosen.items() if t == task]
-    candidates = [run for run in candidates if run.is_baseline and run.model == quant.model]
+    candidates = [run for run in candidates if run.is_baseline and run.model == quant.model and _scoring(run) == _scoring(quant)]
     if not candidates:
         return None
     return max(candidates, key=lambda run: (run.lm_eval_model == quant.lm_eval_model, run.date or 0.0, run.run_id)).run_id
@@ -252,8 +258,8 @@ def compare_benchmarks(runset: RunSet, data: BenchmarkData, baseline: str | None
             continue
         base_id = _baseline_for(runset, row.run_id, row.task, chosen, forced)
         if base_id is None:
-            problems.append(f"{row.run_id}: no baseline run of model {run.model} has {row.task}; left out — run it with method=none "
-                            "(or --model hf) on the same task, or pass --baseline")
+            problems.append(f"{row.run_id}: no baseline run of model {run.model} with the same scoring has {row.task}; left out — run it "
+                            "with method=none (or --model hf, same dtype/add_bos_token) on the same task, or pass --baseline")
             continue
         base = by_key.get((base_id, row.task, row.metric, row.filter))
         if base is None:
@@ -359,6 +365,23 @@ def language_measures(runset: RunSet, degradation_table: pd.DataFrame, primary: 
             continue
         damage = -r.delta if r.higher_is_better else r.delta
         rows.append((r.model, r.config_key, r.label, r.lang, measure_name(r.metric, r.filter, r.suite), r.delta, r.ci_low, r.ci_high, damage))
+    return pd.DataFrame(rows, columns=MEASURE_COLUMNS)
+
+
+FIDELITY_MEASURES = {"kl_per_byte": ("KL/byte", 1.0), "same_top_token": ("same top token", -1.0)}
+"""Fidelity columns shown side by side: name and damage sign (more KL = worse; less agreement = worse)."""
+
+
+def fidelity_measures(runset: RunSet, fidelity_table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :data:`MEASURE_COLUMNS` from :func:`analysis.fidelity.fidelity_table` (one per run, suite,
+    language and :data:`FIDELITY_MEASURES` column)."""
+    rows = []
+    for r in fidelity_table.to_dict("records") if not fidelity_table.empty else []:
+        run = runset.runs[r["quant_id"]]
+        for column, (name, sign) in FIDELITY_MEASURES.items():
+            if column in r:
+                rows.append((run.model, run.config_key, run.label, r["lang"], f"{name} {r['suite']}", r[column],
+                             r.get(f"{column}_ci_low", math.nan), r.get(f"{column}_ci_high", math.nan), sign * r[column]))
     return pd.DataFrame(rows, columns=MEASURE_COLUMNS)
 
 

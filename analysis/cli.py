@@ -29,24 +29,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``qd-analyze``: user errors as one line on stderr, exit 2 (``--debug``: traceback)."""
+    from qd_tasks.cli_errors import run_cli
+
+    return run_cli("qd-analyze", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        options = AnalysisOptions(
-            baseline=args.baseline,
-            hr=parse_language_list(args.hr, "--hr"),
-            lr=parse_language_list(args.lr, "--lr"),
-            tokenizer=args.tokenizer,
-            scan_csv=args.scan_csv,
-            n_resamples=args.n_resamples,
-            random_state=args.random_state,
-            confidence=args.confidence,
-            min_denominator=args.min_denominator,
-            task_lang_map=args.task_lang_map,
-        )
-        analysis = analyze(args.paths, options)
-    except ValueError as err:
-        print(f"qd-analyze: error: {err}", file=sys.stderr)
-        return 2
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; the library itself never picks a backend
+    options = AnalysisOptions(
+        baseline=args.baseline,
+        hr=parse_language_list(args.hr, "--hr"),
+        lr=parse_language_list(args.lr, "--lr"),
+        tokenizer=args.tokenizer,
+        scan_csv=args.scan_csv,
+        n_resamples=args.n_resamples,
+        random_state=args.random_state,
+        confidence=args.confidence,
+        min_denominator=args.min_denominator,
+        task_lang_map=args.task_lang_map,
+    )
+    analysis = analyze(args.paths, options)
     report = write_outputs(analysis, args.out, command_line())
     for line in analysis.deg.problems + analysis.notes:
         print(f"qd-analyze: {line}", file=sys.stderr)

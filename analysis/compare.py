@@ -10,6 +10,7 @@ import json
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,7 +61,7 @@ def deduplicate(runset: RunSet) -> tuple[list[str], list[str]]:
         if len(group) > 1:
             others = ", ".join(run.run_id for run in group[1:])
             problems.append(
-                f"duplicate runs (same model, quant config and tasks): using {group[0].run_id} (latest), ignoring {others} — remove the extra results files to silence this"
+                f"duplicate runs (same model, quant config, scoring and tasks): using {group[0].run_id} (latest), ignoring {others} — remove the extra results files to silence this"
             )
     return sorted(kept), problems
 
@@ -68,7 +69,8 @@ def deduplicate(runset: RunSet) -> tuple[list[str], list[str]]:
 def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], list[str]]:
     """Pair each quantized run with the baseline of the same model covering most of its tasks.
 
-    ``baseline`` (a run id, results path or unique substring) forces one baseline for all.
+    ``baseline`` (a run id, results path or unique substring) forces one baseline for all:
+    then every other run is paired with it, whatever its model or config.
     """
     kept, problems = deduplicate(runset)
     runs = [runset.runs[run_id] for run_id in kept]
@@ -76,17 +78,26 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
     tasks = runset.aggregates.groupby("run_id")["task"].agg(set).to_dict()
     pairs = []
     for run in runs:
-        if run.is_baseline or (forced is not None and run.run_id == forced.run_id):
+        if (run.is_baseline and forced is None) or (forced is not None and run.run_id == forced.run_id):
             continue
         if forced is not None:
             base = forced
+            if base.rolling_scoring_key != run.rolling_scoring_key:
+                raise AnalysisInputError(
+                    f"baseline={base.run_id} is scored differently from {run.run_id} ({scoring_difference(base, run)}); "
+                    "allowed: a baseline with the same scoring (e.g. --model hf with add_bos_token=False,softmax_dtype=float32)"
+                )
             if base.model != run.model:
-                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} of a different model ({base.model} vs {run.model})")
+                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} as asked, a different model ({base.model} vs {run.model})")
         else:
-            candidates = [b for b in runs if b.is_baseline and b.model == run.model]
+            same_model = [b for b in runs if b.is_baseline and b.model == run.model]
+            candidates = [b for b in same_model if b.rolling_scoring_key == run.rolling_scoring_key]
             if not candidates:
                 problems.append(
-                    f"{run.run_id} (model {run.model}): no baseline run of the same model; left out of degradation tables — run it with method=none (or --model hf) or pass --baseline"
+                    f"{run.run_id} (model {run.model}): no baseline run of the same model and scoring; left out of degradation tables — "
+                    + (f"baselines {', '.join(b.run_id for b in same_model)} differ in scoring ({scoring_difference(same_model[0], run)}); "
+                       "rerun one with the same dtype/add_bos_token/softmax_dtype/max_length/revision"
+                       if same_model else "run it with method=none (or --model hf) or pass --baseline")
                 )
                 continue
             base = max(candidates, key=lambda b: (len(tasks.get(b.run_id, set()) & tasks.get(run.run_id, set())), b.date or 0.0))
@@ -97,8 +108,16 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
     return pairs, problems
 
 
+def scoring_difference(a: Run, b: Run) -> str:
+    """The scoring fields in which two runs differ, e.g. ``dtype bfloat16 vs float32``."""
+    keys = sorted(set(a.scoring) | set(b.scoring))
+    return "; ".join(f"{k} {a.scoring.get(k)} vs {b.scoring.get(k)}" for k in keys if a.scoring.get(k) != b.scoring.get(k) and k != "add_bos_token") or "none"
+
+
 def _resolve_baseline(runset: RunSet, baseline: str) -> Run:
-    matches = [run for run in runset.runs.values() if baseline in (run.run_id, str(run.path)) or baseline in str(run.path)]
+    target = Path(baseline).resolve() if Path(baseline).exists() else None  # a results file or a folder holding one
+    matches = [run for run in runset.runs.values() if run.path == target or target in run.path.parents] if target else [
+        run for run in runset.runs.values() if baseline in (run.run_id, str(run.path)) or baseline in str(run.path)]
     if len(matches) != 1:
         allowed = ", ".join(sorted(runset.runs))
         raise AnalysisInputError(f"baseline={baseline!r} matches {len(matches)} runs; allowed: one of {allowed}")
@@ -134,7 +153,8 @@ def degradation(
             agg_q, agg_b = aggregates[(quant.run_id, suite, lang)], aggregates.get((base.run_id, suite, lang))
             if agg_b is None:
                 continue
-            paired = _paired_docs(docs.get((quant.run_id, suite, lang)), docs.get((base.run_id, suite, lang)), f"{quant.run_id} vs {base.run_id} {suite}/{lang}", problems)
+            docs_q, docs_b = docs.get((quant.run_id, suite, lang)), docs.get((base.run_id, suite, lang))
+            paired = _paired_docs(docs_q, docs_b, f"{quant.run_id} vs {base.run_id} {suite}/{lang}", problems)
             row = {
                 "quant_id": quant.run_id,
                 "base_id": base.run_id,
@@ -162,7 +182,9 @@ def degradation(
                 bpb_b, bpb_q = agg_b.get("bits_per_byte", math.nan), agg_q.get("bits_per_byte", math.nan)
                 estimate = float(stats.relative_increase(bpb_q, bpb_b))
                 interval = stats.Interval(estimate, math.nan, math.nan)
-                ci_source = "aggregates only: CIs need --log_samples"
+                without = [name for name, d in (("quantized run", docs_q), ("baseline", docs_b)) if not d]
+                ci_source = (f"aggregates only: no samples in the {' and '.join(without)} (CIs need --log_samples)" if without
+                             else "aggregates only: documents could not be paired (see problems)")
                 n_docs = 0
             row.update(
                 n_docs=n_docs,

@@ -5,6 +5,13 @@ from __future__ import annotations
 RESOURCE_CLASSES = ("high", "low")
 
 
+def _resource(metadata: dict, code: str):
+    """Resource class of ``code``, else of its language subtag (``pt_BR`` -> ``pt``)."""
+    from qd_tasks.languages import base_language
+
+    return (metadata.get(code) or metadata.get(base_language(code)) or {}).get("resource")
+
+
 def language_metadata() -> dict[str, dict]:
     """``qd_tasks.languages.LANGUAGES`` as {iso: {"resource": ..., "joshi_class": ...}}; {} if absent."""
     try:
@@ -14,7 +21,7 @@ def language_metadata() -> dict[str, dict]:
     table = getattr(languages, "LANGUAGES", {})
     out = {}
     for code, record in table.items():
-        get = record.get if isinstance(record, dict) else lambda name: getattr(record, name, None)
+        get = record.get if isinstance(record, dict) else lambda name, record=record: getattr(record, name, None)
         out[str(code)] = {"resource": get("resource"), "joshi_class": get("joshi_class")}
     return out
 
@@ -44,14 +51,10 @@ def resource_groups(languages, hr: list[str] | None = None, lr: list[str] | None
         if hr is None or lr is None:  # one list given: the other group comes from metadata
             metadata = language_metadata() if metadata is None else metadata
             for code in languages:
-                resource = metadata.get(code, {}).get("resource")
+                resource = _resource(metadata, code)
                 if code not in groups and resource in RESOURCE_CLASSES:
                     if (resource == "high" and hr is None) or (resource == "low" and lr is None):
                         groups[code] = resource
         return {code: groups[code] for code in languages if code in groups}
     metadata = language_metadata() if metadata is None else metadata
-    return {
-        code: metadata[code]["resource"]
-        for code in languages
-        if metadata.get(code, {}).get("resource") in RESOURCE_CLASSES
-    }
+    return {code: _resource(metadata, code) for code in languages if _resource(metadata, code) in RESOURCE_CLASSES}

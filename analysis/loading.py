@@ -1,8 +1,10 @@
 """Read lm-eval 0.4.13 output (``results_*.json`` + ``samples_*.jsonl``) into tables.
 
 A *run* is one ``results_<timestamp>.json``. Its identity is the model (``model_source``
-of the ``qd-hf`` block, else ``pretrained`` from ``model_args``, else ``config.model``)
-plus the resolved quantization config. Problems with single files (corrupted JSON,
+of the ``qd-hf`` block, else ``pretrained`` from ``model_args``, else ``config.model``),
+the resolved quantization config and its scoring (:func:`scoring_identity`: dtype, how a
+rolling document is tokenized, log-softmax dtype, max_length, revision, prefix token): runs
+that differ in scoring are neither duplicates of each other nor paired. Problems with single files (corrupted JSON,
 unreadable samples, non-finite metrics) are collected in ``RunSet.problems`` as one line
 each, naming the file and what to do, instead of stopping the whole analysis.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +47,7 @@ class Run:
     quant_report: dict | None
     date: float | None
     lm_eval_version: str | None
+    scoring: dict = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -65,8 +69,15 @@ class Run:
 
     @property
     def config_key(self) -> str:
-        """Model + resolved quant config as one canonical string (equal key = same run)."""
-        return json.dumps({"model": self.model, "quant": self.quant_config}, sort_keys=True, default=str)
+        """Model + resolved quant config + scoring as one canonical string (equal key = same run)."""
+        return json.dumps({"model": self.model, "quant": self.quant_config, "scoring": self.scoring}, sort_keys=True, default=str)
+
+    @property
+    def rolling_scoring_key(self) -> str:
+        """The scoring fields a perplexity (rolling log-likelihood) score depends on: runs are
+        paired only when these are equal (``add_bos_token`` matters only for other request
+        types, whose rolling tokenization is in ``rolling``)."""
+        return json.dumps({k: v for k, v in self.scoring.items() if k != "add_bos_token"}, sort_keys=True, default=str)
 
     @property
     def label(self) -> str:
@@ -140,6 +151,45 @@ def _run_meta(run: Run) -> dict:
     return meta
 
 
+ROLLING_PREFIX_TEXT = "prefix+text"
+"""A rolling document scored as one prefix token then the text's own tokens (qd-hf; ``hf`` with
+``add_bos_token=False``)."""
+
+
+def _dtype_name(value) -> str | None:
+    return None if value in (None, "", "auto") else str(value).removeprefix("torch.")
+
+
+def scoring_identity(config: dict, model_args: dict, qd: dict) -> dict:
+    """What a score depends on besides model and weights, from lm-eval's ``results["config"]``.
+
+    ``dtype``: the loaded model's dtype (lm-eval's ``model_dtype``); ``softmax_dtype``: the
+    log-softmax / summation dtype (``softmax_dtype`` model arg, else the model dtype, as in HFLM);
+    ``rolling``: how a rolling document is tokenized — qd-hf records ``prefix+text``; an ``hf``
+    run with ``add_bos_token=False`` does the same, otherwise the tokenizer's default special
+    tokens come after lm-eval's prefix token (``prefix+tokenizer-default``: a double BOS on
+    BOS-adding tokenizers); ``add_bos_token`` (other request types), ``max_length``,
+    ``revision``, ``prefix_token_id`` (a custom one only)."""
+    recorded = dict(qd.get("scoring") or {})
+    dtype = _dtype_name(config.get("model_dtype")) or _dtype_name(model_args.get("dtype") or model_args.get("torch_dtype"))
+    add_bos = model_args.get("add_bos_token")
+    if "rolling" in recorded:
+        rolling = recorded["rolling"]
+    else:
+        rolling = ROLLING_PREFIX_TEXT if add_bos is False else "prefix+tokenizer-default"
+    softmax = _dtype_name(model_args.get("softmax_dtype")) or _dtype_name(recorded.get("softmax_dtype")) or dtype
+    prefix = model_args.get("prefix_token_id")
+    return {
+        "dtype": dtype,
+        "softmax_dtype": softmax,
+        "rolling": rolling,
+        "add_bos_token": add_bos,
+        "max_length": model_args.get("max_length"),
+        "revision": str(model_args.get("revision") or config.get("model_revision") or "main"),
+        "prefix_token_id": int(prefix) if prefix not in (None, "") else None,
+    }
+
+
 def parse_model_args(model_args) -> dict:
     """``"pretrained=x,method=rtn,bits=4"`` or a dict -> dict, typed as lm-eval typed it."""
     if isinstance(model_args, dict):
@@ -162,8 +212,9 @@ def find_result_files(paths) -> list[Path]:
                     f"path={path} is not an lm-eval results file; allowed: results_<timestamp>.json or a folder"
                 )
             found.add(path.resolve())
-        elif path.is_dir():
-            found.update(p.resolve() for p in path.rglob("results_*.json"))
+        elif path.is_dir():  # a sweep's unfinished ``.tmp-*`` folders are not runs
+            found.update(p.resolve() for p in path.rglob("results_*.json")
+                         if not any(part.startswith(".tmp-") for part in p.relative_to(path).parts))
         else:
             raise AnalysisInputError(f"path={path} does not exist; pass lm-eval --output_path folders or results_*.json files")
     return sorted(found)
@@ -179,6 +230,9 @@ def load_runs(paths) -> RunSet:
         raise AnalysisInputError(f"paths={list(map(str, paths))} contain no results_*.json; run lm_eval with --output_path")
     runs: dict[str, Run] = {}
     aggregates, docs, problems = [], [], []
+    root = Path(os.path.commonpath([str(file.parent) for file in files]))
+    if any(file.parent == root for file in files):  # run ids keep at least the results file's folder
+        root = root.parent
     for file in files:
         try:
             results = json.loads(file.read_text(encoding="utf-8"))
@@ -187,9 +241,7 @@ def load_runs(paths) -> RunSet:
         except (OSError, ValueError) as err:
             problems.append(f"{file}: unreadable results JSON ({err}); skipped — re-run lm_eval for this model or remove the file")
             continue
-        run = _make_run(file, results, problems)
-        if run.run_id in runs:  # the same file reached through two paths
-            continue
+        run = _make_run(file, results, problems, root)
         runs[run.run_id] = run
         aggregates.extend(_aggregate_rows(run, results, problems))
         docs.extend(_doc_rows(run, results, problems))
@@ -202,7 +254,7 @@ def load_runs(paths) -> RunSet:
     return RunSet(runs=runs, aggregates=aggregates_df, docs=docs_df, problems=problems)
 
 
-def _make_run(file: Path, results: dict, problems: list[str]) -> Run:
+def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run:
     config = results.get("config") or {}
     model_args = parse_model_args(config.get("model_args"))
     qd = config.get("quant_disparity") or {}
@@ -219,10 +271,14 @@ def _make_run(file: Path, results: dict, problems: list[str]) -> Run:
     model = str(qd.get("model_source") or model_args.get("pretrained") or lm_eval_model)
     stamp = _RESULTS_RE.match(file.name).group("stamp")
     report = qd.get("quant_report") if isinstance(qd.get("quant_report"), dict) else None
+    saved = _saved_quantization(model_args.get("pretrained")) if quant_config.get("method") == "none" else None
+    if saved is not None:  # a folder written by qd-hf save_to (or another quantizer), evaluated as a plain model
+        quant_config, report = saved
+        model = str((report or {}).get("model_source") or model)
     report = report or _load_quant_report(file, stamp, qd.get("quant_report_path"), problems)
     totals = dict(qd.get("quant_totals") or (report or {}).get("totals") or {})
     return Run(
-        run_id=f"{file.parent.name}/{file.stem}",
+        run_id=file.relative_to(root).with_suffix("").as_posix(),  # unique: files are deduplicated by resolved path
         path=file,
         model=model,
         lm_eval_model=lm_eval_model,
@@ -233,7 +289,35 @@ def _make_run(file: Path, results: dict, problems: list[str]) -> Run:
         quant_report=report,
         date=_as_float(results.get("date")),
         lm_eval_version=results.get("lm_eval_version"),
+        scoring=scoring_identity(config, model_args, qd),
     )
+
+
+def _saved_quantization(pretrained) -> tuple[dict, dict | None] | None:
+    """(quant config, quant report) of a local model folder that holds a quantized model:
+    ``quant_report.json`` (qd-hf ``save_to``; its config, and ``model_source`` = the model it
+    was quantized from) or a ``quantization_config`` in ``config.json`` (GPTQ, AWQ, bnb...);
+    ``None`` for anything else (a hub id, a folder not on this machine, an original model)."""
+    if not isinstance(pretrained, str) or not Path(pretrained).is_dir():
+        return None
+    folder = Path(pretrained)
+    try:
+        report = json.loads((folder / "quant_report.json").read_text(encoding="utf-8"))
+        if isinstance(report, dict) and isinstance(report.get("config"), dict):
+            return {**report["config"], "saved_model": True}, report
+    except (OSError, ValueError):
+        pass
+    try:
+        external = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(external, dict):
+        return None
+    bits = external.get("bits") or (4 if external.get("load_in_4bit") else 8 if external.get("load_in_8bit") else None)
+    config = {"method": str(external.get("quant_method") or "external"), "saved_model": True}
+    if isinstance(bits, (int, float)):
+        config["bits"] = bits
+    return config, None
 
 
 def _as_float(value) -> float | None:
@@ -262,13 +346,22 @@ def _leaf_tasks(results: dict) -> list[str]:
     return [task for task in results["results"] if task not in groups]
 
 
+def _perplexity_tasks(run: Run, results: dict, problems: list[str]) -> list[str]:
+    """Leaf tasks reporting a perplexity metric (the others — multiple choice, generation — are
+    read by :mod:`analysis.benchmarks`)."""
+    return [task for task in _leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
+
+
 def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
     rows = []
-    for task in _leaf_tasks(results):
+    for task in _perplexity_tasks(run, results, problems):
         suite, lang = split_task_name(task)
         for metric in AGGREGATE_METRICS:
             value = results["results"][task].get(f"{metric},none")
             if value is None or isinstance(value, str):  # absent, or "N/A"
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{run.path}: {task} {metric} = {str(value)[:60]} is not a number; skipped")
                 continue
             value = float(value)
             if metric == "bits_per_byte" and not math.isfinite(value):
@@ -279,10 +372,14 @@ def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]
 
 def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
     stamp = _RESULTS_RE.match(run.path.name).group("stamp")
+    tasks = _perplexity_tasks(run, results, [])
+    files = {task: run.path.with_name(f"samples_{task}_{stamp}.jsonl") for task in tasks}
+    has_samples = any(path.is_file() for path in files.values())
     rows = []
-    for task in _leaf_tasks(results):
-        samples = run.path.with_name(f"samples_{task}_{stamp}.jsonl")
-        if not samples.is_file() or not any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS):
+    for task, samples in files.items():
+        if not samples.is_file():
+            if has_samples:  # the run logged samples, but not for this task
+                problems.append(f"{samples}: missing (other tasks of this run have samples); {task} uses aggregates only (no CIs)")
             continue
         try:
             lines = samples.read_text(encoding="utf-8").splitlines()
@@ -290,7 +387,7 @@ def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
                 if line.strip():
                     rows.append(_doc_row(run.run_id, task, json.loads(line)))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
-            problems.append(f"{samples}: unreadable samples ({err!r}); {task} uses aggregates only (no CIs) — re-run with --log_samples")
+            problems.append(f"{samples}: unreadable samples ({err!r}); {task} uses aggregates only (no CIs) — re-run with --log_samples to rewrite it")
             rows = [row for row in rows if row[1] != task]
     return rows
 

@@ -1,15 +1,13 @@
-"""Plots. Every function returns ``(fig, ax)`` and saves nothing (see :func:`save`)."""
+"""Plots. Every function returns ``(fig, ax)`` and saves nothing (see :func:`save`); none picks
+the matplotlib backend (the command-line tools select ``Agg``; a notebook keeps its own)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 RESOURCE_COLOURS = {"high": "#1f77b4", "low": "#d62728"}
 OTHER_COLOUR = "#7f7f7f"
@@ -53,6 +51,38 @@ def degradation_by_language(table: pd.DataFrame, groups: dict[str, str], title: 
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in RESOURCE_COLOURS.values()] + [plt.Rectangle((0, 0), 1, 1, color=OTHER_COLOUR)]
     ax.legend(handles, ["high-resource", "low-resource", "ungrouped"], fontsize=7, loc="upper left")
     return fig, ax
+
+
+def fidelity_by_language(table: pd.DataFrame, languages: list[str], title: str = ""):
+    """Two panels per language, the configs side by side with 95% CI whiskers: KL(base ‖ quant)
+    per byte (top-k + tail lower bound) and the same-top-token rate. table: rows of one suite
+    (columns label, lang, kl_per_byte, same_top_token and their _ci_low/_ci_high); languages: x order."""
+    labels = list(dict.fromkeys(table.label))
+    fig, axes = plt.subplots(2, 1, figsize=(max(5.0, 0.35 * len(languages) * max(1, len(labels)) + 2.5), 6.0), sharex=True)
+    width = 0.8 / max(1, len(labels))
+    x = np.arange(len(languages))
+    colours = plt.get_cmap("tab10").colors
+    for ax, column, scale, ylabel in ((axes[0], "kl_per_byte", 1.0, "KL per byte (nats)"),
+                                      (axes[1], "same_top_token", 100.0, "same top token (%)")):
+        for i, label in enumerate(labels):
+            block = table[table.label == label].set_index("lang").reindex(languages)
+            values = scale * block[column].to_numpy(dtype=float)
+            low, high = scale * block[f"{column}_ci_low"].to_numpy(dtype=float), scale * block[f"{column}_ci_high"].to_numpy(dtype=float)
+            xs = x - 0.4 + width * (i + 0.5)
+            ax.bar(xs, np.where(np.isfinite(values), values, 0.0), width, color=colours[i % len(colours)], label=label)
+            has_ci = np.isfinite(low) & np.isfinite(high) & np.isfinite(values)
+            if has_ci.any():
+                ax.errorbar(xs[has_ci], values[has_ci], yerr=[values[has_ci] - low[has_ci], high[has_ci] - values[has_ci]],
+                            fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.set_ylabel(ylabel, fontsize=8)
+    rates = 100 * table[["same_top_token", "same_top_token_ci_low"]].to_numpy(dtype=float)
+    if np.isfinite(rates).any():  # the rates' range, not 0-100 %
+        axes[1].set_ylim(max(0.0, np.nanmin(rates) - 0.1 * (100 - np.nanmin(rates)) - 1), 100.5)
+    axes[1].set_xticks(x, languages)
+    axes[1].set_xlabel("language (ordered by baseline bits/byte, lowest first)", fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper left", ncol=min(3, len(labels)))
+    axes[0].set_title(title or "Fidelity to the baseline by language (95% document-bootstrap CI)", fontsize=9)
+    return fig, axes
 
 
 def predictor_scatter(table: pd.DataFrame, predictor: str, groups: dict[str, str], correlation: dict | None = None, title: str = ""):

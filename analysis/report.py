@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import benchmarks, relations, task_languages
+from analysis import benchmarks, fidelity, relations, task_languages
 from analysis.compare import Degradation, degradation, disparity
 from analysis.groups import resource_groups
 from analysis.loading import RunSet, load_runs
@@ -65,6 +65,7 @@ class Analysis:
     scan: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
     benchmarks: benchmarks.BenchmarkAnalysis | None = None
 
 
@@ -78,8 +79,13 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
     languages = sorted(set(runset.aggregates.lang))
     groups = resource_groups(languages, options.hr, options.lr)
+    given = [*(options.hr or []), *(options.lr or [])]
+    absent = [code for code in given if code not in languages]
+    if absent:
+        notes.append(f"--hr/--lr name {', '.join(absent)}, not among the runs' languages ({', '.join(languages) or 'none'}); ignored.")
     if not groups:
-        notes.append("No language has a resource class (qd_tasks.languages missing and no --hr/--lr): group statistics are empty.")
+        why = "none of the --hr/--lr languages is in the runs" if given else "no language is in qd_tasks.languages; pass --hr/--lr"
+        notes.append(f"No language has a resource class ({why}): group statistics are empty.")
     disp = disparity(deg, groups, options.min_denominator, options.random_state)
     fert, tokens = _fertility(runset, options.tokenizer, notes)
     parallel, parallel_notes = relations.parallel_view(runset, deg, tokens)
@@ -96,11 +102,13 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     else:
         pareto_points = disp
     scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
+    fid, fid_problems = fidelity.fidelity_table(runset, deg.table, options.n_resamples, options.random_state, options.confidence)
+    notes += fid_problems
     bench = benchmarks.analyze_benchmarks(runset, deg.table, options.baseline, options.n_resamples, options.random_state,
-                                          options.confidence, task_rules)
+                                          options.confidence, task_rules, benchmarks.fidelity_measures(runset, fid))
     notes += bench.problems
     return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
-                    parallel, bench)
+                    parallel, fid, bench)
 
 
 def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -147,6 +155,7 @@ def _write_tables(analysis: Analysis, folder: Path) -> None:
         "disparity": analysis.disparity,
         "fertility": analysis.fertility,
         "parallel_view": analysis.parallel,
+        "fidelity": analysis.fidelity,
         "correlations": analysis.correlations,
         "rate_distortion": analysis.rate_distortion,
         "weight_mse": analysis.weight_mse,
@@ -165,7 +174,10 @@ def _slug(text: str) -> str:
 def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
     from analysis import plots  # matplotlib only when figures are written
 
-    figures: dict[str, list[Path]] = {"degradation": [], "fertility": [], "rate_distortion": [], "pareto": [], "scan": []}
+    figures: dict[str, list[Path]] = {"degradation": [], "fertility": [], "rate_distortion": [], "pareto": [], "scan": [], "fidelity": []}
+    for suite, block in analysis.fidelity.groupby("suite") if not analysis.fidelity.empty else []:
+        fig, _ = plots.fidelity_by_language(block, fidelity.languages_by_baseline(block), f"Fidelity to the baseline by language — {suite}")
+        figures["fidelity"].append(plots.save(fig, folder / f"fidelity_{_slug(suite)}.png"))
     table = analysis.deg.table
     if not table.empty:
         for i, ((quant_id, suite), block) in enumerate(table.groupby(["quant_id", "suite"], sort=True)):
@@ -267,6 +279,11 @@ def _group_readings(analysis: Analysis) -> list[str]:
     return lines
 
 
+def _config_name(row, several_models: bool) -> str:
+    """A run's config label, plus its model when the table holds runs of several models."""
+    return f"{row.label} ({row.model})" if several_models else row.label
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -309,10 +326,12 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     pairs = [[p.quant_id, p.base_id] for p in deg.pairs]
     if pairs:
         out += ["Pairs compared (quantized → baseline):", "", _md_table(["quantized", "baseline"], pairs), ""]
+    if options.baseline and pairs:
+        out += [f"`--baseline {options.baseline}`: every other run is compared with `{deg.pairs[0].base_id}`, whatever its model or config.", ""]
 
     out += ["## Degradation by language", ""]
     if deg.table.empty:
-        out += ["No quantized run could be paired with a baseline (see problems above).", ""]
+        out += ["No quantized run could be paired with a baseline" + (" (see problems above)." if deg.problems else "; pass --baseline RUN to compare every run with one."), ""]
     for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True) if not deg.table.empty else []:
         out += [f"### {block.label.iloc[0]} — `{quant_id}` — {suite}", ""]
         rows = [[r.lang, analysis.groups.get(r.lang, "—"), _num(r.bpb_base), _num(r.bpb_quant), f"{r.delta_bpb:+.4f}",
@@ -320,12 +339,14 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                  _pct(r.byte_ppl_rel_change), r.n_docs, r.flag or ""] for r in block.sort_values("lang").itertuples()]
         out += [_md_table(["lang", "group", "bits/byte base", "bits/byte quant", "Δ bits/byte", f"D (rel. NLL) [{level} CI]",
                            "seeds' style: rel. byte-ppl change", "docs", "flag"], rows), ""]
-        if (block.n_docs == 0).any():
-            out += ["Some languages have aggregates only: CIs need `--log_samples` for both runs.", ""]
+        for reason in sorted(set(block.ci_source[block.n_docs == 0])):
+            out += [f"{', '.join(sorted(block.lang[block.ci_source == reason]))}: {reason}.", ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["degradation"]]
     if len(deg.table.groupby(["quant_id", "suite"])) > MAX_LANGUAGE_FIGURES if not deg.table.empty else False:
         out.append(f"(Bar charts for the first {MAX_LANGUAGE_FIGURES} run/suite combinations; the overview heatmap shows all runs; all numbers are in tables/degradation.csv.)")
     out.append("")
+
+    out += _fidelity_markdown(analysis, figures.get("fidelity", []), level)
 
     out += ["## Parallel-text view (script- and tokenizer-fair)", ""]
     if analysis.parallel.empty:
@@ -342,8 +363,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
                            "bytes rel. en (byte premium)", "tokens per aligned doc rel. en (fertility)"], rows), ""]
 
     out += ["## Disparity (low- vs high-resource)", ""]
-    hr = sorted(l for l, g in analysis.groups.items() if g == "high")
-    lr = sorted(l for l, g in analysis.groups.items() if g == "low")
+    hr = sorted(lang for lang, g in analysis.groups.items() if g == "high")
+    lr = sorted(lang for lang, g in analysis.groups.items() if g == "low")
     out += [f"High-resource: {', '.join(hr) or 'none'}; low-resource: {', '.join(lr) or 'none'}. "
             f"Ratios whose denominator D_HR < {options.min_denominator:g} are marked unstable; D_HR ≤ 0 or D_LR ≤ 0 makes the ratio undefined (no zero or negative ratios).", ""]
     out += [("Unit of every group statistic: the language. CIs of D_LR − D_HR and D_LR/D_HR: hierarchical bootstrap (languages "
@@ -352,6 +373,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
              "D_L CIs (tables above) resample that language's documents. No per-document group test is reported: the documents "
              "of a parallel corpus are the same topics in every language, not independent units."), ""]
     if not analysis.disparity.empty:
+        several_models = analysis.disparity.model.nunique() > 1
         rows = []
         for r in analysis.disparity.itertuples():
             ratio = "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×"
@@ -361,14 +383,14 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
             notes_cell = "; ".join(n for n in (r.ratio_note, r.ci_note, r.max_over_min_note) if n)
             perm = "n/a" if math.isnan(r.perm_p) else f"{r.perm_p:.3g} ({r.perm_n_splits} {'splits' if r.perm_method == 'exact' else 'random splits'})"
             loo = "n/a" if not r.loo_differences else ("yes" if r.loo_sign_survives else f"no: flips without {r.loo_flips}")
-            rows.append([r.label, r.suite, f"{r.n_langs_HR}/{r.n_langs_LR}", f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})",
+            rows.append([_config_name(r, several_models), r.suite, f"{r.n_langs_HR}/{r.n_langs_LR}", f"{_pct(r.D_HR)} ({_num(r.delta_bpb_HR, 3)})",
                          f"{_pct(r.D_LR)} ({_num(r.delta_bpb_LR, 3)})", diff, ratio, perm, loo,
                          f"{r.worst_lang} {_pct(r.worst_degradation)}", _num(r.max_over_min, 3), notes_cell])
         out += [_md_table(["config", "suite", "languages HR/LR", "D_HR (Δbpb)", "D_LR (Δbpb)", f"D_LR − D_HR [{level} CI]",
                            f"D_LR/D_HR [{level} CI]", "permutation p", "sign survives leaving out any one language",
                            "worst language", "max/min", "notes"], rows), ""]
         out += ["Reading:", ""] + [f"- {line}" for line in _group_readings(analysis)] + [""]
-        rows = [[r.label, r.suite, r.loo_differences or "n/a"] for r in analysis.disparity.itertuples()]
+        rows = [[_config_name(r, several_models), r.suite, r.loo_differences or "n/a"] for r in analysis.disparity.itertuples()]
         out += ["Leave-one-language-out D_LR − D_HR (language dropped: difference without it):", "",
                 _md_table(["config", "suite", "without language"], rows), ""]
 
@@ -410,7 +432,8 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     if analysis.pareto.empty or not analysis.pareto.effective_bits_per_weight.notna().any():
         out += ["No run reports effective bits per weight (needs the qd-hf quant totals).", ""]
     else:
-        rows = [[r.label, r.suite, _num(r.effective_bits_per_weight), _pct(r.worst_degradation), _pct(r.difference),
+        several_models = analysis.pareto.model.nunique() > 1
+        rows = [[_config_name(r, several_models), r.suite, _num(r.effective_bits_per_weight), _pct(r.worst_degradation), _pct(r.difference),
                  "undefined" if math.isnan(r.ratio) else f"{r.ratio:.2f}×", "yes" if r.on_front else ""]
                 for r in analysis.pareto.sort_values(["suite", "effective_bits_per_weight"]).itertuples()]
         out += [_md_table(["config", "suite", "eff. bits/weight", "worst-language D", "D_LR − D_HR", "D_LR/D_HR", "Pareto front"], rows), ""]
@@ -421,6 +444,35 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str) 
     out += benchmarks.markdown_section(analysis.benchmarks, figures.get("benchmarks", []), _md_table)
     out += ["## Files", "", "Tables: `tables/*.csv` (long table: `tables/long_table.csv`). Figures: `figures/*.png`.", ""]
     return "\n".join(out)
+
+
+def _fidelity_markdown(analysis: Analysis, figures: list[Path], level: str) -> list[str]:
+    """The fidelity section: per suite, one row per (config, language), D_L next to the fidelity numbers."""
+    out = ["## Fidelity to the baseline (per token)", ""]
+    if analysis.fidelity.empty:
+        return out + ["Not computed: needs runs with fidelity files (`qd-sweep --fidelity`, or qd-hf `fidelity_out`/`fidelity_baseline`).", ""]
+    out += [(f"KL(base ‖ quant) over the baseline's top-k tokens + one tail bucket (a lower bound of the exact KL; `tail mass` is the "
+             f"baseline's mean probability outside the top-k), per scored token and per UTF-8 byte, in nats; same top token: share of "
+             f"positions where both models' argmax agree; Δp = p_quant(true token) − p_base(true token), mean and percentiles over positions. "
+             f"{level} CIs: studentized document bootstrap within the language (as D_L); Δp percentiles: percentile interval over at most "
+             f"{fidelity.MAX_PERCENTILE_RESAMPLES} document resamples. Languages ordered by baseline bits/byte."), ""]
+
+    def ci(r, column, scale=1.0, fmt="{:.4g}"):
+        value, low, high = (getattr(r, name) for name in (column, f"{column}_ci_low", f"{column}_ci_high"))
+        text = "n/a" if math.isnan(value) else fmt.format(scale * value)
+        return text + (f" [{fmt.format(scale * low)}, {fmt.format(scale * high)}]" if not math.isnan(low) else "")
+
+    for suite, block in analysis.fidelity.groupby("suite"):
+        order = {lang: i for i, lang in enumerate(fidelity.languages_by_baseline(block))}
+        block = block.assign(order=block.lang.map(order)).sort_values(["order", "label"])
+        rows = [[r.lang, r.label, _pct(r.degradation) + (f" [{_pct(r.degradation_ci_low)}, {_pct(r.degradation_ci_high)}]" if not math.isnan(r.degradation_ci_low) else ""),
+                 ci(r, "kl_per_token"), ci(r, "kl_per_byte"), ci(r, "same_top_token", 100, "{:.2f}%"), ci(r, "dp_mean", 1, "{:+.2e}"),
+                 " / ".join(f"{getattr(r, f'dp_p{p}'):+.2e}" for p in fidelity.PERCENTILES), f"{r.base_tail:.2e} (k={r.topk})", r.n_docs, r.n_tokens]
+                for r in block.itertuples()]
+        out += [f"### {suite}", "", _md_table(["lang", "config", f"D [{level} CI]", "KL/token", "KL/byte", "same top token", "Δp mean",
+                                               "Δp p" + "/p".join(map(str, fidelity.PERCENTILES)), "tail mass", "docs", "tokens"], rows), ""]
+    out += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
+    return out
 
 
 def command_line() -> str:

@@ -250,10 +250,10 @@ def collect_activation_stats(
     token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
     key = calibration_key(model_fingerprint(model), token_ids, list(module_names))
     path = stats_cache_dir() / f"{key}.pt"
-    if use_cache and path.is_file():
-        payload = torch.load(path, weights_only=True)
-        stats = ActivationStats(tuple(payload["langs"]), payload["tokens"], payload["second_moments"], key=key,
-                                from_cache=True, source=source, stopped_before=payload["stopped_before"])
+    cached = _read_cache(path) if use_cache and path.is_file() else None
+    if cached is not None:
+        stats = ActivationStats(tuple(cached["langs"]), cached["tokens"], cached["second_moments"], key=key,
+                                from_cache=True, source=source, stopped_before=cached["stopped_before"])
         stats.seconds = time.perf_counter() - start
         logger.info("qd calibration: statistics loaded from %s", path)
         return stats
@@ -279,6 +279,19 @@ def collect_activation_stats(
     stats.seconds = time.perf_counter() - start
     logger.info("qd calibration: %s tokens per language, %d modules, %.1f s", counts, len(module_names), stats.seconds)
     return stats
+
+
+def _read_cache(path: Path) -> dict | None:
+    """A cache entry, or ``None`` (a miss, logged naming the file) when it cannot be read or
+    lacks a field; the recomputed statistics then replace it atomically."""
+    try:
+        payload = torch.load(path, weights_only=True)
+        if not isinstance(payload, dict) or any(name not in payload for name in ("langs", "tokens", "second_moments", "stopped_before")):
+            raise ValueError("missing fields")
+        return payload
+    except Exception as err:  # noqa: BLE001 - any unreadable entry (truncated zip, pickle error, ...) is a miss
+        logger.warning("qd calibration: cache file %s is unreadable (%s); recomputing and replacing it", path, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return None
 
 
 def _write_atomic(payload: dict, path: Path) -> None:

@@ -35,6 +35,7 @@ METHODS: dict[str, MethodSpec] = {
     "aciq": MethodSpec(kind="fake", clips=("gauss", "laplace", "auto"), default_clip="auto"),
     "mse": MethodSpec(kind="fake"),
     "laaciq": MethodSpec(kind="fake"),
+    "gguf": MethodSpec(kind="fake"),
     "nf4": MethodSpec(kind="bnb", fixed_bits=4),
     "fp4": MethodSpec(kind="bnb", fixed_bits=4),
     "int8": MethodSpec(kind="bnb", fixed_bits=8),
@@ -50,8 +51,16 @@ GRANULARITIES = ("tensor", "channel", "group")
 KEEP_BY = ("magnitude", "activation")
 CALIB_MODES = ("target", "mean", "minimax")
 CALIB_FIELDS = ("calib_mode", "calib_langs", "calib_data", "calib_samples")
-"""Arguments of the calibration pass, used by ``method=laaciq`` and ``keep_by=activation``."""
+"""Arguments of the calibration pass, used by ``method=laaciq``, ``keep_by=activation`` and ``method=gguf`` (importance matrix)."""
 KEEP_TOP_SCOPES = ("layer", "global")
+GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+              "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m")
+"""``method=gguf`` types: llama.cpp block types (pure: every tensor) and mixed presets (per-tensor rules,
+:mod:`qd_models.quant.gguf_presets`)."""
+GGUF_DEFAULT_TYPE = "q4_k_m"
+GGUF_IMATRIX_MODE = "pooled"
+"""``calib_mode`` recorded for ``method=gguf`` with calibration: one importance matrix, the mean x^2 over all
+calibration tokens of the selected languages (token-weighted mean of the per-language moments)."""
 IDENTITY_BITS = 16
 
 
@@ -89,24 +98,34 @@ class QuantConfig:
     quantize_embeddings: bool = False
     quantize_lm_head: bool = False
     kept_value_bits: int | None = None
+    gguf_type: str | None = None
     save_to: str | None = None
     calib_mode: str | None = None
     calib_langs: tuple[str, ...] = ()
     calib_data: str | None = None
     calib_samples: int | None = None
+    save_overwrite: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not allowed; allowed: {_allowed(METHODS)}")
         spec = METHODS[self.method]
-        if spec.kind == "fake":
+        if self.method == "gguf":
+            self._resolve_gguf()
+        elif self.gguf_type is not None:
+            raise ValueError(f"gguf_type={self.gguf_type!r} is not allowed with method={self.method}; allowed with method=gguf")
+        elif spec.kind == "fake":
             self._resolve_fake(spec)
         else:
             self._reject_fake_options(spec)
         self._resolve_calibration()
-        for name in ("quantize_embeddings", "quantize_lm_head"):
+        for name in ("quantize_embeddings", "quantize_lm_head", "save_overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
+        if self.save_to is not None and spec.kind == "none":
+            raise ValueError(f"save_to={self.save_to} is not allowed with method=none; allowed: a quantization method (the original model is already saved)")
+        if self.save_overwrite and self.save_to is None:
+            raise ValueError("save_overwrite=true is not allowed without save_to; allowed: save_to=FOLDER,save_overwrite=true")
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -152,8 +171,35 @@ class QuantConfig:
         if any(layer < 0 for layer in self.keep_layers):
             raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
 
+    def _resolve_gguf(self) -> None:
+        self._set("gguf_type", self.gguf_type or GGUF_DEFAULT_TYPE)
+        if self.gguf_type not in GGUF_TYPES:
+            raise ValueError(f"gguf_type={self.gguf_type!r} is not allowed; allowed: {_allowed(GGUF_TYPES)}")
+        given = [name for name in ("bits", "granularity", "group_size", "symmetric", "grid", "clip", "keep_by", "keep_top_scope")
+                 if getattr(self, name) is not None]
+        given += ["keep_top"] if self.keep_top else []
+        if given:
+            raise ValueError(f"{', '.join(given)} not allowed with method=gguf; allowed: gguf_type, keep_layers, keep, "
+                             "quantize_embeddings, quantize_lm_head, kept_value_bits, calib_langs, calib_data, calib_samples")
+        self._set("bits", int(self.gguf_type[1]))  # nominal width of the base type (q4_k_m -> 4); real bits per weight in the report
+        self._set("kept_value_bits", 16 if self.kept_value_bits is None else self.kept_value_bits)
+        if self.kept_value_bits not in KEPT_VALUE_BITS:
+            raise ValueError(f"kept_value_bits={self.kept_value_bits!r} is not allowed; allowed: {_allowed(KEPT_VALUE_BITS)}")
+        self._set("clip", "none")
+        if any(layer < 0 for layer in self.keep_layers):
+            raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
+
     def _resolve_calibration(self) -> None:
         given = [name for name in CALIB_FIELDS if getattr(self, name) not in (None, ())]
+        if self.method == "gguf":
+            if self.calib_mode is not None:
+                raise ValueError(f"calib_mode={self.calib_mode!r} is not allowed with method=gguf; allowed: unset (the importance "
+                                 "matrix is the mean x^2 over all calibration tokens of calib_langs)")
+            if self.calib_samples is not None and self.calib_samples < 1:
+                raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
+            if given:
+                self._set("calib_mode", GGUF_IMATRIX_MODE)
+            return
         if not (self.method == "laaciq" or self.keep_by == "activation"):
             if given:
                 raise ValueError(f"{', '.join(given)} not allowed with method={self.method}; allowed with method=laaciq or keep_by=activation")
@@ -190,7 +236,8 @@ class QuantConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        """``method=laaciq`` or ``keep_by=activation``: ``calib_mode`` is resolved exactly then."""
+        """``method=laaciq``, ``keep_by=activation``, or ``method=gguf`` with a calibration argument
+        (importance matrix): ``calib_mode`` is resolved exactly then."""
         return self.calib_mode is not None
 
     @property
@@ -269,14 +316,19 @@ def _to_str(name: str, value: Any) -> str:
 
 
 def _split(value: Any) -> list:
+    """Items of a list argument: a list, or a string ``a;b``, ``a,b`` or ``[a,b]`` (lm-eval's
+    CLI hands ``[en,he]`` over as that string)."""
     if isinstance(value, (list, tuple)):
         return list(value)
-    return [part for part in re.split(r"[;,]", str(value)) if part.strip()]
+    if not isinstance(value, str):  # one number, typed by lm-eval's parser
+        return [value]
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [part.strip().strip("'\"") for part in re.split(r"[;,]", text) if part.strip()]
 
 
 def _to_layers(name: str, value: Any) -> tuple[int, ...]:
-    if isinstance(value, str):  # lm-eval hands a bracketed list over as the string "[0,11]"
-        value = value.strip().removeprefix("[").removesuffix("]")
     return tuple(sorted({_to_int(name, part) for part in _split(value)}))
 
 
@@ -319,11 +371,13 @@ _CONVERTERS = {
     "quantize_embeddings": _to_bool,
     "quantize_lm_head": _to_bool,
     "kept_value_bits": _to_int,
+    "gguf_type": _to_str,
     "save_to": _to_path,
     "calib_mode": _to_str,
     "calib_langs": _to_langs,
     "calib_data": _to_path,
     "calib_samples": _to_int,
+    "save_overwrite": _to_bool,
 }
 
 QD_ARGS = tuple(f.name for f in fields(QuantConfig))

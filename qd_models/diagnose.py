@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -124,9 +125,6 @@ def fertility(texts: dict[str, list[str]], tokenizer) -> list[dict]:
 def plot_weight_stats(rows: list[dict]):
     """Kurtosis and max/σ per block-layer (log y: values below 1e-3, incl. negative excess
     kurtosis, are drawn at 1e-3), one marker per module kind; -> (fig, axes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layered = [r for r in rows if r["block"] is not None]
@@ -148,9 +146,6 @@ def plot_weight_stats(rows: list[dict]):
 
 def plot_fertility(rows: list[dict]):
     """Tokens per byte by language; -> (fig, ax)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(rows), 3.2))
@@ -172,9 +167,7 @@ def _write_csv(path: Path, columns, rows) -> Path:
 
 def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str = "", device: str | None = None) -> dict:
     """Load the model once (``qd-hf``, all hf args; ``device`` default: cuda if available,
-    else cpu), write CSVs, plots and ``summary.json``."""
-    import torch
-
+    else cpu), write CSVs, plots and ``summary.json`` (a folder it created is removed on failure)."""
     from lm_eval.utils import simple_parse_args_string
 
     from qd_models.config import parse_qd_args
@@ -187,7 +180,21 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
     if rest:
         raise ValueError(f"quant_args keys {sorted(rest)} are not quantization args; allowed: method, bits, granularity, ...")
     folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"out={out} is an existing file; allowed: a folder")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return _diagnose_into(folder, model_kwargs, quant, config, model_args, tasks, device)
+    except BaseException:
+        if created:  # leave nothing behind on failure
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _diagnose_into(folder: Path, model_kwargs: dict, quant: dict, config, model_args: str, tasks: list[str], device: str | None) -> dict:
+    import torch
+
     texts = task_documents(tasks) if tasks else {}
     from qd_models.qd_hf import QDHFLM
 
@@ -210,6 +217,13 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``qd-diagnose``: user errors as one line on stderr, exit 2 (``--debug``: traceback)."""
+    from qd_tasks.cli_errors import run_cli
+
+    return run_cli("qd-diagnose", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="qd-diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--model_args", default="", help="hf args, e.g. pretrained=PATH (default: the embedded Gemma)")
     parser.add_argument("--tasks", default="", help="comma-separated task/group names for fertility (empty: weights only)")
@@ -217,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; the plotting functions never pick a backend
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     summary = diagnose(args.model_args, [t for t in args.tasks.split(",") if t], args.out, args.quant_args, args.device)
     print(json.dumps(summary, indent=1))

@@ -15,8 +15,11 @@ one |w| threshold over all quantized layers, from a 65536-bin histogram, so at l
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +34,8 @@ from .report import json_safe, quantized_layer_bits, summarize_report
 
 BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)(?:\.|$)")
 """Transformer block index in a module name: ``model.layers.3.``, ``transformer.h.3.``."""
+
+logger = logging.getLogger(__name__)
 
 GLOBAL_HISTOGRAM_BINS = 65536
 REPORT_FILENAME = "quant_report.json"
@@ -198,6 +203,9 @@ def quantize_(
     if config.kind == "bnb":
         return _bnb_report(model, config)
     targets, target_ids = _select(model, config, filter_fn)
+    if config.kind == "fake" and not any(target.status == "quantize" for target in targets):
+        logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
+                       config.method, ", ".join(sorted({t.reason for t in targets})) or "no quantizable module")
     if config.kind == "fake" and config.granularity == "group":
         for target in targets:
             if target.status == "quantize":
@@ -210,6 +218,7 @@ def quantize_(
     active = config.kind == "fake" and config.bits != 16
     if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
+    gguf_plan = _gguf_plan(model, targets, config) if active and config.method == "gguf" else {}
     threshold = None
     if active and config.keep_top > 0 and config.keep_top_scope == "global":
         threshold = _global_threshold(targets, config.keep_top)
@@ -226,6 +235,15 @@ def quantize_(
                          rel_mse=0.0, kept_fraction=1.0, bits_per_weight=float(value_bits))
             storage_bits += value_bits * param.numel()
             counts["kept"] += param.numel()
+            layers.append(layer)
+            continue
+        if config.method == "gguf":
+            quantized = _gguf_layer(target.name, weight, param, gguf_plan[target.name], act_stats, config, layer)
+            if keep_originals is not None:
+                keep_originals[target.param_name] = param.detach().to("cpu", copy=True)
+            target.write(quantized)
+            storage_bits += layer["bits_per_weight"] * param.numel()
+            counts["quantized"] += param.numel()
             layers.append(layer)
             continue
         blocks = to_blocks(weight, config.granularity, config.group_size)
@@ -314,6 +332,56 @@ def quantize_(
     return json_safe(report)
 
 
+def _gguf_plan(model: nn.Module, targets: list[_Target], config: QuantConfig) -> dict[str, dict]:
+    """GGUF type of every target (llama.cpp's per-tensor rules for presets, input dim fallbacks)."""
+    from .config import num_blocks
+    from .quant.gguf_presets import tensor_types
+
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = head is not None and embedding is not None and head.weight is embedding.weight
+    shapes = [(t.name, t.module.weight.shape[0] if t.layout == "conv1d" else t.module.weight.shape[1]) for t in targets]
+    n_layer = num_blocks(model.config) if hasattr(model, "config") else None
+    n_layer = n_layer or 1 + max((block_index(t.name) or 0 for t in targets), default=0)
+    return tensor_types(shapes, config.gguf_type, n_layer, tied)
+
+
+def gguf_imatrix(act_stats, name: str, langs: tuple[str, ...]) -> torch.Tensor | None:
+    """Importance matrix ``[in]`` of module ``name``: mean x^2 over all calibration tokens of ``langs``
+    (per-language E[x^2] weighted by token counts); None when there are no tokens."""
+    langs = act_stats.select_langs(langs)
+    rows = [act_stats.langs.index(lang) for lang in langs]
+    tokens = torch.tensor([float(act_stats.tokens[lang]) for lang in langs], dtype=torch.float64)
+    if not tokens.sum() > 0:
+        return None
+    return (act_stats.second_moments[name][rows].double() * tokens[:, None]).sum(0) / tokens.sum()
+
+
+def _gguf_layer(name: str, weight: torch.Tensor, param: torch.Tensor, plan: dict, act_stats, config: QuantConfig, layer: dict) -> torch.Tensor:
+    """Quantize ``weight`` ``[out, in]`` to GGUF blocks of ``plan["type"]`` (rows along the input dim),
+    dequantize with gguf's dequantizer; fills ``layer``; returns the value the parameter will hold."""
+    from .quant.gguf_quants import bits_per_weight, dequantize, quantize_blocks
+
+    imatrix = None
+    if act_stats is not None and config.needs_calibration:
+        imatrix = gguf_imatrix(act_stats, name, config.calib_langs)
+    data = quantize_blocks(weight.cpu().numpy(), plan["type"], None if imatrix is None else imatrix.float().numpy())
+    quantized = torch.from_numpy(dequantize(data, plan["type"])).to(weight.device)
+    if param.dtype != quantized.dtype:
+        quantized = quantized.to(param.dtype).float()
+    norm = float(weight.square().sum())
+    error = float((quantized - weight).square_().sum())
+    layer.update(status="quantized", gguf_type=plan["type"], gguf_role=plan["role"], gguf_rule=plan["rule"],
+                 imatrix=imatrix is not None, rel_mse=error / norm if norm > 0 else float("nan"), kept_fraction=0.0,
+                 bits_per_weight=bits_per_weight(plan["type"]))
+    if imatrix is not None:
+        from .calibration import layer_calibration_report
+
+        inputs, degenerate = normalise_inputs(act_stats.inputs(name, config.calib_langs).to(weight.device))
+        layer["calibration"] = layer_calibration_report(weight, quantized, inputs, degenerate, act_stats.select_langs(config.calib_langs))
+    return quantized
+
+
 def _bnb_report(model: nn.Module, config: QuantConfig) -> dict:
     """Report for a model bitsandbytes quantized at load: 4-bit codes plus one fp32 absmax per
     block (nf4/fp4), or 8-bit codes plus one fp32 scale per output row (int8)."""
@@ -366,16 +434,57 @@ def restore_(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
         model.get_parameter(param_name).data.copy_(original)
 
 
+def check_save_target(save_to: str, pretrained, overwrite: bool = False) -> None:
+    """Refuse (one-line ``ValueError``, before any weight loads) a ``save_to`` that is the source
+    model folder or a non-empty folder unless ``overwrite``, a file, or an unwritable location."""
+    target = os.path.abspath(os.path.expanduser(save_to))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"save_to={save_to} is an existing file; allowed: a new or empty folder")
+    source = os.path.abspath(os.path.expanduser(pretrained)) if isinstance(pretrained, str) and os.path.isdir(pretrained) else None
+    if not overwrite:
+        if source is not None and os.path.isdir(target) and os.path.samefile(source, target):
+            raise ValueError(f"save_to={save_to} is the source model folder; allowed: another folder, or save_overwrite=true to replace it")
+        if os.path.isdir(target) and os.listdir(target):
+            raise ValueError(f"save_to={save_to} is a non-empty folder; allowed: a new or empty folder, or save_overwrite=true to replace it")
+    parent = os.path.dirname(target)
+    while not os.path.isdir(parent):
+        if os.path.exists(parent):
+            raise ValueError(f"save_to={save_to}: {parent} is a file; allowed: a folder path")
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"save_to={save_to} is not writable ({parent} does not allow writing); allowed: a folder you can write to")
+
+
 def save_quantized(model: nn.Module, tokenizer, directory: str | os.PathLike, report: dict) -> str:
     """Write ``model`` (dequantized weights, HF format, loadable by ``--model hf``), its
-    tokenizer and ``quant_report.json`` to ``directory``; return the report path."""
-    os.makedirs(directory, exist_ok=True)
-    model.save_pretrained(directory)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    path = os.path.join(directory, REPORT_FILENAME)
-    write_report(report, path)
-    return path
+    tokenizer and ``quant_report.json`` to ``directory``; return the report path.
+
+    Everything is written to a temporary sibling folder first, which then replaces
+    ``directory`` by rename: a failure leaves ``directory`` as it was (no weights-less
+    ``config.json``, no stale files of an earlier model mixed in).
+    """
+    final = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+    parent, name = os.path.split(final)
+    os.makedirs(parent, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        model.save_pretrained(temp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(temp)
+        write_report(report, os.path.join(temp, REPORT_FILENAME))
+        os.chmod(temp, 0o755)  # mkdtemp makes it owner-only
+        old = None
+        if os.path.isdir(final):
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.rmdir(old)
+            os.rename(final, old)
+        os.rename(temp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return os.path.join(final, REPORT_FILENAME)
 
 
 def write_report(report: dict, path: str | os.PathLike) -> None:
@@ -387,6 +496,7 @@ def write_report(report: dict, path: str | os.PathLike) -> None:
 __all__ = [
     "bnb_from_pretrained_kwargs",
     "block_index",
+    "check_save_target",
     "quantization_targets",
     "quantize_",
     "restore_",

@@ -14,6 +14,12 @@ Scoring (what ``hf`` does not guarantee; recorded as ``quant_disparity.scoring``
 * log-softmax and the sums run in float32 (``softmax_dtype=float32`` unless given), whatever
   the model dtype: HFLM sums bf16 log-probs in bf16, which erases small degradations.
 
+Fidelity to a baseline (:mod:`qd_models.fidelity`): ``fidelity_out=DIR`` with ``method=none``
+stores the baseline's top-``fidelity_topk`` (default 32) log-probs per scored token in DIR;
+``fidelity_baseline=BASE_DIR,fidelity_out=DIR`` compares this run with them (per-token KL,
+same top token, Δp) and writes the per-position results to DIR. Results record the files under
+``quant_disparity.fidelity``.
+
 With ``method=none`` the results are identical to
 ``--model hf --model_args pretrained=...,add_bos_token=False,softmax_dtype=float32``
 on perplexity tasks.
@@ -22,6 +28,7 @@ on perplexity tasks.
 from __future__ import annotations
 
 import logging
+import os
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -36,17 +43,36 @@ SCORING_ARGS = ("dtype", "add_bos_token", "max_length", "revision", "prefix_toke
 """``hf`` model arguments that change a score (recorded with every run; analysis pairs only equal ones)."""
 
 
+def check_pretrained_path(pretrained) -> None:
+    """A ``pretrained`` that is written as a path (absolute, ``./``, ``~`` or with more than one
+    ``/``; hub ids are ``name`` or ``org/name``) must exist: one-line ``ValueError`` otherwise."""
+    if not isinstance(pretrained, str) or os.path.exists(os.path.expanduser(pretrained)):
+        return
+    if pretrained.startswith(("/", "./", "../", "~")) or pretrained.count("/") > 1:
+        raise ValueError(f"pretrained={pretrained} does not exist; allowed: a local model folder or a Hugging Face hub id (org/name)")
+
+
 @register_model("qd-hf")
 class QDHFLM(HFLM):
     def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
         """``device`` defaults to the lm_eval CLI's "cuda:0", which HFLM resolves to cuda when
         available and cpu otherwise (HFLM's own default "cuda" fails on CPU-only torch), so
         programmatic use (sweeps, notebooks) behaves like the CLI."""
+        from qd_models.fidelity import FIDELITY_ARGS, parse_fidelity_args
+
+        fidelity_args = {name: kwargs.pop(name) for name in FIDELITY_ARGS if name in kwargs}
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
+        fidelity = parse_fidelity_args(fidelity_args, config.kind == "none")
+        self.fidelity = None
         hf_kwargs.setdefault("softmax_dtype", "float32")
         self._rolling = False
         if pretrained is None:
             pretrained = str(default_model_path())
+        check_pretrained_path(pretrained)
+        if config.save_to:
+            from qd_models.engine import check_save_target
+
+            check_save_target(config.save_to, pretrained, config.save_overwrite)
         self.model_note = DEFAULT_MODEL_NOTE if (
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
@@ -82,7 +108,26 @@ class QDHFLM(HFLM):
         }
         if self.model_note:
             logger.warning("qd-hf: %s", self.model_note)
+        if fidelity is not None:  # a mismatched baseline is refused before quantizing
+            self.fidelity = self.fidelity_recorder(fidelity.mode, fidelity.out, fidelity.topk, fidelity.baseline, config)
         self.apply_quantization(config, calib_texts)
+
+    def fidelity_identity(self) -> dict:
+        """Model + scoring identity that a stored fidelity baseline must match."""
+        from qd_models.fidelity import model_identity
+
+        return model_identity(self.pretrained, getattr(self, "revision", None), self.model.config, self.scoring)
+
+    def fidelity_recorder(self, mode: str, out_dir, topk: int, baseline_dir, config: QuantConfig):
+        """A :class:`qd_models.fidelity.FidelityRecorder` for this model; compare files are tagged
+        by a hash of ``config``."""
+        import hashlib
+        import json
+
+        from qd_models.fidelity import FidelityRecorder
+
+        tag = f"{config.method}-" + hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return FidelityRecorder(mode, out_dir, self.fidelity_identity(), topk=topk, baseline_dir=baseline_dir, tag=tag)
 
     def apply_quantization(
         self, config: QuantConfig, calib_texts: dict | None = None, keep_originals: dict | None = None
@@ -113,16 +158,42 @@ class QDHFLM(HFLM):
         if config.save_to:
             from qd_models.engine import save_quantized
 
-            save_quantized(self.model, self.tokenizer, config.save_to, self.quant_report)
+            source = self.pretrained if isinstance(self.pretrained, str) else None  # lets qd-analyze pair the saved model
+            save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, "model_source": source})
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        """HFLM's rolling windows over ``[prefix] + text tokens`` (see the module doc)."""
+        """HFLM's rolling windows over ``[prefix] + text tokens`` (see the module doc); with
+        fidelity on, per-token fidelity data is collected and written once all are scored."""
         self._rolling = True
         try:
-            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+            if self.fidelity is not None:
+                if self.world_size > 1 or self.backend != "causal":
+                    raise ValueError("fidelity_* is not allowed here; allowed: a causal model in a single process")
+                self.fidelity.plan(requests, self.tok_encode, self.prefix_token_id, self.max_length)
+            result = super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
         finally:
             self._rolling = False
+        if self.fidelity is not None:
+            self.fidelity.write()
+        return result
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        """HFLM's; inside :meth:`loglikelihood_rolling` with fidelity on, every window's logits
+        are passed to the recorder (see :meth:`_model_call`)."""
+        if not (self._rolling and self.fidelity is not None):
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        self.fidelity.expect(requests)
+        result = super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        self.fidelity.check_done()
+        return result
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        """HFLM's logits (B, L, V); rows of pending fidelity windows are also given to the recorder."""
+        logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        if self._rolling and self.fidelity is not None and self.fidelity.pending:
+            self.fidelity.observe(inps, logits, self.max_length)
+        return logits
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None, **kwargs):
         """Inside :meth:`loglikelihood_rolling` the text's own tokens only (the prefix token is
@@ -149,6 +220,8 @@ class QDHFLM(HFLM):
             "quant_totals": report.get("totals"),
             "quant_report": report or None,
         }
+        if self.fidelity is not None:
+            info["quant_disparity"]["fidelity"] = self.fidelity.info()
         return info
 
 

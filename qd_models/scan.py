@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``qd-scan``: user errors as one line on stderr, exit 2 (``--debug``: traceback)."""
+    from qd_tasks.cli_errors import run_cli
+
+    return run_cli("qd-scan", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     from lm_eval.utils import simple_parse_args_string
 
     args = build_parser().parse_args(argv)

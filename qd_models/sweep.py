@@ -12,7 +12,15 @@ Output: one folder per config under ``--output_path``, ``<label>-<hash>/`` holdi
 lm-eval output (``<model>/results_*.json`` + ``samples_*.jsonl``, readable by ``qd-analyze``)
 and ``sweep_complete.json``. Each folder is written under ``.tmp-<label>-<hash>`` and renamed
 when complete, so a crash or Ctrl-C leaves no half-written config; rerunning the same command
-skips completed configs. The hash covers the model args, the config and the eval settings.
+skips completed configs. The hash covers everything that changes a result: the model args
+(scoring args included), the config, the eval settings (tasks, limit, few-shot,
+``--log_samples``, ``--include_path``), the lm-eval version, a fingerprint of this package's
+code and bundled data (:func:`code_fingerprint`: a code fix or a new corpus reruns every config)
+and the content of a ``calib_data`` file.
+
+``--fidelity``: the baseline stores its top-k log-probs per scored token in its folder and every
+other config writes its per-token fidelity (KL, same top token, Δp; :mod:`qd_models.fidelity`)
+into its own folder, read by ``qd-analyze``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -27,6 +36,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -82,8 +92,8 @@ def make_item(qd_args: dict[str, Any], scan: str | None = None) -> SweepItem:
     unknown = sorted(set(qd_args) - set(QD_ARGS))
     if unknown:
         raise ValueError(f"grid key(s) {unknown} are not quantization args; allowed: {', '.join(QD_ARGS)}")
-    if "save_to" in qd_args:
-        raise ValueError("save_to is not allowed in a sweep; allowed: the qd args other than save_to")
+    if "save_to" in qd_args or "save_overwrite" in qd_args:
+        raise ValueError("save_to is not allowed in a sweep; allowed: the qd args other than save_to, save_overwrite")
     config, _ = parse_qd_args(dict(qd_args))
     ordered = tuple((name, qd_args[name]) for name in QD_ARGS if name in qd_args and qd_args[name] is not None)
     label = "baseline" if config.kind == "none" else "-".join(_label_part(name, value) for name, value in ordered)
@@ -165,6 +175,8 @@ class EvalSettings:
     device: str | None = None
     log_samples: bool = False
     include_path: str | None = None
+    fidelity: bool = False
+    fidelity_topk: int = 32
 
     def __post_init__(self):
         if not self.tasks:
@@ -172,6 +184,8 @@ class EvalSettings:
         base, _ = parse_qd_args(_parse_model_args(self.model_args))
         if base.kind != "none":
             raise ValueError(f"model_args method={base.method} is not allowed in a sweep; allowed: hf args only (methods come from the grid)")
+        if self.fidelity_topk < 1:
+            raise ValueError(f"fidelity_topk={self.fidelity_topk} is not allowed; allowed: an integer >= 1")
 
 
 def _parse_model_args(model_args: str) -> dict:
@@ -198,19 +212,33 @@ class Sweep:
         self._lm = None
         self._originals: dict = {}
         self._task_manager = None
+        self._baseline_item: SweepItem | None = None
 
     # -- paths -------------------------------------------------------------------------
-    def folder_name(self, item: SweepItem) -> str:
-        """``<label>-<10 hex>``; the hash covers everything that changes the results."""
+    def identity(self, item: SweepItem) -> dict:
+        """Everything that changes ``item``'s results (module doc); written into the marker."""
+        from importlib.metadata import version
+
         s = self.settings
-        identity = {
+        calib = item.config.calib_data
+        return {
             "model_args": item.model_args(s.model_args),
             "tasks": list(s.tasks),
             "limit": s.limit,
             "num_fewshot": s.num_fewshot,
+            "log_samples": s.log_samples,
+            "include_path": _tree_digest(Path(s.include_path)) if s.include_path else None,
             "scan": item.scan,
+            "lm_eval_version": version("lm_eval"),
+            "code": code_fingerprint(),
+            "calib_data": _tree_digest(Path(calib)) if calib else None,
+            # other folders than a sweep without fidelity (whose baseline has no top-k files)
+            **({"fidelity_topk": s.fidelity_topk} if s.fidelity else {}),
         }
-        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+
+    def folder_name(self, item: SweepItem) -> str:
+        """``<label>-<10 hex>``; the hash covers :meth:`identity`."""
+        digest = hashlib.sha1(json.dumps(self.identity(item), sort_keys=True).encode()).hexdigest()[:10]
         return f"{_slug_part(item.scan) if item.scan else item.label}-{digest}"
 
     def is_complete(self, item: SweepItem) -> bool:
@@ -235,10 +263,18 @@ class Sweep:
         """Model-dependent checks of every item (e.g. keep_layers range), before any load."""
         from qd_models.config import validate_for_model
 
+        self.task_manager()  # unknown tasks fail here, before any weight loads
         hf_config = self.hf_config()
+        skeleton = None
         for item in items:
             if item.config.kind == "fake":
                 validate_for_model(item.config, hf_config)
+                if item.config.keep:
+                    skeleton = skeleton or _meta_model(hf_config, self.settings.model_args)
+                    if skeleton is not None:
+                        from qd_models.engine import quantization_targets
+
+                        quantization_targets(skeleton, item.config)  # raises on a keep pattern matching no module
                 if item.config.needs_calibration:
                     from qd_models.calibration import load_calibration_texts
 
@@ -314,12 +350,8 @@ class Sweep:
             seconds = time.perf_counter() - start
             marker = {
                 "label": item.label,
-                "scan": item.scan,
                 "model": LM_EVAL_MODEL,
-                "model_args": item.model_args(self.settings.model_args),
-                "tasks": list(self.settings.tasks),
-                "limit": self.settings.limit,
-                "num_fewshot": self.settings.num_fewshot,
+                **self.identity(item),
                 "seconds": seconds,
                 "results_files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("results_*.json")),
             }
@@ -338,19 +370,24 @@ class Sweep:
         lm = self.apply(item)
         tracker = EvaluationTracker(output_path=str(folder))
         model_args = item.model_args(s.model_args)
-        results = simple_evaluate(
-            model=lm,
-            model_args=model_args,
-            tasks=list(s.tasks),
-            num_fewshot=s.num_fewshot,
-            batch_size=s.batch_size,
-            max_batch_size=s.max_batch_size,
-            device=s.device,
-            limit=s.limit,
-            log_samples=s.log_samples,
-            evaluation_tracker=tracker,
-            task_manager=self.task_manager(),
-        )
+        if s.fidelity:
+            lm.fidelity = self._fidelity_recorder(item, lm, folder)
+        try:
+            results = simple_evaluate(
+                model=lm,
+                model_args=model_args,
+                tasks=list(s.tasks),
+                num_fewshot=s.num_fewshot,
+                batch_size=s.batch_size,
+                max_batch_size=s.max_batch_size,
+                device=s.device,
+                limit=s.limit,
+                log_samples=s.log_samples,
+                evaluation_tracker=tracker,
+                task_manager=self.task_manager(),
+            )
+        finally:
+            lm.fidelity = None
         if results is None:
             raise RuntimeError("lm-eval returned no results (non-zero rank?); qd-sweep runs in a single process")
         # as a standalone `lm_eval --model qd-hf --model_args <model_args>` run records them
@@ -373,6 +410,14 @@ class Sweep:
             raise RuntimeError(f"lm-eval wrote no results file under {folder}")
         return results
 
+    def _fidelity_recorder(self, item: SweepItem, lm, folder: Path):
+        """The baseline stores its top-k per position in its own folder; every other config is
+        compared with the baseline's completed folder and writes its results into ``folder``."""
+        if item is self._baseline_item:
+            return lm.fidelity_recorder("store", folder, self.settings.fidelity_topk, None, item.config)
+        baseline_dir = self.output / self.folder_name(self._baseline_item)
+        return lm.fidelity_recorder("compare", folder, self.settings.fidelity_topk, baseline_dir, item.config)
+
     # -- many configs ------------------------------------------------------------------
     def run(self, items: list[SweepItem]) -> list[SweepOutcome]:
         """Validate every item against the model's config (before loading weights), then
@@ -380,6 +425,10 @@ class Sweep:
         the same folder fails fast)."""
         from tqdm import tqdm
 
+        if self.settings.fidelity:
+            self._baseline_item = next((item for item in items if item.config.kind == "none" and item.scan is None), None)
+            if self._baseline_item is None:
+                raise ValueError("--fidelity needs the baseline config; allowed: --fidelity without --no_baseline")
         self.validate(items)
         self.output.mkdir(parents=True, exist_ok=True)
         outcomes = []
@@ -393,6 +442,45 @@ class Sweep:
                 bar.set_postfix_str(item.scan or item.label)
                 outcomes.append(self.evaluate(item))
         return outcomes
+
+
+def _meta_model(hf_config, model_args: str):
+    """The model's module tree on the meta device (no weights, no memory), or ``None`` when the
+    architecture cannot be built this way (its keep patterns are then checked at load)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(
+                hf_config, trust_remote_code=_parse_model_args(model_args).get("trust_remote_code", False))
+    except Exception as err:  # noqa: BLE001 - a best-effort early check only
+        logger.info("qd-sweep: keep patterns are checked at load (meta model not built: %s)", err)
+        return None
+
+
+def _tree_digest(path: Path) -> str | None:
+    """sha1 over the relative names and bytes of a file or of every file under a folder
+    (``None`` when it does not exist)."""
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    digest = hashlib.sha1()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha1 of the source and bundled data of ``qd_models`` and ``qd_tasks``."""
+    import qd_tasks
+
+    digest = hashlib.sha1()
+    for package in (Path(__file__).parent, Path(qd_tasks.__file__).parent):
+        digest.update((_tree_digest(package) or "").encode())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -442,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device")
     parser.add_argument("--log_samples", action="store_true")
     parser.add_argument("--include_path")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="per-token fidelity to the baseline (KL, same top token, Δp): the baseline stores its top-k log-probs")
+    parser.add_argument("--fidelity_topk", type=int, default=32, help="k of the stored baseline top-k (default 32)")
     parser.add_argument("--dry_run", action="store_true", help="print the configs and their folders, run nothing")
     parser.add_argument("--analyze", metavar="DIR", help="run qd-analyze on --output_path afterwards, writing to DIR")
     return parser
@@ -486,13 +577,26 @@ def _batch_size(value: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``qd-sweep``: user errors as one line on stderr, exit 2 (``--debug``: traceback)."""
+    from qd_tasks.cli_errors import run_cli
+
+    return run_cli("qd-sweep", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fidelity_problem = ("--fidelity with --no_baseline is not allowed; allowed: --fidelity with the baseline config" if args.fidelity and args.no_baseline
+                        else f"--fidelity_topk={args.fidelity_topk} is not allowed; allowed: an integer >= 1" if args.fidelity_topk < 1 else None)
+    if fidelity_problem:
+        print(f"qd-sweep: error: {fidelity_problem}", file=sys.stderr)
+        return 2
     items = build_items(combos_from_args(args), baseline=not args.no_baseline)
     settings = EvalSettings(
         tasks=tuple(args.tasks), output_path=args.output_path, model_args=args.model_args, limit=args.limit,
         num_fewshot=args.num_fewshot, batch_size=_batch_size(args.batch_size), max_batch_size=args.max_batch_size,
         device=args.device, log_samples=args.log_samples, include_path=args.include_path,
+        fidelity=args.fidelity, fidelity_topk=args.fidelity_topk,
     )
     sweep = Sweep(settings)
     if args.dry_run:

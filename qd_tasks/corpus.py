@@ -8,13 +8,13 @@ Only :func:`load_task_dataset` imports ``datasets``; the rest is standard librar
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from qd_tasks.languages import is_language_code
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("eval", "calibration")
 REQUIRED_FIELDS = ("lang", "text")
-LANG_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def corpus_path(split: str = "eval") -> Path:
@@ -31,8 +31,11 @@ def _check_record(record, path: Path, line_number: int) -> None:
     missing = [name for name in REQUIRED_FIELDS if name not in record]
     if missing:
         raise ValueError(f"{where}: missing field(s) {', '.join(missing)} (required: {', '.join(REQUIRED_FIELDS)})")
-    if not isinstance(record["lang"], str) or not LANG_PATTERN.match(record["lang"]):
-        raise ValueError(f"{where}: lang must be a non-empty string of letters, digits, '_' or '-', got {record['lang']!r}")
+    if not is_language_code(record["lang"]):
+        raise ValueError(
+            f"{where}: lang must be a language code like en, en-US, pt_BR, zh-Hant or kea_Latn "
+            f"(lowercase language, Titlecase script, uppercase region), got {record['lang']!r}"
+        )
     if not isinstance(record["text"], str) or not record["text"].strip():
         raise ValueError(f"{where}: text must be a non-empty string")
     for name in ("doc_id", "source"):
@@ -44,7 +47,8 @@ def read_corpus_file(path: str | Path) -> list[dict]:
     """Validated records ``{lang, doc_id, text, source}`` of a JSONL corpus, in file order.
 
     Blank lines are skipped. Raises a one-line ``ValueError`` naming the file and line for
-    invalid JSON, a missing or empty field, a duplicate ``doc_id``, or a file with no records.
+    invalid UTF-8 or JSON, a missing or empty field, a ``lang`` that is not a language code
+    (:data:`qd_tasks.languages.LANG_CODE`), a duplicate ``doc_id``, or a file with no records.
     """
     path = Path(path)
     if not path.is_file():
@@ -52,8 +56,12 @@ def read_corpus_file(path: str | Path) -> list[dict]:
     records: list[dict] = []
     seen_ids: set[str] = set()
     counts: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: invalid UTF-8 (byte {error.start + 1} of the line); allowed: UTF-8 text") from None
             if not line.strip():
                 continue
             try:

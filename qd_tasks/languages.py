@@ -24,18 +24,35 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-TASK_LANG_SUFFIX = re.compile(r"^(?P<suite>.+)_(?P<lang>[a-z]{2,3}(?:_[A-Za-z]{4})?)$")
-"""``<suite>_<lang>`` subtask names: ``qd_multilingual_ppl_he``, ``qd_flores_ppl_kea_Latn``."""
+LANG_CODE = r"[a-z]{2,3}(?:[-_][A-Z][a-z]{3})?(?:[-_](?:[A-Z]{2}|[0-9]{3}))?"
+"""The one language-code rule (BCP-47-like, case as written by BCP-47/FLORES+): a 2-3 letter
+lowercase language, then optionally a Titlecase 4-letter script and/or an uppercase 2-letter
+(or 3-digit) region, joined by ``-`` or ``_``: ``en``, ``yue``, ``en-US``, ``pt_BR``,
+``zh-Hant``, ``kea_Latn``, ``zh-Hant-TW``. The fixed case makes ``<suite>_<lang>`` task
+names split without ambiguity; corpora, ``qd-make-tasks`` and the analysis all use it."""
+TASK_LANG_SUFFIX = re.compile(rf"^(?P<suite>.+)_(?P<lang>{LANG_CODE})$")
+"""``<suite>_<lang>`` subtask names: ``qd_multilingual_ppl_he``, ``qd_flores_ppl_kea_Latn``, ``mine_pt_BR``."""
+
+
+def is_language_code(code: str) -> bool:
+    """Whether ``code`` follows :data:`LANG_CODE`."""
+    return isinstance(code, str) and re.fullmatch(LANG_CODE, code) is not None
+
+
+def base_language(code: str) -> str:
+    """The language subtag of a code: ``pt_BR`` -> ``pt``, ``zh-Hant`` -> ``zh``, ``he`` -> ``he``."""
+    return re.split(r"[-_]", code, maxsplit=1)[0]
 
 
 def split_task_name(task: str, doc: dict | None = None) -> tuple[str, str]:
     """(suite, lang) of a subtask: lang from the document's ``lang`` field when present, else
-    the name's language suffix; a name without one is its own suite and language."""
+    the name's :data:`LANG_CODE` suffix; a name without one is its own suite and language."""
     match = TASK_LANG_SUFFIX.match(task)
     suite = match.group("suite") if match else task
     if doc and isinstance(doc.get("lang"), str):
         return suite, doc["lang"]
     return suite, match.group("lang") if match else task
+
 
 HIGH_RESOURCE_MIN_CLASS = 4
 SCRIPTS_WITHOUT_WORD_SPACES = frozenset({"Hans", "Hant", "Jpan", "Thai", "Khmr", "Laoo", "Mymr", "Tibt"})

@@ -94,7 +94,7 @@ def main() -> None:
     print(f"calibration pass: {seconds(calib_s)} ({stats.tokens} tokens; stopped before {stats.stopped_before})")
     for mode in ("mean", "minimax"):
         config = parse_qd_args({"method": "laaciq", "calib_mode": mode, **base})[0]
-        report, search_s = timed(lambda: quantize_restore(config, stats), args.repeats)
+        report, search_s = timed(lambda config=config: quantize_restore(config, stats), args.repeats)
         total = (calib_s[0] + search_s[0], calib_s[1] + search_s[1])
         worst = max(v["weighted_rel_error"] for v in report["calibration"]["per_language"].values())
         print(f"laaciq {mode}: calibration + search {seconds(search_s)} = {seconds(total)}; ratio to baseline "

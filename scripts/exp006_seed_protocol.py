@@ -66,7 +66,7 @@ def main() -> None:
 
     args.output.mkdir(parents=True, exist_ok=True)
     scores: dict[str, dict[str, float]] = {}
-    for name, protocol, model_args, run_langs in runs:
+    for name, _protocol, model_args, run_langs in runs:
         results = evaluate(model_args, run_langs, args.limit, args.batch_size)
         (args.output / f"results_{name}.json").write_text(json.dumps(results, default=handle_non_serializable, indent=1))
         scores[name] = {lang: results["results"][TASK.format(lang=lang)][METRIC] for lang in run_langs}

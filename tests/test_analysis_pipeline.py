@@ -27,7 +27,7 @@ TEXTS = {lang: [f"{lang} document {i} " + "x" * (10 + 7 * i) for i in range(5)] 
 
 
 def write_run(out: Path, name: str, stamp: str, nll: dict, quant: dict | None = None, samples: bool = True,
-              model: str = "tiny", bpb_override: dict | None = None) -> Path:
+              model: str = "tiny", bpb_override: dict | None = None, extra_args: str = "") -> Path:
     """Write one run. nll: {lang: (5,) total NLL (nats) per doc}. quant: qd-hf quant_config or None (plain hf)."""
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,8 @@ def write_run(out: Path, name: str, stamp: str, nll: dict, quant: dict | None = 
                     doc = {"lang": lang, "doc_id": f"{lang}-{i}", "text": text, "source": "synthetic"}
                     f.write(json.dumps({"doc_id": i, "doc": doc, "target": text, "bits_per_byte": [-value, n_bytes[i]],
                                         "byte_perplexity": [-value, n_bytes[i]], "word_perplexity": [-value, n_words[i]]}) + "\n")
-    config = {"model": "qd-hf" if quant else "hf", "model_args": f"pretrained={model},dtype=float32" + (f",method={quant['method']}" if quant else "")}
+    config = {"model": "qd-hf" if quant else "hf",
+              "model_args": f"pretrained={model},dtype=float32" + (f",method={quant['method']}" if quant else "") + extra_args}
     if quant:
         config["quant_disparity"] = {"version": "0.1.0", "model_source": model, "baseline_note": "synthetic baseline note",
                                      "quant_config": quant,

@@ -98,7 +98,7 @@ def write_run(out: Path, name: str, stamp: str, per_task: dict, quant: dict | No
                         row.update({m: values[i] for (m, fl), values in metrics.items() if fl == filt})
                         f.write(json.dumps(row) + "\n")
     results.update(extra_results or {})
-    config = {"model": "qd-hf" if quant else "hf", "model_args": f"pretrained={model}"}
+    config = {"model": "qd-hf" if quant else "hf", "model_args": f"pretrained={model},dtype=float32"}
     if quant:
         config["quant_disparity"] = {"model_source": model, "quant_config": quant,
                                      "quant_totals": {"effective_bits_per_weight": quant.get("bits", 16) + 0.25}}
@@ -192,15 +192,15 @@ def test_side_by_side_agreement_with_perplexity_runs(tmp_path):
     langs = {"en": "eng_Latn", "de": "deu_Latn", "sw": "swh_Latn", "yo": "yor_Latn"}
     base = {lang: [1] * 20 for lang in langs}
     quant = {"en": [0] * 1 + [1] * 19, "de": [0] * 6 + [1] * 14, "sw": [0] * 9 + [1] * 11, "yo": [0] * 3 + [1] * 17}
-    write_run(tmp_path, "b-base", "2026-01-01T00-00-00.3", {f"belebele_{c}": {("acc", "none"): base[l]} for l, c in langs.items()})
-    write_run(tmp_path, "b-rtn", "2026-01-01T00-00-00.4", {f"belebele_{c}": {("acc", "none"): quant[l]} for l, c in langs.items()},
+    write_run(tmp_path, "b-base", "2026-01-01T00-00-00.3", {f"belebele_{c}": {("acc", "none"): base[lg]} for lg, c in langs.items()})
+    write_run(tmp_path, "b-rtn", "2026-01-01T00-00-00.4", {f"belebele_{c}": {("acc", "none"): quant[lg]} for lg, c in langs.items()},
               quant={"method": "rtn", "bits": 3})
     out = tmp_path / "report"
     assert main([str(tmp_path), "--out", str(out), "--n-resamples", "100"]) == 0
     agreement = pd.read_csv(out / "tables" / "measure_agreement.csv")
     row = agreement[(agreement.measure_a == "D qd_multilingual_ppl") & (agreement.measure_b == "Δacc belebele")].iloc[0]
     order = list(langs)
-    rho = sps.spearmanr([factors[l] - 1 for l in order], [-(np.mean(quant[l]) - 1) for l in order])
+    rho = sps.spearmanr([factors[lg] - 1 for lg in order], [-(np.mean(quant[lg]) - 1) for lg in order])
     assert row.n == 4 and row.spearman_rho == pytest.approx(rho.statistic) and row.spearman_rho == pytest.approx(1.0)
     report = (out / "report.md").read_text()
     assert "## Standard benchmarks" in report and "## Perplexity, fidelity and benchmarks side by side" in report
@@ -228,7 +228,7 @@ def test_extra_measures_join_side_by_side_and_agreement(tmp_path):
     langs = {"en": "eng_Latn", "de": "deu_Latn", "sw": "swh_Latn", "he": "heb_Hebr"}
     quant = {"en": [0] + [1] * 9, "de": [0] * 3 + [1] * 7, "sw": [0] * 2 + [1] * 8, "he": [0] * 5 + [1] * 5}
     write_run(tmp_path, "base", "2026-01-01T00-00-00.1", {f"belebele_{c}": {("acc", "none"): [1] * 10} for c in langs.values()})
-    path = write_run(tmp_path, "rtn", "2026-01-01T00-00-00.2", {f"belebele_{c}": {("acc", "none"): quant[l]} for l, c in langs.items()},
+    path = write_run(tmp_path, "rtn", "2026-01-01T00-00-00.2", {f"belebele_{c}": {("acc", "none"): quant[lg]} for lg, c in langs.items()},
                      quant={"method": "rtn", "bits": 3})
     runset = analysis.load_runs([tmp_path])
     run = next(r for r in runset.runs.values() if r.path == path.resolve())
@@ -238,7 +238,7 @@ def test_extra_measures_join_side_by_side_and_agreement(tmp_path):
     bench = analyze_benchmarks(runset, pd.DataFrame(), n_resamples=20, extra_measures=extra)
     row = bench.agreement.iloc[0]
     order = list(langs)
-    expected = sps.spearmanr([kl[l] for l in order], [1 - np.mean(quant[l]) for l in order]).statistic
+    expected = sps.spearmanr([kl[lg] for lg in order], [1 - np.mean(quant[lg]) for lg in order]).statistic
     assert {row.measure_a, row.measure_b} == {"KL/byte qd_multilingual_ppl", "Δacc belebele"}
     assert row.n == 4 and row.spearman_rho == pytest.approx(expected) and 0 < expected < 1
 
@@ -262,3 +262,15 @@ def test_summary_figure_returns_fig_ax_orders_languages_and_keeps_backend(tmp_pa
     assert "*" in [t.get_text() for t in ax.texts] and "6/1" in [t.get_text() for t in ax.texts]
     assert benchmark_plots.save(fig, tmp_path / "f.png").stat().st_size > 5000
     assert matplotlib.get_backend() == backend
+
+
+def test_baseline_must_match_scoring(tmp_path):
+    """A bfloat16 baseline is not the baseline of a float32 quantized run."""
+    path = write_run(tmp_path, "base", "2026-01-01T00-00-00.1", _belebele(BASE))
+    payload = json.loads(path.read_text())
+    payload["config"]["model_args"] = "pretrained=tiny,dtype=bfloat16"
+    path.write_text(json.dumps(payload))
+    write_run(tmp_path, "rtn", "2026-01-01T00-00-00.2", _belebele(QUANT), quant={"method": "rtn", "bits": 3})
+    result = analysis.analyze([tmp_path], analysis.AnalysisOptions(n_resamples=20))
+    assert result.benchmarks.table.empty
+    assert any("no baseline run of model tiny with the same scoring has belebele_heb_Hebr" in line for line in result.notes)

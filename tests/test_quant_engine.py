@@ -10,8 +10,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from qd_models.config import parse_qd_args
 from qd_models.engine import (
-    bnb_from_pretrained_kwargs,
     block_index,
+    bnb_from_pretrained_kwargs,
     quantize_,
     restore_,
     save_quantized,
@@ -93,7 +93,7 @@ def test_keep_top_keeps_largest_and_counts_bits(tiny_model_dir, scope):
     model = _load(tiny_model_dir, "llama")
     before = _weights(model)
     report = quantize_(model, parse_qd_args({"method": "rtn", "keep_top": 2, "keep_top_scope": scope})[0])
-    layer = next(l for l in report["layers"] if l["name"] == "model.layers.0.mlp.down_proj")
+    layer = next(lay for lay in report["layers"] if lay["name"] == "model.layers.0.mlp.down_proj")
     name = "model.layers.0.mlp.down_proj.weight"
     w, q = before[name], model.get_parameter(name).detach()
     same = w == q
@@ -115,7 +115,7 @@ def test_global_keep_top_keeps_the_global_top_fraction(tiny_model_dir):
     model = _load(tiny_model_dir, "llama")
     before = _weights(model)
     report = quantize_(model, parse_qd_args({"method": "rtn", "keep_top": 2, "keep_top_scope": "global"})[0])
-    names = [f"{l['name']}.weight" for l in report["layers"] if l["status"] == "quantized"]
+    names = [f"{lay['name']}.weight" for lay in report["layers"] if lay["status"] == "quantized"]
     original = np.concatenate([before[n].abs().reshape(-1).numpy() for n in names])
     unchanged = np.concatenate([(before[n] == model.get_parameter(n).detach()).reshape(-1).numpy() for n in names])
     wanted = round(0.02 * original.size)
@@ -148,7 +148,7 @@ def test_methods_reduce_error_in_theory_order(tiny_model_dir):
     for method in ("rtn", "aciq", "mse"):
         model = _load(tiny_model_dir, "llama")
         report = quantize_(model, parse_qd_args({"method": method, "bits": 3, "granularity": "tensor"})[0])
-        errors[method] = sum(l["rel_mse"] for l in report["layers"] if l["status"] == "quantized")
+        errors[method] = sum(lay["rel_mse"] for lay in report["layers"] if lay["status"] == "quantized")
     assert errors["mse"] <= errors["aciq"] and errors["mse"] <= errors["rtn"]
 
 

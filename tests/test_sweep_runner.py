@@ -15,8 +15,8 @@ from qd_models.sweep import (
     EvalSettings,
     Sweep,
     build_items,
-    combos_from_args,
     build_parser,
+    combos_from_args,
     expand_grid,
     make_item,
 )
@@ -115,6 +115,23 @@ def test_rerun_skips_complete_configs_without_loading(tiny_model_dir, tmp_path):
     # different eval settings -> different folders, nothing reused
     other = Sweep(_settings(model_dir, tmp_path, num_fewshot=0))
     assert all(not other.is_complete(item) for item in items)
+    assert all(not Sweep(_settings(model_dir, tmp_path, log_samples=True)).is_complete(item) for item in items)
+
+
+def test_stale_configs_rerun_after_a_code_or_calibration_data_change(tmp_path, monkeypatch):
+    from qd_models import sweep as sweep_module
+
+    data = tmp_path / "calib.jsonl"
+    data.write_text('{"lang": "en", "text": "one"}\n', encoding="utf-8")
+    item = build_items([{"method": "laaciq", "calib_data": str(data)}], baseline=False)[0]
+    sweep = Sweep(_settings("unused-model", tmp_path / "out"))
+    name = sweep.folder_name(item)
+    data.write_text('{"lang": "en", "text": "two"}\n', encoding="utf-8")
+    assert sweep.folder_name(item) != name  # same path, new content
+    changed = sweep.folder_name(item)
+    monkeypatch.setattr(sweep_module, "code_fingerprint", lambda: "a code fix")
+    assert sweep.folder_name(item) != changed
+    assert sweep.identity(item)["code"] == "a code fix"
 
 
 def test_interrupted_config_leaves_nothing_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
@@ -210,8 +227,10 @@ def test_cli_sweep_dry_run_and_analyze(tiny_model_dir, tmp_path, capsys):
     assert main(common + ["--log_samples", "--analyze", str(tmp_path / "report")]) == 0
     assert "rtn-w3" in (tmp_path / "report" / "report.md").read_text()
     capsys.readouterr()
-    assert main(common + ["--dry_run"]) == 0
+    assert main(common + ["--log_samples", "--dry_run"]) == 0
     assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == ["complete", "complete"]
+    assert main(common + ["--dry_run"]) == 0  # without --log_samples the outputs differ: not reused
+    assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == ["to run", "to run"]
 
 
 def test_default_model_output_folder_is_named_after_the_model(tiny_model_dir, tmp_path, monkeypatch):

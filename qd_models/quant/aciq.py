@@ -18,7 +18,7 @@ and ``steps`` selects it.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 from scipy.optimize import minimize_scalar
 from scipy.special import erf
@@ -46,7 +46,7 @@ def expected_mse(alpha: float, bits: int, prior: str, steps: int | None = None) 
     return clipping + rounding_noise(alpha, bits, steps)
 
 
-@lru_cache(maxsize=None)
+@cache
 def aciq_constant(bits: int, prior: str, steps: int | None = None) -> float:
     """alpha* / b (Laplace) or alpha* / sigma (Gaussian) minimising :func:`expected_mse`
     (``steps``: see the module doc; default the paper's 2^bits)."""
@@ -95,7 +95,7 @@ def grid_expected_mse(alpha: float, bits: int, prior: str, grid: str = "int") ->
     return float(np.trapezoid((reconstructed - x) ** 2 * _density(x, prior), x))
 
 
-@lru_cache(maxsize=None)
+@cache
 def grid_optimal_alpha(bits: int, prior: str, grid: str = "int") -> float:
     """alpha / b (Laplace) or alpha / sigma (Gaussian) minimising :func:`grid_expected_mse`."""
     if prior not in PRIORS:

@@ -1,0 +1,368 @@
+"""Fidelity of a quantized model to its baseline on rolling (perplexity) documents.
+
+Per scored token t of a document (p = baseline, q = quantized next-token distribution):
+
+* ``KL_t`` = KL(p ‖ q) over the partition {the baseline's top-k tokens, one tail bucket holding
+  the rest}: ``sum_{i in topk} p_i ln(p_i/q_i) + P_tail ln(P_tail/Q_tail)``. Merging tokens into
+  one bucket never increases a KL (data-processing inequality), so this is a lower bound of the
+  exact KL, equal to it when k covers the vocabulary.
+* ``agree_t``: argmax q == argmax p ("same top token"). ``dp_t`` = q(true) − p(true).
+
+The baseline pass stores per position only the top-k log-probs + ids, the tail log-mass, the
+argmax, the true token's log-prob and id (``fidelity_base_<task>.npz``); a quantized pass computes
+its log-probs at those ids and its own tail mass on the model's device and writes per-position
+KL/agree/Δp (``fidelity_<task>__<tag>.npz``). Both files carry ``meta`` (JSON): the model and
+scoring identity, so a baseline of another model or other scoring args is refused.
+
+Hooked into :class:`qd_models.qd_hf.QDHFLM`: :meth:`FidelityRecorder.plan` lists lm-eval's
+rolling windows per (task, doc), :meth:`expect` checks each batch of windows lm-eval scores, and
+:meth:`observe` finds each window's row in the logits of ``_model_call`` (lm-eval reorders and
+deduplicates rows; a causal row whose prefix equals the window's input gives its logits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_TOPK = 32
+FORMAT_VERSION = 1
+FIDELITY_ARGS = ("fidelity_out", "fidelity_baseline", "fidelity_topk")
+BASE_PREFIX = "fidelity_base_"
+METRICS_PREFIX = "fidelity_"
+IDENTITY_CONFIG_SKIP = ("_name_or_path", "quantization_config", "torch_dtype", "dtype", "transformers_version")
+
+
+def baseline_file(task: str) -> str:
+    return f"{BASE_PREFIX}{task}.npz"
+
+
+def metrics_file(task: str, tag: str) -> str:
+    return f"{METRICS_PREFIX}{task}__{tag}.npz"
+
+
+# ----------------------------------------------------------------------------- math (torch)
+
+
+def baseline_summary(logp, targets, topk: int) -> dict:
+    """What the baseline keeps per position. logp: (n, V) float32 log-probs; targets: (n,) ids.
+
+    Returns tensors top_lp (n, k) and top_ids (n, k) (k = min(topk, V), sorted descending),
+    tail_lp (n,) log of the mass outside the top-k (-inf when k = V), argmax (n,), true_lp (n,).
+    """
+    import torch
+
+    top_lp, top_ids = logp.topk(min(topk, logp.shape[-1]), dim=-1)
+    tail_lp = logp.scatter(-1, top_ids, float("-inf")).logsumexp(-1)
+    return {
+        "top_lp": top_lp,
+        "top_ids": top_ids,
+        "tail_lp": tail_lp,
+        "argmax": logp.argmax(-1),
+        "true_lp": logp.gather(-1, targets[:, None].long())[:, 0],
+        "token_ids": targets.to(torch.int64),
+    }
+
+
+def compare_with_baseline(logq, base: dict) -> dict:
+    """Per-position fidelity of ``logq`` (n, V) float32 log-probs against a baseline summary
+    (tensors as from :func:`baseline_summary`, on logq's device).
+
+    Returns kl (n,) float64 (top-k + tail bucket, inf when q puts 0 where p does not), agree (n,)
+    bool, dp (n,) float64 = q(true) − p(true), base_tail (n,) float64 = the baseline's tail mass.
+    """
+    import torch
+
+    top_ids = base["top_ids"].long()
+    p_lp = base["top_lp"].double()
+    q_lp = logq.gather(-1, top_ids).double()
+    q_tail = logq.scatter(-1, top_ids, float("-inf")).logsumexp(-1).double()
+    p_tail_lp = base["tail_lp"].double()
+    p, p_tail = p_lp.exp(), p_tail_lp.exp()
+    kl = torch.where(p > 0, p * (p_lp - q_lp), 0.0).sum(-1) + torch.where(p_tail > 0, p_tail * (p_tail_lp - q_tail), 0.0)
+    true_q = logq.gather(-1, base["token_ids"].long()[:, None])[:, 0].double()
+    return {
+        "kl": kl,
+        "agree": logq.argmax(-1) == base["argmax"].long(),
+        "dp": true_q.exp() - base["true_lp"].double().exp(),
+        "base_tail": p_tail,
+    }
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """``fidelity_*`` model args of ``qd-hf``: ``out`` folder for the sidecar files, ``baseline``
+    folder of a stored baseline (compare mode; without it: store mode), ``topk`` (store mode)."""
+
+    out: str | None = None
+    baseline: str | None = None
+    topk: int = DEFAULT_TOPK
+
+    @property
+    def mode(self) -> str:
+        return "compare" if self.baseline else "store"
+
+
+def parse_fidelity_args(args: dict, is_baseline_method: bool) -> FidelitySettings | None:
+    """Validate the ``fidelity_*`` args (``ValueError`` naming the arg); None when none given."""
+    if not any(args.get(name) is not None for name in FIDELITY_ARGS):
+        return None
+    out, baseline, topk = args.get("fidelity_out"), args.get("fidelity_baseline"), args.get("fidelity_topk")
+    if out is None:
+        raise ValueError("fidelity_out is missing; allowed: fidelity_out=DIR (where the fidelity files are written) with any fidelity_* arg")
+    if baseline is not None:
+        if topk is not None:
+            raise ValueError("fidelity_topk with fidelity_baseline is not allowed; allowed: fidelity_topk when storing a baseline (k comes from it)")
+        if not sorted(Path(str(baseline)).glob(f"{BASE_PREFIX}*.npz")):
+            raise ValueError(f"fidelity_baseline={baseline} holds no {BASE_PREFIX}<task>.npz; allowed: the fidelity_out folder of a method=none run")
+    elif not is_baseline_method:
+        raise ValueError("fidelity_out without fidelity_baseline is only allowed with method=none; allowed: add fidelity_baseline=DIR of a stored baseline")
+    try:
+        k = DEFAULT_TOPK if topk is None else int(topk)
+    except (TypeError, ValueError):
+        k = 0
+    if k < 1 or (topk is not None and str(topk).strip() != str(k)):
+        raise ValueError(f"fidelity_topk={topk!r} is not allowed; allowed: an integer >= 1")
+    return FidelitySettings(str(out), None if baseline is None else str(baseline), k)
+
+
+def model_identity(pretrained, revision, hf_config, scoring: dict) -> dict:
+    """What a baseline must share with a compared run: model name, revision, architecture
+    config (hash, without the path, dtype and quantization entries) and the scoring args."""
+    name = str(pretrained)
+    if Path(name).exists():
+        name = Path(name).resolve().name
+    config = {k: v for k, v in hf_config.to_dict().items() if k not in IDENTITY_CONFIG_SKIP}
+    digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"model": name, "revision": revision or "main", "model_config_sha1": digest, "scoring": dict(scoring)}
+
+
+def identity_mismatch(stored: dict, current: dict) -> str | None:
+    """A one-line description of the first difference between two identities, else None."""
+    flat_s = {**{k: v for k, v in stored.items() if k != "scoring"}, **stored.get("scoring", {})}
+    flat_c = {**{k: v for k, v in current.items() if k != "scoring"}, **current.get("scoring", {})}
+    for key in sorted(set(flat_s) | set(flat_c)):
+        if flat_s.get(key) != flat_c.get(key):
+            return f"{key}={flat_s.get(key)!r} in the baseline, {key}={flat_c.get(key)!r} in this run"
+    return None
+
+
+# ----------------------------------------------------------------------------- recorder
+
+
+@dataclass
+class _Doc:
+    task: str
+    doc_id: int
+    doc_key: str
+    lang: str
+    n_bytes: int
+    n_tokens: int
+    parts: list = field(default_factory=list)  # (start, {name: np.ndarray}) per window
+
+
+@dataclass
+class _Window:
+    doc: _Doc
+    start: int
+    context: list
+    continuation: list
+
+
+class FidelityRecorder:
+    """Collects per-position fidelity data during ``loglikelihood_rolling`` (see module doc).
+
+    mode ``store``: keep the baseline summary (``topk``); mode ``compare``: compare with the
+    baseline files in ``baseline_dir``. ``identity``: :func:`model_identity` of this run; ``tag``
+    names compare files (one per config). Files go to ``out_dir`` when :meth:`write` is called.
+    """
+
+    def __init__(self, mode: str, out_dir, identity: dict, topk: int = DEFAULT_TOPK, baseline_dir=None, tag: str = ""):
+        self.mode, self.out_dir, self.identity, self.topk = mode, Path(out_dir), identity, topk
+        self.tag = re.sub(r"[^A-Za-z0-9._=+-]+", "_", tag) or "run"
+        self.baseline_dir = None if baseline_dir is None else Path(baseline_dir)
+        self._baselines: dict[str, dict] = {}
+        self.docs: dict[tuple[str, int], _Doc] = {}
+        self.files: dict[str, str] = {}
+        self._plan: list[_Window] = []
+        self.pending: list[_Window] = []
+        self._done: list[bool] = []
+        if mode == "compare":
+            self.check_baseline()
+        elif mode != "store":
+            raise ValueError(f"mode={mode!r} is not allowed; allowed: store, compare")
+
+    # -- baseline files ------------------------------------------------------------------
+    def check_baseline(self) -> None:
+        """Refuse (``ValueError``, one line) baseline files made with another model or scoring args."""
+        files = sorted(self.baseline_dir.glob(f"{BASE_PREFIX}*.npz"))
+        if not files:
+            raise ValueError(f"fidelity_baseline={self.baseline_dir} holds no {BASE_PREFIX}<task>.npz; allowed: the fidelity_out folder of a method=none run")
+        for file in files:
+            meta = read_meta(file)
+            self.topk = int(meta.get("topk", self.topk))
+            problem = identity_mismatch(meta.get("identity", {}), self.identity)
+            if problem:
+                raise ValueError(f"fidelity_baseline={self.baseline_dir} does not match this run ({problem}); allowed: a baseline of the same model and scoring args")
+
+    def _baseline(self, task: str) -> dict:
+        if task not in self._baselines:
+            file = self.baseline_dir / baseline_file(task)
+            if not file.is_file():
+                raise ValueError(f"fidelity_baseline={self.baseline_dir} has no {file.name}; allowed: a baseline evaluated on task {task}")
+            with np.load(file, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files if name != "meta"}
+            arrays["index"] = {int(d): i for i, d in enumerate(arrays["doc_ids"])}
+            self._baselines[task] = arrays
+        return self._baselines[task]
+
+    # -- hooks ---------------------------------------------------------------------------
+    def plan(self, requests, tok_encode, prefix_token_id: int, max_length: int) -> None:
+        """Windows of every rolling request, in lm-eval's order (``HFLM.loglikelihood_rolling``)."""
+        from lm_eval import utils
+
+        self._plan = []
+        for req in requests:
+            (string,) = req.args
+            tokens = tok_encode(string)
+            doc = req.doc if isinstance(req.doc, dict) else {}
+            entry = _Doc(str(req.task_name), int(req.doc_id), str(doc.get("doc_id", req.doc_id)),
+                         doc.get("lang") if isinstance(doc.get("lang"), str) else "", len(string.encode("utf-8")), len(tokens))
+            self.docs[(entry.task, entry.doc_id)] = entry
+            start = 0
+            for context, continuation in map(utils.make_disjoint_window, utils.get_rolling_token_windows(
+                    token_list=tokens, prefix_token=prefix_token_id, max_seq_len=max_length, context_len=1)):
+                self._plan.append(_Window(entry, start, list(context), list(continuation)))
+                start += len(continuation)
+        self._plan.reverse()  # pop() from the end = lm-eval's order
+
+    def expect(self, windows) -> None:
+        """The next batch lm-eval scores: ``windows`` = (None, context, continuation) tuples."""
+        self.pending, self._done = [], []
+        for _, context, continuation in windows:
+            planned = self._plan.pop() if self._plan else None
+            if planned is None or planned.context != list(context) or planned.continuation != list(continuation):
+                raise RuntimeError("fidelity: lm-eval scored a rolling window in an unexpected order; fidelity needs lm-eval 0.4.13's loglikelihood_rolling")
+            self.pending.append(planned)
+            self._done.append(False)
+
+    def observe(self, inps, logits, max_length: int) -> None:
+        """Process every pending window whose input is a row (prefix) of ``inps`` (B, L);
+        logits: (B, L, V) from the model for those rows."""
+        import torch
+        import torch.nn.functional as F
+
+        rows, positions, owners = [], [], []
+        for i, window in enumerate(self.pending):
+            if self._done[i]:
+                continue
+            inp = (window.context + window.continuation)[-(max_length + 1):][:-1]
+            if len(inp) > inps.shape[1]:
+                continue
+            ref = torch.tensor(inp, dtype=inps.dtype, device=inps.device)
+            match = (inps[:, : len(inp)] == ref).all(-1).nonzero()
+            if len(match) == 0:
+                continue
+            n_cont = len(window.continuation)
+            rows.append(torch.full((n_cont,), int(match[0, 0]), device=inps.device))
+            positions.append(torch.arange(len(inp) - n_cont, len(inp), device=inps.device))
+            owners.append(i)
+            self._done[i] = True
+        if not owners:
+            return
+        with torch.no_grad():
+            logp = F.log_softmax(logits[torch.cat(rows), torch.cat(positions)], dim=-1, dtype=torch.float32)  # (n, V)
+            targets = torch.tensor([t for i in owners for t in self.pending[i].continuation], device=logp.device)
+            if self.mode == "store":
+                result = baseline_summary(logp, targets, self.topk)
+            else:
+                base = self._baseline_slices(owners, logp.device)
+                if not torch.equal(base["token_ids"].long(), targets):
+                    doc = self.pending[owners[0]].doc
+                    raise ValueError(f"fidelity_baseline={self.baseline_dir}: task {doc.task} has other tokens than the baseline; allowed: a baseline of the same task version and tokenizer")
+                result = compare_with_baseline(logp, base)
+        arrays = {name: value.cpu().numpy() for name, value in result.items()}
+        start = 0
+        for i in owners:
+            window = self.pending[i]
+            n = len(window.continuation)
+            window.doc.parts.append((window.start, {name: value[start:start + n] for name, value in arrays.items()}))
+            start += n
+
+    def _baseline_slices(self, owners: list[int], device) -> dict:
+        """The baseline summary of the pending windows ``owners``, concatenated, on ``device``."""
+        import torch
+
+        blocks = []
+        for i in owners:
+            window = self.pending[i]
+            base = self._baseline(window.doc.task)
+            index = base["index"].get(window.doc.doc_id)
+            if index is None:
+                raise ValueError(f"fidelity_baseline={self.baseline_dir} lacks doc {window.doc.doc_id} of {window.doc.task}; allowed: a baseline evaluated on every document (same --limit or more)")
+            lo = int(base["offsets"][index]) + window.start
+            hi = lo + len(window.continuation)
+            if hi > int(base["offsets"][index + 1]):
+                raise ValueError(f"fidelity_baseline={self.baseline_dir}: doc {window.doc.doc_id} of {window.doc.task} has more tokens than in the baseline; allowed: a baseline of the same task version and tokenizer")
+            blocks.append({name: base[name][lo:hi] for name in ("top_lp", "top_ids", "tail_lp", "argmax", "true_lp", "token_ids")})
+        return {name: torch.from_numpy(np.concatenate([b[name] for b in blocks])).to(device) for name in blocks[0]}
+
+    def check_done(self) -> None:
+        if not all(self._done):
+            raise RuntimeError("fidelity: a rolling window's logits were not seen in _model_call; fidelity needs lm-eval 0.4.13's HFLM")
+        self.pending, self._done = [], []
+
+    # -- output --------------------------------------------------------------------------
+    def write(self) -> dict[str, str]:
+        """Write one file per task to ``out_dir``; return {task: file name}."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        by_task: dict[str, list[_Doc]] = {}
+        for doc in self.docs.values():
+            by_task.setdefault(doc.task, []).append(doc)
+        for task, docs in sorted(by_task.items()):
+            docs.sort(key=lambda d: d.doc_id)
+            arrays = {}
+            for doc in docs:
+                if sum(len(part["agree" if self.mode == "compare" else "argmax"]) for _, part in doc.parts) != doc.n_tokens:
+                    raise RuntimeError(f"fidelity: doc {doc.doc_id} of {task} was not scored completely")
+            names = next((list(doc.parts[0][1]) for doc in docs if doc.parts), [])
+            for name in names:
+                arrays[name] = np.concatenate([part[name] for doc in docs for _, part in sorted(doc.parts, key=lambda p: p[0])])
+            if self.mode == "store":
+                for name in ("top_ids", "argmax", "token_ids"):
+                    if name in arrays:
+                        arrays[name] = arrays[name].astype(np.int32)
+            arrays.update(
+                doc_ids=np.array([d.doc_id for d in docs], dtype=np.int64),
+                doc_keys=np.array([d.doc_key for d in docs], dtype=str),
+                langs=np.array([d.lang for d in docs], dtype=str),
+                n_bytes=np.array([d.n_bytes for d in docs], dtype=np.int64),
+                offsets=np.concatenate([[0], np.cumsum([d.n_tokens for d in docs])]).astype(np.int64),
+            )
+            meta = {"format": FORMAT_VERSION, "role": "baseline" if self.mode == "store" else "compare", "task": task,
+                    "topk": int(arrays["top_lp"].shape[1]) if "top_lp" in arrays else self.topk, "identity": self.identity}
+            name = baseline_file(task) if self.mode == "store" else metrics_file(task, self.tag)
+            tmp = self.out_dir / f".{name}.tmp.npz"
+            np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+            tmp.replace(self.out_dir / name)
+            self.files[task] = name
+        return dict(self.files)
+
+    def info(self) -> dict:
+        """The ``quant_disparity.fidelity`` block of results["config"]."""
+        return {"role": "baseline" if self.mode == "store" else "compare", "topk": self.topk, "files": dict(self.files),
+                "format": FORMAT_VERSION}
+
+
+def read_meta(path) -> dict:
+    """The ``meta`` JSON of a fidelity file."""
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(str(data["meta"]))
