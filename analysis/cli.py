@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument("--min-denominator", type=float, default=0.01,
                         help="flag D_LR/D_HR as unstable when D_HR is below this (default 0.01 = 1%%)")
+    parser.add_argument("--task-lang-map", help='JSON {"task or re:<regex>": "lang" | {"lang": ..., "suite": ...}} for benchmark tasks '
+                        "the built-in table does not map")
     return parser
 
 
@@ -48,6 +50,7 @@ def _main(argv: list[str]) -> int:
         random_state=args.random_state,
         confidence=args.confidence,
         min_denominator=args.min_denominator,
+        task_lang_map=args.task_lang_map,
     )
     analysis = analyze(args.paths, options)
     report = write_outputs(analysis, args.out, command_line())

@@ -347,18 +347,9 @@ def _leaf_tasks(results: dict) -> list[str]:
 
 
 def _perplexity_tasks(run: Run, results: dict, problems: list[str]) -> list[str]:
-    """Leaf tasks reporting a perplexity metric; one problem line per other task (multiple
-    choice, generation: acc, exact_match, ... are not analysed)."""
-    tasks = []
-    for task in _leaf_tasks(results):
-        values = results["results"][task]
-        if any(f"{metric},none" in values for metric in AGGREGATE_METRICS):
-            tasks.append(task)
-            continue
-        metrics = sorted({key.split(",")[0] for key in values if "," in key and not key.split(",")[0].endswith("_stderr")})
-        problems.append(f"{run.path}: {task} reports {', '.join(metrics) or 'no metric'}, which qd-analyze does not analyse "
-                        f"(it reads {', '.join(AGGREGATE_METRICS)} of perplexity tasks); skipped")
-    return tasks
+    """Leaf tasks reporting a perplexity metric (the others — multiple choice, generation — are
+    read by :mod:`analysis.benchmarks`)."""
+    return [task for task in _leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
 
 
 def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:

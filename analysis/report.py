@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import fidelity, many_languages, relations
+from analysis import benchmarks, fidelity, many_languages, relations, task_languages
 from analysis.compare import Degradation, degradation, disparity
 from analysis.groups import resource_groups
 from analysis.loading import RunSet, load_runs
@@ -36,6 +36,7 @@ class AnalysisOptions:
     random_state: int = 0
     confidence: float = 0.95
     min_denominator: float = 0.01
+    task_lang_map: str | None = None
 
     def __post_init__(self):
         if self.n_resamples < 1:
@@ -65,12 +66,14 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
     fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    benchmarks: benchmarks.BenchmarkAnalysis | None = None
 
 
 def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     """Load runs under ``paths`` and compute all tables (no files written)."""
     options = options or AnalysisOptions()
     scan_from_csv = relations.read_scan_csv(options.scan_csv) if options.scan_csv else None  # validate before heavy work
+    task_rules = task_languages.load_task_language_map(options.task_lang_map) if options.task_lang_map else []
     runset = load_runs(paths)
     notes: list[str] = []
     deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
@@ -101,8 +104,11 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
     fid, fid_problems = fidelity.fidelity_table(runset, deg.table, options.n_resamples, options.random_state, options.confidence)
     notes += fid_problems
+    bench = benchmarks.analyze_benchmarks(runset, deg.table, options.baseline, options.n_resamples, options.random_state,
+                                          options.confidence, task_rules, benchmarks.fidelity_measures(runset, fid))
+    notes += bench.problems
     return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
-                    parallel, fid)
+                    parallel, fid, bench)
 
 
 def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -137,6 +143,7 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
 
     calibration = write_section(analysis.runset, analysis.deg.table, out / "tables", out / "figures")
     many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", _slug)
+    figures["benchmarks"] = benchmarks.write_outputs(analysis.benchmarks, out) if analysis.benchmarks else []
     report = out / "report.md"
     report.write_text(_markdown(analysis, figures, command, many) + calibration, encoding="utf-8")
     return report
@@ -447,6 +454,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, 
     if not analysis.scan.empty:
         out += ["## Sensitivity scan", "", f"![scan](figures/{figures['scan'][0].name})", ""]
     out += list(many_languages_lines)
+    out += benchmarks.markdown_section(analysis.benchmarks, figures.get("benchmarks", []), _md_table)
     out += ["## Files", "", "Tables: `tables/*.csv` (long table: `tables/long_table.csv`). Figures: `figures/*.png`.", ""]
     return "\n".join(out)
 

@@ -7,7 +7,7 @@
 # Read H1 in report.md "Disparity" (ratio, CI, unstable flag) and H3 in "Correlations".
 # Cost: 3 configs, measured 45 s wall (2 CPU cores, batch 4).
 source "$(dirname "$0")/common.sh"
-RUNS="${RUNS:-runs/exp002}"; DOCS="${DOCS:-docs/experiments/exp002}"
+RUNS="${RUNS:-runs/exp002}"; DOCS="${DOCS:-report/experiments/exp002}"
 sweep "$RUNS" --methods rtn,aciq --bits 4 --granularity channel
 "$PY" -m analysis "$RUNS" --out "$DOCS" --tokenizer "$(tokenizer_dir)"
 echo "EXP-002 report: $DOCS/report.md"

@@ -6,7 +6,7 @@
 # weight side the slope of ln(relative weight MSE) against the uniform-noise reference
 # -2 ln 2 = -1.386 per bit. Cost: 9 configs, ~2-3 min on 2 idle CPU cores (bnb on CPU is slower).
 source "$(dirname "$0")/common.sh"
-RUNS="${RUNS:-runs/exp004}"; DOCS="${DOCS:-docs/experiments/exp004}"
+RUNS="${RUNS:-runs/exp004}"; DOCS="${DOCS:-report/experiments/exp004}"
 sweep "$RUNS" --methods rtn,int8,nf4,fp4 --bits 8,6,5,4,3 --granularity channel
 "$PY" -m analysis "$RUNS" --out "$DOCS" --tokenizer "$(tokenizer_dir)"
 echo "EXP-004 report: $DOCS/report.md"

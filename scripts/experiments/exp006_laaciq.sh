@@ -11,7 +11,7 @@
 # Cost: 2 x (aciq, laaciq mean, laaciq minimax) + 4 target configs = 11 configs, ~3-5 min on
 # 2 idle CPU cores plus one calibration pass per laaciq config (cached across reruns).
 source "$(dirname "$0")/common.sh"
-RUNS="${RUNS:-runs/exp006}"; DOCS="${DOCS:-docs/experiments/exp006}"
+RUNS="${RUNS:-runs/exp006}"; DOCS="${DOCS:-report/experiments/exp006}"
 GRID="$(mktemp --suffix .yaml)"; trap 'rm -f "$GRID"' EXIT
 cat > "$GRID" <<'YAML'
 grid:

@@ -6,7 +6,7 @@
 # plots worst-language D and D_LR - D_HR against effective bits per weight (kept weights cost
 # their value + index, see qd_models/report.py). Cost: 7-8 configs, ~2 min on 2 idle CPU cores.
 source "$(dirname "$0")/common.sh"
-RUNS="${RUNS:-runs/preservation}"; DOCS="${DOCS:-docs/experiments/preservation}"
+RUNS="${RUNS:-runs/preservation}"; DOCS="${DOCS:-report/experiments/preservation}"
 BITS="${BITS:-4}"
 GRID="$(mktemp --suffix .yaml)"; trap 'rm -f "$GRID"' EXIT
 {

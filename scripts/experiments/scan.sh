@@ -4,7 +4,7 @@
 # Cost with the default model (18 blocks): 19 configs per mode, ~5 min per mode on 2 idle CPU
 # cores; set LIMIT=2 (documents per language) for a ~2.5x cheaper, noisier first look.
 source "$(dirname "$0")/common.sh"
-RUNS="${RUNS:-runs/scan}"; DOCS="${DOCS:-docs/experiments/scan}"
+RUNS="${RUNS:-runs/scan}"; DOCS="${DOCS:-report/experiments/scan}"
 QUANT="${QUANT:-method=rtn,bits=3}"; MODES="${MODES:-protect_one quantize_one}"
 for mode in $MODES; do
     "$PY" -m qd_models.scan --mode "$mode" --modules block --quant_args "$QUANT" --model_args "$MODEL_ARGS" \
