@@ -55,21 +55,16 @@ def udhr_calibration_records() -> list[dict]:
     """UDHR articles of the 8 default languages that ``qd_udhr8_ppl`` does not evaluate: the
     corpus is split by article id, so no article is in both calibration and evaluation (the full
     ``qd_udhr_ppl`` suite evaluates every article and overlaps them)."""
-    try:
-        from qd_tasks import udhr
-    except ImportError:
-        raise ValueError(f"calib_data={UDHR_SOURCE} is not available: this install has no UDHR corpus (qd_tasks.udhr); "
-                         "allowed: a JSONL file with fields lang, text, or unset") from None
+    from qd_tasks import udhr
+
     held_out = set(udhr.UDHR8_ARTICLES)
     return [record for record in udhr.load_udhr(udhr.DEFAULT_LANGS) if record["doc_id"] not in held_out]
 
 
 def udhr_evaluation_texts() -> set[str]:
-    """Texts ``qd_udhr8_ppl`` evaluates (empty without the UDHR corpus)."""
-    try:
-        from qd_tasks import udhr
-    except ImportError:
-        return set()
+    """Texts ``qd_udhr8_ppl`` evaluates."""
+    from qd_tasks import udhr
+
     return {record["text"] for record in udhr.load_udhr(udhr.DEFAULT_LANGS, udhr.UDHR8_ARTICLES)}
 
 
