@@ -1,7 +1,8 @@
 """Read lm-eval 0.4.13 output (``results_*.json`` + ``samples_*.jsonl``) into tables.
 
 A *run* is one ``results_<timestamp>.json``. Its identity is the model (``model_source``
-of the ``qd-hf`` block, else ``pretrained`` from ``model_args``, else ``config.model``),
+of the ``qd-hf`` block, else ``pretrained`` from ``model_args``, else ``config.model``; a local
+folder by its name, so tables and reports carry no machine paths: ``model_path`` keeps it),
 the resolved quantization config and its scoring (:func:`scoring_identity`: dtype, how a
 rolling document is tokenized, log-softmax dtype, max_length, revision, prefix token): runs
 that differ in scoring are neither duplicates of each other nor paired. Problems with single files (corrupted JSON,
@@ -16,7 +17,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +49,7 @@ class Run:
     date: float | None
     lm_eval_version: str | None
     scoring: dict = field(default_factory=dict)
+    model_path: str | None = None
 
     @property
     def method(self) -> str:
@@ -115,6 +117,11 @@ class RunSet:
     aggregates: pd.DataFrame
     docs: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    root: Path | None = None
+
+    def relative(self, text: str) -> str:
+        """``text`` with the inputs' common folder removed from every path in it (reports carry no machine paths)."""
+        return text.replace(f"{self.root}{os.sep}", "") if self.root is not None else text
 
     def long_table(self) -> pd.DataFrame:
         """The long table: run metadata joined to every aggregate and per-doc value.
@@ -242,6 +249,8 @@ def load_runs(paths) -> RunSet:
             problems.append(f"{file}: unreadable results JSON ({err}); skipped — re-run lm_eval for this model or remove the file")
             continue
         run = _make_run(file, results, problems, root)
+        if run.run_id in runs:  # two model folders with the same name: keep the full relative path
+            run = replace(run, run_id=file.relative_to(root).with_suffix("").as_posix())
         runs[run.run_id] = run
         aggregates.extend(_aggregate_rows(run, results, problems))
         docs.extend(_doc_rows(run, results, problems))
@@ -251,7 +260,7 @@ def load_runs(paths) -> RunSet:
     docs_df = pd.DataFrame(
         docs, columns=["run_id", "task", "suite", "lang", "doc_id", "loglikelihood", "n_bytes", "n_words", "text_hash", "text"]
     )
-    return RunSet(runs=runs, aggregates=aggregates_df, docs=docs_df, problems=problems)
+    return RunSet(runs=runs, aggregates=aggregates_df, docs=docs_df, problems=problems, root=root)
 
 
 def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run:
@@ -278,9 +287,10 @@ def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run
     report = report or _load_quant_report(file, stamp, qd.get("quant_report_path"), problems)
     totals = dict(qd.get("quant_totals") or (report or {}).get("totals") or {})
     return Run(
-        run_id=file.relative_to(root).with_suffix("").as_posix(),  # unique: files are deduplicated by resolved path
+        run_id=_run_id(file, root),
         path=file,
-        model=model,
+        model=Path(model).name if Path(model).is_absolute() else model,  # no machine paths in tables and reports
+        model_path=model if Path(model).is_absolute() else None,
         lm_eval_model=lm_eval_model,
         model_args=model_args,
         quant_config=quant_config,
@@ -291,6 +301,14 @@ def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run
         lm_eval_version=results.get("lm_eval_version"),
         scoring=scoring_identity(config, model_args, qd),
     )
+
+
+def _run_id(file: Path, root: Path) -> str:
+    """The results file's path below the inputs' common folder, without ``.json`` (unique: files
+    are deduplicated by resolved path). lm-eval names its output subfolder after the model path
+    (``__home__me__models__tiny``): such a part is shortened to the model's own name."""
+    parts = file.relative_to(root).with_suffix("").parts
+    return "/".join(part.rsplit("__", 1)[-1] if part.startswith("__") else part for part in parts)
 
 
 def _saved_quantization(pretrained) -> tuple[dict, dict | None] | None:

@@ -117,7 +117,7 @@ def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple
         notes.append("No samples files: fertility needs the task documents from --log_samples; skipped.")
         return pd.DataFrame(), None
     if tokenizer is None:
-        local = sorted({run.model for run in runset.runs.values() if Path(run.model).is_dir()})
+        local = sorted({run.model_path for run in runset.runs.values() if run.model_path and Path(run.model_path).is_dir()})
         if len(local) != 1:
             notes.append("Fertility skipped: pass --tokenizer PATH (the runs' models are not one local folder).")
             return pd.DataFrame(), None
@@ -127,7 +127,7 @@ def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple
     except (OSError, ValueError) as err:
         notes.append(f"Fertility skipped: tokenizer {tokenizer!r} could not be loaded ({err}).")
         return pd.DataFrame(), None
-    notes.append(f"Fertility computed with the tokenizer at {tokenizer}.")
+    notes.append(f"Fertility computed with the tokenizer {Path(tokenizer).name}.")
     tokens = relations.doc_token_counts(runset, count)
     return relations.fertility(runset, count, tokens), tokens
 
@@ -231,7 +231,7 @@ def _run_rows(runset: RunSet) -> list[dict]:
     return [
         {
             "run_id": run_id,
-            "path": str(run.path),
+            "path": runset.relative(str(run.path)),
             "model": run.model,
             "lm_eval_model": run.lm_eval_model,
             "label": run.label,
@@ -324,7 +324,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, 
 
     problems = deg.problems + analysis.notes
     out += ["## Problems and flags", ""]
-    out += [f"- {line}" for line in problems] if problems else ["None."]
+    out += [f"- {runset.relative(line)}" for line in problems] if problems else ["None."]
     out.append("")
 
     out += ["## Runs", ""]
@@ -335,7 +335,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, 
     if pairs:
         out += ["Pairs compared (quantized → baseline):", "", _md_table(["quantized", "baseline"], pairs), ""]
     if options.baseline and pairs:
-        out += [f"`--baseline {options.baseline}`: every other run is compared with `{deg.pairs[0].base_id}`, whatever its model or config.", ""]
+        out += [f"`--baseline {runset.relative(str(options.baseline))}`: every other run is compared with `{deg.pairs[0].base_id}`, whatever its model or config.", ""]
 
     out += ["## Degradation by language", ""]
     if deg.table.empty:
@@ -367,9 +367,13 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, 
                  "after dividing by the English bytes of the same documents) compares damage to the same content across scripts; "
                  "Δ bits/byte understates it where a script needs more bytes (byte premium). Fertility: tokens per aligned "
                  "document relative to English (needs a tokenizer)."), ""]
+        langs_per_suite = analysis.parallel.groupby("suite").lang.transform("nunique")
+        shown = analysis.parallel[langs_per_suite < many_languages.MIN_LANGUAGES]
+        if len(shown) < len(analysis.parallel):
+            out += ["Suites with many languages: rows in tables/parallel_view.csv only.", ""]
         rows = [[r.quant_id, r.suite, r.lang, r.n_aligned, _pct(r.degradation), f"{r.delta_bpb:+.4f}", f"{r.delta_bits_per_doc:+.4g}",
                  f"{r.delta_bits_per_ref_byte:+.4f}", _num(r.bytes_rel_ref, 3), _num(r.fertility_rel_ref, 3)]
-                for r in analysis.parallel.itertuples()]
+                for r in shown.itertuples()]
         out += [_md_table(["run", "suite", "lang", "aligned docs", "D", "Δ bits/byte", "Δ bits per aligned doc", "Δ bits per English byte",
                            "bytes rel. en (byte premium)", "tokens per aligned doc rel. en (fertility)"], rows), ""]
 
@@ -489,5 +493,11 @@ def _fidelity_markdown(analysis: Analysis, figures: list[Path], level: str) -> l
 
 
 def command_line() -> str:
-    """The current command line, for the report header."""
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The current command line for the report header, absolute paths shortened to their last
+    two parts (a report never carries the folders of the machine that made it)."""
+    return " ".join(["qd-analyze", *(_short_path(arg) for arg in sys.argv[1:])])
+
+
+def _short_path(arg: str) -> str:
+    path = Path(arg)
+    return str(Path(*path.parts[-2:])) if path.is_absolute() else arg

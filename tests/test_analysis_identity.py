@@ -69,3 +69,18 @@ def test_unfinished_sweep_folders_are_not_runs(tmp_path):
     write_run(tmp_path, ".tmp-rtn-w4-0123456789", "2025-01-01T00-00-02", scaled(base, WORSE), RTN4)
     runs = analysis.load_runs([tmp_path])
     assert [run.method for run in runs.runs.values()] == ["none"]
+
+
+def test_report_and_tables_carry_no_machine_paths(tmp_path):
+    from analysis.cli import main
+
+    base = base_nll()
+    runs = tmp_path / "deep" / "runs"
+    write_run(runs, "base", "2025-01-01T00-00-01", base, model=str(tmp_path / "models" / "tiny"))
+    write_run(runs, "rtn", "2025-01-01T00-00-02", scaled(base, WORSE), RTN4, model=str(tmp_path / "models" / "tiny"), samples=False)
+    (runs / "rtn" / "results_broken.json").write_text("{", encoding="utf-8")  # a problem line naming a file
+    assert main([str(runs), "--out", str(tmp_path / "report"), "--n-resamples", "50"]) == 0
+    written = [p for p in (tmp_path / "report").rglob("*") if p.suffix in (".md", ".csv")]
+    assert written
+    for path in written:
+        assert str(tmp_path) not in path.read_text(encoding="utf-8"), path.name

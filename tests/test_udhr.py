@@ -145,7 +145,8 @@ def test_all_udhr_subtasks_on_a_tiny_model_and_the_analysis(tiny_model_dir, lm_e
     """Every UDHR subtask (article 1 each: --limit 1) through the real CLI, baseline and RTN 4-bit, then qd-analyze."""
     model_dir = tiny_model_dir("gpt2")
     common = ["--tasks", "qd_udhr_ppl,qd_udhr8_ppl", "--device", "cpu", "--limit", "1", "--batch_size", "32", "--log_samples"]
-    base = lm_eval_cli(["--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32", *common], tmp_path / "runs" / "base")
+    base = lm_eval_cli(["--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32,add_bos_token=False,softmax_dtype=float32",
+                        *common], tmp_path / "runs" / "base")  # the hf baseline that scores like qd-hf
     lm_eval_cli(["--model", "qd-hf", "--model_args", f"pretrained={model_dir},dtype=float32,method=rtn,bits=4", *common],
                 tmp_path / "runs" / "rtn")
     langs = sorted({r["lang"] for r in records})
