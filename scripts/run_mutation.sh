@@ -27,7 +27,7 @@ declare -A TESTS=(
 ORDER=(qd_models/quant/core.py qd_models/quant/aciq.py qd_models/quant/weighted.py qd_models/engine.py qd_models/qd_hf.py analysis/stats.py)
 [ $# -gt 0 ] && ORDER=("$@")
 
-export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export QD_HYPOTHESIS_EXAMPLES=15 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 unset PYTHONPATH
 for module in "${ORDER[@]}"; do
   tests=${TESTS[$module]:?"module=$module is not allowed; allowed: ${!TESTS[*]}"}

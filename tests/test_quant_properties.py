@@ -7,6 +7,8 @@ midrise: levels k·Δ - α, k in [0, 2^b - 1] (no zero level), Δ = 2α / (2^b -
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,8 @@ from hypothesis.extra.numpy import arrays
 
 from qd_models.quant import clip_range, fake_quantize
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=int(os.environ.get("QD_HYPOTHESIS_EXAMPLES", "60")), deadline=None, derandomize=True)
+"""``QD_HYPOTHESIS_EXAMPLES``: fewer examples for mutation runs (scripts/run_mutation.sh)."""
 GRIDS = [(True, "int"), (True, "midrise"), (False, "int")]
 
 weights = arrays(np.float32, st.integers(1, 48), elements=st.floats(-8, 8, width=32, allow_subnormal=False))
