@@ -12,13 +12,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from qd_models.quant import clip_range, fake_quantize
 
-SETTINGS = settings(max_examples=int(os.environ.get("QD_HYPOTHESIS_EXAMPLES", "60")), deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=int(os.environ.get("QD_HYPOTHESIS_EXAMPLES", "60")), deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])  # the 2 shared cores are often busy
 """``QD_HYPOTHESIS_EXAMPLES``: fewer examples for mutation runs (scripts/run_mutation.sh)."""
 GRIDS = [(True, "int"), (True, "midrise"), (False, "int")]
 
