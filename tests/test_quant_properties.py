@@ -49,7 +49,7 @@ def test_levels_lie_on_the_grid_and_number_at_most_2_to_the_b(values, span, bits
     assert np.unique(out).size <= 2**bits
     if symmetric and grid == "int":
         k = out / step
-        assert np.allclose(k, np.round(k), atol=1e-9) and k.min() >= -(2 ** (bits - 1)) and k.max() <= 2 ** (bits - 1) - 1
+        assert np.allclose(k, np.round(k), atol=1e-9) and np.round(k).min() >= -(2 ** (bits - 1)) and np.round(k).max() <= 2 ** (bits - 1) - 1
     elif symmetric:
         k = (out + high) / step
         assert np.allclose(k, np.round(k), atol=1e-9) and k.min() > -1e-9 and k.max() < 2**bits - 1 + 1e-9
