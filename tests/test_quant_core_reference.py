@@ -149,3 +149,9 @@ def test_weight_stats_against_numpy():
     assert stats["nonfinite"] == 0
     w[0, 0], w[1, 1] = np.nan, np.inf
     assert weight_stats(torch.from_numpy(w).float())["nonfinite"] == 2
+
+
+def test_fake_quantize_rejects_an_unknown_symmetric_grid_by_name():
+    blocks, alpha = torch.ones(1, 4), torch.ones(1, 1)
+    with pytest.raises(ValueError, match=r"grid='nope' is not allowed; allowed: int, midrise$"):
+        fake_quantize(blocks, -alpha, alpha, 4, True, "nope")
