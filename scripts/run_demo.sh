@@ -14,6 +14,6 @@ bash scripts/setup_venv.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 BIN="${QD_VENV:-.venv}/bin"
 "$BIN/qd-sweep" --grid scripts/demo_grid.yaml --tasks qd_multilingual_ppl,qd_udhr8_ppl \
-    --output_path "$RUNS" --log_samples --batch_size 4
+    --output_path "$RUNS" --log_samples --fidelity --batch_size 4
 "$BIN/qd-analyze" "$RUNS" --out "$REPORT"
 echo "report: $REPORT/report.md"
