@@ -211,7 +211,7 @@ def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
         families = analysis.rate_distortion[["family_key", "suite"]].drop_duplicates()
         for family_key, suite in families.head(MAX_RATE_DISTORTION_FIGURES).itertuples(index=False):
             block = fam[(fam.family_key == family_key) & (fam.suite == suite)]
-            title = f"{block.model.iloc[0]} {block.label.iloc[0].split('-w')[0]} — {suite}"
+            title = f"{block.model.iloc[0]} {analysis.runset.runs[block.quant_id.iloc[0]].family} — {suite}"
             fig, _ = plots.rate_distortion_curves(block, analysis.groups, title)
             figures["rate_distortion"].append(plots.save(fig, folder / f"rate_distortion_{len(figures['rate_distortion'])}.png"))
     if not analysis.pareto.empty and analysis.pareto.effective_bits_per_weight.notna().any():

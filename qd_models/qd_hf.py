@@ -34,6 +34,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from qd_models import __version__
+from qd_models import run_record as record
 from qd_models.config import QuantConfig, parse_qd_args
 from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_default_model
 
@@ -52,7 +53,7 @@ def check_pretrained_path(pretrained) -> None:
         raise ValueError(f"pretrained={pretrained} does not exist; allowed: a local model folder or a Hugging Face hub id (org/name)")
 
 
-@register_model("qd-hf")
+@register_model(record.LM_EVAL_MODEL)
 class QDHFLM(HFLM):
     def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
         """``device`` defaults to the lm_eval CLI's "cuda:0", which HFLM resolves to cuda when
@@ -214,17 +215,17 @@ class QDHFLM(HFLM):
         """HFLM's model info plus a ``quant_disparity`` block (lands in results["config"])."""
         info = super().get_model_info()
         report = self.quant_report or {}
-        info["quant_disparity"] = {
-            "version": __version__,
-            "model_source": self.pretrained if isinstance(self.pretrained, str) else None,
-            "baseline_note": self.model_note,
-            "scoring": self.scoring,
-            "quant_config": self.quant_config.to_dict(),
-            "quant_totals": report.get("totals"),
-            "quant_report": report or None,
+        block = info[record.QD_BLOCK] = {
+            record.VERSION: __version__,
+            record.MODEL_SOURCE: self.pretrained if isinstance(self.pretrained, str) else None,
+            record.BASELINE_NOTE: self.model_note,
+            record.SCORING: self.scoring,
+            record.QUANT_CONFIG: self.quant_config.to_dict(),
+            record.QUANT_TOTALS: report.get("totals"),
+            record.QUANT_REPORT: report or None,
         }
         if self.fidelity is not None:
-            info["quant_disparity"]["fidelity"] = self.fidelity.info()
+            block[record.FIDELITY] = self.fidelity.info()
         return info
 
 

@@ -34,7 +34,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -44,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from qd_models.config import METHODS, QD_ARGS, QuantConfig, parse_qd_args
+from qd_models.run_record import LM_EVAL_MODEL, QUANT_CONFIG, SCAN, config_label, qd_block, slug
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "sweep_complete.json"
 LOCK_FILE = ".sweep.lock"
 TMP_PREFIX = ".tmp-"
-LM_EVAL_MODEL = "qd-hf"
 FAKE_ONLY_ARGS = tuple(name for name in QD_ARGS if name not in ("method", "bits", "save_to"))
 """Grid keys dropped for methods that are not fake-quant (they would be rejected)."""
 
@@ -96,20 +95,12 @@ def make_item(qd_args: dict[str, Any], scan: str | None = None) -> SweepItem:
         raise ValueError("save_to is not allowed in a sweep; allowed: the qd args other than save_to, save_overwrite")
     config, _ = parse_qd_args(dict(qd_args))
     ordered = tuple((name, qd_args[name]) for name in QD_ARGS if name in qd_args and qd_args[name] is not None)
-    label = "baseline" if config.kind == "none" else "-".join(_label_part(name, value) for name, value in ordered)
-    return SweepItem(ordered, config, label, scan)
+    return SweepItem(ordered, config, config_label(recorded_config(config, scan)), scan)
 
 
-def _label_part(name: str, value: Any) -> str:
-    if name == "method":
-        return str(value)
-    if name == "bits":
-        return f"w{value}"
-    return _slug_part(f"{name}={_format_value(value)}")
-
-
-def _slug_part(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)[:40]
+def recorded_config(config: QuantConfig, scan: str | None = None) -> dict:
+    """The ``quant_config`` a run of ``config`` records (a scan adds its ``scan`` field)."""
+    return {**config.to_dict(), **({SCAN: scan} if scan is not None else {})}
 
 
 def expand_grid(grid: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -237,9 +228,10 @@ class Sweep:
         }
 
     def folder_name(self, item: SweepItem) -> str:
-        """``<label>-<10 hex>``; the hash covers :meth:`identity`."""
+        """``<label>-<10 hex>`` (the label as in reports, :func:`qd_models.run_record.config_label`;
+        a character not allowed in a file name as ``_``); the hash covers :meth:`identity`."""
         digest = hashlib.sha1(json.dumps(self.identity(item), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{_slug_part(item.scan) if item.scan else item.label}-{digest}"
+        return f"{slug(item.label)}-{digest}"
 
     def is_complete(self, item: SweepItem) -> bool:
         return (self.output / self.folder_name(item) / COMPLETE_MARKER).is_file()
@@ -400,7 +392,7 @@ class Sweep:
             general.model_name = Path(str(lm.pretrained)).name
             general.model_name_sanitized = sanitize_model_name(general.model_name)
         if item.scan is not None:
-            results["config"]["quant_disparity"]["quant_config"]["scan"] = item.scan
+            qd_block(results)[QUANT_CONFIG][SCAN] = item.scan
         samples = results.pop("samples", None) if s.log_samples else None
         tracker.save_results_aggregated(results=results, samples=samples)
         if samples is not None:
@@ -439,7 +431,7 @@ class Sweep:
             logger.info("qd-sweep: %d configs, %d to run, %d already complete", len(items), todo, len(items) - todo)
             bar = tqdm(items, desc="qd-sweep", unit="config")
             for item in bar:
-                bar.set_postfix_str(item.scan or item.label)
+                bar.set_postfix_str(item.label)
                 outcomes.append(self.evaluate(item))
         return outcomes
 

@@ -83,7 +83,7 @@ def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_pro
         assert list((outcome.folder).rglob("samples_qd_multilingual_ppl_*.jsonl"))
         bpb_by_method[outcome.item.label] = sum(_bits_per_byte(saved).values())
     # 3-bit per-tensor RTN must actually change the model (else the comparison above is vacuous)
-    assert bpb_by_method["rtn-w3-granularity=tensor"] != pytest.approx(bpb_by_method["baseline"], rel=1e-6)
+    assert bpb_by_method["rtn-w3-tensor"] != pytest.approx(bpb_by_method["baseline"], rel=1e-6)
 
 
 def test_restore_gives_back_the_loaded_weights(tiny_model_dir, tmp_path):
@@ -190,7 +190,7 @@ def test_grid_expansion_and_validation(tmp_path):
         {"method": "none"},
     ]
     items = build_items(combos)  # baseline deduplicated with the explicit none, bnb last
-    assert [item.label for item in items] == ["baseline", "rtn-w4-granularity=channel", "rtn-w3-granularity=channel", "nf4"]
+    assert [item.label for item in items] == ["baseline", "rtn-w4", "rtn-w3", "nf4-w4"]  # the labels of qd-analyze's reports
     assert items[1].qd_arg_string == "method=rtn,bits=4,granularity=channel"
     assert make_item({"method": "rtn", "keep_layers": [0, 3]}).qd_arg_string == "method=rtn,keep_layers=0;3"
     # same resolved config given two ways -> one item
