@@ -319,15 +319,10 @@ def _as_float(value) -> float | None:
         return None
 
 
-def _leaf_tasks(results: dict) -> list[str]:
-    groups = {name for name, subtasks in (results.get("group_subtasks") or {}).items() if subtasks}
-    return [task for task in results["results"] if task not in groups]
-
-
 def _perplexity_tasks(run: Run, results: dict, problems: list[str]) -> list[str]:
     """Leaf tasks reporting a perplexity metric (the others — multiple choice, generation — are
     read by :mod:`analysis.benchmarks`)."""
-    return [task for task in _leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
+    return [task for task in run_record.leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
 
 
 def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:

@@ -83,18 +83,9 @@ class QDHFLM(HFLM):
 
             self._load_overrides = bnb_from_pretrained_kwargs(config)
         elif config.kind == "fake" and isinstance(pretrained, str):
-            from transformers import AutoConfig
+            from qd_models.config import load_hf_config, validate_for_model
 
-            from qd_models.config import validate_for_model
-
-            validate_for_model(
-                config,
-                AutoConfig.from_pretrained(
-                    pretrained,
-                    revision=hf_kwargs.get("revision", "main"),
-                    trust_remote_code=hf_kwargs.get("trust_remote_code", False),
-                ),
-            )
+            validate_for_model(config, load_hf_config(pretrained, hf_kwargs))
         calib_texts = None
         if config.uses_calibration_texts:
             from qd_models.calibration import load_calibration_texts

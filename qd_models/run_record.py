@@ -56,6 +56,12 @@ def qd_block(results: dict) -> dict:
     return (results.get("config") or {}).get(QD_BLOCK) or {}
 
 
+def leaf_tasks(results: dict) -> list[str]:
+    """The tasks of ``results["results"]`` that are not groups (of subtasks)."""
+    groups = {name for name, subtasks in (results.get("group_subtasks") or {}).items() if subtasks}
+    return [task for task in results["results"] if task not in groups]
+
+
 def config_label(quant_config: dict) -> str:
     """``baseline`` for ``method=none``, else ``<method>[-w<bits>][-<setting>...]``: each setting
     that differs from its default, in :data:`qd_models.config.QD_ARGS` order (see the module doc)."""

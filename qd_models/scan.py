@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from qd_models.run_record import leaf_tasks
 from qd_models.sweep import EvalSettings, Sweep, SweepItem, SweepOutcome, build_items, make_item
 from qd_tasks.languages import split_task_name
 
@@ -133,12 +134,11 @@ def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
 
 
 def _per_language_bpb(results: dict) -> dict[str, float]:
-    groups = {name for name, subtasks in (results.get("group_subtasks") or {}).items() if subtasks}
     out = {}
-    for task, values in results["results"].items():
-        if task in groups or "bits_per_byte,none" not in values:
+    for task in leaf_tasks(results):
+        if "bits_per_byte,none" not in results["results"][task]:
             continue
-        value = values["bits_per_byte,none"]
+        value = results["results"][task]["bits_per_byte,none"]
         out[split_task_name(task)[1]] = float(value) if isinstance(value, (int, float)) else math.nan
     return out
 

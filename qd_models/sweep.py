@@ -239,7 +239,7 @@ class Sweep:
     # -- model -------------------------------------------------------------------------
     def hf_config(self):
         """The model's ``PretrainedConfig`` (no weights loaded)."""
-        from transformers import AutoConfig
+        from qd_models.config import load_hf_config
 
         kwargs = _parse_model_args(self.settings.model_args)
         pretrained = kwargs.get("pretrained")
@@ -247,9 +247,7 @@ class Sweep:
             from qd_models.default_model import default_model_path
 
             pretrained = str(default_model_path())
-        return AutoConfig.from_pretrained(
-            pretrained, revision=kwargs.get("revision", "main"), trust_remote_code=kwargs.get("trust_remote_code", False)
-        )
+        return load_hf_config(pretrained, kwargs)
 
     def validate(self, items: list[SweepItem]) -> None:
         """Model-dependent checks of every item (e.g. keep_layers range), before any load."""
