@@ -1,4 +1,4 @@
-"""qd_models.sweep: one loaded model, many configs, same numbers as separate qd-hf runs,
+"""qd_models.runners.sweep: one loaded model, many configs, same numbers as separate qd-hf runs,
 atomic per-config folders, resume after a crash."""
 
 from __future__ import annotations
@@ -8,18 +8,9 @@ import json
 
 import pytest
 
-from qd_models.sweep import (
-    COMPLETE_MARKER,
-    LOCK_FILE,
-    TMP_PREFIX,
-    EvalSettings,
-    Sweep,
-    build_items,
-    build_parser,
-    combos_from_args,
-    expand_grid,
-    make_item,
-)
+from qd_models.runners.grid import build_items, expand_grid, make_item
+from qd_models.runners.store import COMPLETE_MARKER, LOCK_FILE, TMP_PREFIX
+from qd_models.runners.sweep import EvalSettings, Sweep, build_parser, combos_from_args
 
 TASKS = ("qd_multilingual_ppl",)
 LIMIT = 2
@@ -119,7 +110,7 @@ def test_rerun_skips_complete_configs_without_loading(tiny_model_dir, tmp_path):
 
 
 def test_stale_configs_rerun_after_a_code_or_calibration_data_change(tmp_path, monkeypatch):
-    from qd_models import sweep as sweep_module
+    from qd_models.runners import sweep as sweep_module
 
     data = tmp_path / "calib.jsonl"
     data.write_text('{"lang": "en", "text": "one"}\n', encoding="utf-8")
