@@ -122,12 +122,12 @@ class QDHFLM(HFLM):
         return FidelityRecorder(mode, out_dir, self.fidelity_identity(), topk=topk, baseline_dir=baseline_dir, tag=tag)
 
     def apply_quantization(
-        self, config: QuantConfig, calib_texts: dict | None = None, keep_originals: dict | None = None
+        self, config: QuantConfig, calib_texts: dict | None = None, originals_for_restore: dict | None = None
     ) -> None:
         """Quantize ``self.model`` in place with ``config`` and record the report.
 
         ``calib_texts``: already-loaded calibration texts (else loaded here when the config needs
-        a calibration pass, which then sees the current weights). ``keep_originals``: passed to
+        a calibration pass, which then sees the current weights). ``originals_for_restore``: passed to
         :func:`qd_models.engine.quantize_` (CPU copies of modified weights, for sweeps).
         """
         self.quant_config: QuantConfig = config
@@ -148,7 +148,7 @@ class QDHFLM(HFLM):
                                                      source=source, prefix_id=self.prefix_token_id)
             if config.calibration == "inputs":
                 calib = CalibrationBatches.from_texts(self.tokenizer, texts, source, self.prefix_token_id)
-        self.quant_report = quantize_(self.model, config, keep_originals=keep_originals, act_stats=act_stats, calib=calib)  # bnb: report only
+        self.quant_report = quantize_(self.model, config, originals_for_restore=originals_for_restore, act_stats=act_stats, calib=calib)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
             from qd_models.engine import save_quantized

@@ -82,7 +82,7 @@ def main() -> None:
 
     def quantize_restore(config, stats=None):
         originals: dict = {}
-        report = quantize_(model, config, keep_originals=originals, act_stats=stats)
+        report = quantize_(model, config, originals_for_restore=originals, act_stats=stats)
         restore_(model, originals)
         return report
 

@@ -187,7 +187,7 @@ class Sweep:
         lm = self.lm
         restore_(lm.model, self._originals)
         saved: dict = {}
-        lm.apply_quantization(item.config, keep_originals=saved)  # calibration sees the restored weights
+        lm.apply_quantization(item.config, originals_for_restore=saved)  # calibration sees the restored weights
         for name, tensor in saved.items():  # copies taken after a full restore: originals
             self._originals.setdefault(name, tensor)
         return lm

@@ -337,7 +337,7 @@ def test_python_dash_m_entry_point(tmp_path):
     assert proc.returncode == 0 and "--hr" in proc.stdout
 
 
-FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "analysis" / "runs"
+FIXTURE_RUNS = Path(__file__).parents[1] / "fixtures" / "analysis" / "runs"
 
 
 def test_real_lm_eval_fixture_bits_per_byte_matches_samples():

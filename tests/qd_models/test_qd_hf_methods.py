@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURE_TASKS = Path(__file__).parent / "fixtures" / "tasks"
+FIXTURE_TASKS = Path(__file__).parents[1] / "fixtures" / "tasks"
 
 
 def _bpb(results: dict, lang: str) -> float:
