@@ -126,7 +126,7 @@ def _setting_parts(config: dict) -> list[str]:
                 continue
             args[name] = value
             defaults = _resolve(args, defaults)
-        parts.append(f"{name}={os.path.basename(str(value)) if name == 'calib_data' else _format(value)}")
+        parts.append(f"{name}={os.path.basename(str(value)) if name == 'calib_data' else format_arg(value, '+')}")
     if scanned:
         parts.append(f"{SCAN}={config[SCAN]}")
     return parts
@@ -149,10 +149,10 @@ def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def _format(value: Any) -> str:
-    """A setting's value as in ``--model_args`` (lists joined with ``+``, booleans lower case)."""
+def format_arg(value: Any, list_sep: str = ";") -> str:
+    """A qd arg's value as ``--model_args`` takes it (lists joined with ``list_sep``, booleans lower case)."""
     if isinstance(value, (list, tuple)):
-        return "+".join(str(v) for v in value)
+        return list_sep.join(str(v) for v in value)
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)

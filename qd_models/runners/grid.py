@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qd_models.config import METHODS, QD_ARGS, QuantConfig, parse_qd_args
-from qd_models.run_record import SCAN, config_label
+from qd_models.run_record import SCAN, config_label, format_arg
 
 FAKE_ONLY_ARGS = tuple(name for name in QD_ARGS if name not in ("method", "bits", "save_to"))
 """Grid keys dropped for methods that are not fake-quant (they would be rejected)."""
@@ -30,19 +30,11 @@ class SweepItem:
     @property
     def qd_arg_string(self) -> str:
         """``method=rtn,bits=4`` (lists joined with ``;``), as ``--model_args`` accepts it."""
-        return ",".join(f"{name}={_format_value(value)}" for name, value in self.qd_args)
+        return ",".join(f"{name}={format_arg(value)}" for name, value in self.qd_args)
 
     def model_args(self, base: str) -> str:
         """The equivalent standalone ``--model qd-hf --model_args`` string."""
         return ",".join(part for part in (base.strip(","), self.qd_arg_string) if part)
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ";".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 def make_item(qd_args: dict[str, Any], scan: str | None = None) -> SweepItem:
