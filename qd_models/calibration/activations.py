@@ -1,110 +1,27 @@
-"""Per-language activation statistics for LA-ACIQ (``method=laaciq``, ``keep_by=activation``).
-
-:func:`load_calibration_texts` reads and checks the calibration JSONL (cheap, no model; call it
-before loading weights). :func:`collect_activation_stats` runs each language's texts through
-the model once (length-sorted batches, right padding, progress bar) with forward pre-hooks on
-the quantization targets and accumulates, over the text tokens of each language, s_l[j] =
-E[x_j^2] of every target's input channel j (hooks are removed in ``finally``). Each sequence is
-scored as in evaluation: the prefix token (BOS, else EOS) then the text's own tokens
-(``add_special_tokens=False``); the prefix position is run but not counted: its activations are
-the same in every sequence of every language (causal attention sees only itself there), so it
-would only dilute the language differences. When the
-output head is not a target, a pre-hook on it stops the forward pass before the logits
-(the head is the most expensive matmul of small multilingual models; nothing after it is
-needed).
-
-Statistics are cached under ``cache_dir()/calibration/<key>.pt``; ``key`` hashes the model
-(class, config, and every parameter's name, shape, dtype, sum and sum of squares), the token
-ids of every calibration batch (so the tokenizer, texts, ``calib_samples`` and
-``max_length`` are covered), the target module names and :data:`STATS_VERSION`.
-"""
+"""The calibration passes: texts tokenized as in evaluation, forward pre-hooks on the targets
+(removed in ``finally``), per-language input second moments (:func:`collect_activation_stats`,
+cached) and per-block input Gram matrices (:func:`collect_input_grams`), and their reports."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from qd_tasks.corpus import corpus_path, read_corpus_file
+from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_fingerprint, read_cache, stats_cache_dir, write_atomic
 
-from .config import QuantConfig
-from .default_model import cache_dir
+if TYPE_CHECKING:
+    from qd_models.config import QuantConfig
 
 logger = logging.getLogger(__name__)
 
-STATS_VERSION = 2
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 512
-FINGERPRINT_CHUNK = 1 << 22
-
-
-UDHR_SOURCE = "udhr"
-"""``calib_data=udhr``: the UDHR articles outside the ``qd_udhr8_ppl`` evaluation subset."""
-
-
-def udhr_calibration_records() -> list[dict]:
-    """UDHR articles of the 8 default languages that ``qd_udhr8_ppl`` does not evaluate: the
-    corpus is split by article id, so no article is in both calibration and evaluation (the full
-    ``qd_udhr_ppl`` suite evaluates every article and overlaps them)."""
-    from qd_tasks import udhr
-
-    held_out = set(udhr.UDHR8_ARTICLES)
-    return [record for record in udhr.load_udhr(udhr.DEFAULT_LANGS) if record["doc_id"] not in held_out]
-
-
-def udhr_evaluation_texts() -> set[str]:
-    """Texts ``qd_udhr8_ppl`` evaluates."""
-    from qd_tasks import udhr
-
-    return {record["text"] for record in udhr.load_udhr(udhr.DEFAULT_LANGS, udhr.UDHR8_ARTICLES)}
-
-
-def calibration_records(calib_data: str | None) -> tuple[list[dict], str]:
-    """The one place the calibration source is chosen: ``(records {lang, text, ...}, name)``
-    from ``calib_data`` (a JSONL path, ``udhr``: :func:`udhr_calibration_records`) or, unset,
-    the bundled calibration split (the documented default mix: every language it holds)."""
-    if calib_data == UDHR_SOURCE:
-        return udhr_calibration_records(), UDHR_SOURCE
-    path = Path(calib_data) if calib_data else corpus_path("calibration")
-    try:
-        return read_corpus_file(path), str(path)
-    except ValueError as err:
-        raise ValueError(f"calib_data={str(path)!r} is not usable ({err}); allowed: a JSONL file with fields lang, text") from None
-
-
-def evaluation_texts() -> set[str]:
-    """Every text the bundled evaluation tasks score (bundled eval corpus, ``qd_udhr8_ppl``)."""
-    return {record["text"] for record in read_corpus_file(corpus_path("eval"))} | udhr_evaluation_texts()
-
-
-def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
-    """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language of the
-    source, in file order) from :func:`calibration_records`, the first ``calib_samples`` texts
-    per language. One-line ``ValueError`` for an unreadable or empty file or a language it
-    lacks. Warns when a text also occurs in an evaluation corpus (leakage)."""
-    records, path = calibration_records(config.calib_data)
-    by_lang: dict[str, list[str]] = {}
-    for record in records:
-        by_lang.setdefault(record["lang"], []).append(record["text"])
-    langs = list(config.calib_langs) or list(by_lang)
-    missing = [lang for lang in langs if lang not in by_lang]
-    if missing:
-        raise ValueError(f"calib_langs={';'.join(missing)} not in calib_data={path!r}; allowed: {', '.join(by_lang)}")
-    texts = {lang: by_lang[lang][: config.calib_samples] for lang in langs}
-    eval_texts = evaluation_texts()
-    leaked = sum(text in eval_texts for group in texts.values() for text in group)
-    if leaked:
-        logger.warning("calibration leakage: %d calibration texts from %s also occur in the qd eval corpus", leaked, path)
-    return texts
 
 
 @dataclass
@@ -146,25 +63,6 @@ class ActivationStats:
                 "second_moments": dict(self.second_moments), "stopped_before": self.stopped_before}
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 over the model class, its config (minus its path) and each parameter's name,
-    shape, dtype, float64 sum and sum of squares."""
-    digest = hashlib.sha256(type(model).__name__.encode())
-    config = getattr(model, "config", None)
-    if config is not None:
-        cfg = config.to_dict()
-        cfg.pop("_name_or_path", None)
-        digest.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            total = square = 0.0
-            for chunk in param.detach().reshape(-1).split(FINGERPRINT_CHUNK):  # no full float64 copy
-                chunk = chunk.double()
-                total, square = total + float(chunk.sum()), square + float(chunk.square().sum())
-            digest.update(f"{name}|{tuple(param.shape)}|{param.dtype}|{total!r}|{square!r}".encode())
-    return digest.hexdigest()
-
-
 def default_prefix_id(tokenizer) -> int:
     """lm-eval's default prefix token: BOS, else EOS."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -175,15 +73,6 @@ def tokenize_texts(tokenizer, texts: dict[str, list[str]], max_length: int, pref
     prefix = default_prefix_id(tokenizer) if prefix_id is None else prefix_id
     return {lang: [[prefix, *tokenizer(text, add_special_tokens=False)["input_ids"]][:max_length] for text in group]
             for lang, group in texts.items()}
-
-
-def calibration_key(fingerprint: str, token_ids: dict[str, list[list[int]]], module_names: list[str]) -> str:
-    payload = json.dumps({"version": STATS_VERSION, "model": fingerprint, "tokens": token_ids, "modules": module_names})
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def stats_cache_dir() -> Path:
-    return cache_dir() / "calibration"
 
 
 class _StopForward(Exception):
@@ -284,7 +173,7 @@ def collect_activation_stats(
     token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
     key = calibration_key(model_fingerprint(model), token_ids, list(module_names))
     path = stats_cache_dir() / f"{key}.pt"
-    cached = _read_cache(path) if use_cache and path.is_file() else None
+    cached = read_cache(path) if use_cache and path.is_file() else None
     if cached is not None:
         stats = ActivationStats(tuple(cached["langs"]), cached["tokens"], cached["second_moments"], key=key,
                                 from_cache=True, source=source, stopped_before=cached["stopped_before"])
@@ -309,35 +198,10 @@ def collect_activation_stats(
     stopped_before = next((n for n, m in named.items() if m is stop_at), None) if stop_at is not None else None
     stats = ActivationStats(tuple(token_ids), counts, moments, key=key, source=source, stopped_before=stopped_before)
     if use_cache:
-        _write_atomic(stats.to_dict(), path)
+        write_atomic(stats.to_dict(), path)
     stats.seconds = time.perf_counter() - start
     logger.info("qd calibration: %s tokens per language, %d modules, %.1f s", counts, len(module_names), stats.seconds)
     return stats
-
-
-def _read_cache(path: Path) -> dict | None:
-    """A cache entry, or ``None`` (a miss, logged naming the file) when it cannot be read or
-    lacks a field; the recomputed statistics then replace it atomically."""
-    try:
-        payload = torch.load(path, weights_only=True)
-        if not isinstance(payload, dict) or any(name not in payload for name in ("langs", "tokens", "second_moments", "stopped_before")):
-            raise ValueError("missing fields")
-        return payload
-    except Exception as err:  # noqa: BLE001 - any unreadable entry (truncated zip, pickle error, ...) is a miss
-        logger.warning("qd calibration: cache file %s is unreadable (%s); recomputing and replacing it", path, str(err).splitlines()[0] if str(err) else type(err).__name__)
-        return None
-
-
-def _write_atomic(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def layer_calibration_report(weight: torch.Tensor, quantized: torch.Tensor, inputs: torch.Tensor, degenerate: torch.Tensor,
