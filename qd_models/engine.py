@@ -30,7 +30,7 @@ from torch import nn
 from . import __version__
 from .config import QuantConfig, validate_for_model
 from .methods import QUANTIZERS, LayerInputs
-from .quant import to_blocks, top_fraction_mask, weight_stats
+from .quant.core import check_group_size, to_blocks, top_fraction_mask, weight_stats
 from .quant.weighted import activation_keep_scores, mode_weights, normalise_second_moments
 from .report import json_safe, quantized_layer_bits, summarize_report
 
@@ -242,10 +242,7 @@ def quantize_(
             if target.status == "quantize":
                 shape = target.module.weight.shape
                 in_dim = shape[0] if target.layout == "conv1d" else shape[1]
-                if in_dim % config.group_size:
-                    raise ValueError(
-                        f"group_size={config.group_size} does not divide the input dim {in_dim} of {target.name}; allowed: a divisor of every quantized layer's input dim"
-                    )
+                check_group_size(config.group_size, in_dim, target.name)
     active = config.kind == "fake" and config.bits != 16
     if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
