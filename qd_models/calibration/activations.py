@@ -211,7 +211,7 @@ def layer_calibration_report(weight: torch.Tensor, quantized: torch.Tensor, inpu
     :func:`qd_models.quant.weighted.activation_weighted_kurtosis`) and the languages whose
     statistics were degenerate (all zero or non-finite; weighted as plain MSE).
     ``weight``/``quantized`` ``[out, in]``, ``inputs`` normalised ``[in, L]``."""
-    from .quant.weighted import activation_weighted_kurtosis, language_errors
+    from qd_models.quant.weighted import activation_weighted_kurtosis, language_errors
 
     errors = language_errors(weight, quantized, inputs).tolist()
     kurtosis = activation_weighted_kurtosis(weight, inputs).tolist()
