@@ -96,21 +96,49 @@ def _batches(sequences: list[list[int]], batch_size: int, pad_id: int):
         yield ids, mask, counted
 
 
-def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int, pad_id: int, stop_at, progress: bool):
-    """Run the forward passes with hooks; return (sums ``{name: [L, in]}``, token counts)."""
+def _counted_rows(name: str, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A hooked module's input ``x`` ``[B, T, in]`` at the counted positions: ``[n_counted, in]``
+    (``rows``: ``[B*T]`` bool); ``ValueError`` for a module whose input is not token-wise."""
+    flat = x.detach().reshape(-1, x.shape[-1])
+    if flat.shape[0] != rows.shape[0]:
+        raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {rows.shape[0]} tokens; allowed: token-wise layers")
+    return flat[rows]
+
+
+def _forward_passes(model, token_ids: dict[str, list[list[int]]], langs: list[str], batch_size: int, pad_id: int,
+                    current: dict, desc: str, progress: bool) -> dict[str, int]:
+    """One forward pass per length-sorted batch of each language of ``langs`` (inference mode,
+    progress bar; a :class:`_StopForward` from a hook ends a pass). Before each pass
+    ``current["lang"]`` is the language's index and ``current["rows"]`` the ``[B*T]`` bool mask of
+    counted positions, on the model's device. Returns the counted tokens per language."""
     from tqdm import tqdm
 
+    device = next(model.parameters()).device
+    counts = {lang: 0 for lang in langs}
+    total = sum(-(-len(token_ids[lang]) // batch_size) for lang in langs)
+    with torch.inference_mode(), tqdm(total=total, desc=desc, disable=not progress) as bar:
+        for index, lang in enumerate(langs):
+            current["lang"] = index
+            for ids, mask, counted in _batches(token_ids[lang], batch_size, pad_id):
+                current["rows"] = counted.reshape(-1).bool().to(device)
+                counts[lang] += int(counted.sum())
+                try:
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                except _StopForward:
+                    pass
+                bar.update(1)
+    return counts
+
+
+def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int, pad_id: int, stop_at, progress: bool):
+    """Run the forward passes with hooks; return (sums ``{name: [L, in]}``, token counts)."""
     langs = list(token_ids)
     sums: dict[str, torch.Tensor] = {}
     current = {"lang": 0, "rows": None}
 
     def make_hook(name: str):
         def hook(module, args):
-            x = args[0].detach()
-            flat = x.reshape(-1, x.shape[-1])
-            if flat.shape[0] != current["rows"].shape[0]:
-                raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {current['rows'].shape[0]} tokens; allowed: token-wise layers")
-            sq = flat[current["rows"]].double().square_().sum(0)
+            sq = _counted_rows(name, args[0], current["rows"]).double().square_().sum(0)
             if name not in sums:
                 sums[name] = torch.zeros(len(langs), sq.shape[0], dtype=torch.float64)
             sums[name][current["lang"]] += sq.cpu()
@@ -120,25 +148,12 @@ def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int
         raise _StopForward
 
     handles = []
-    counts = {lang: 0 for lang in langs}
-    total = sum(-(-len(seqs) // batch_size) for seqs in token_ids.values())
-    device = next(model.parameters()).device
     try:
         for name, module in modules.items():
             handles.append(module.register_forward_pre_hook(make_hook(name)))
         if stop_at is not None:
             handles.append(stop_at.register_forward_pre_hook(stop))
-        with torch.inference_mode(), tqdm(total=total, desc="qd calibration", disable=not progress) as bar:
-            for index, lang in enumerate(langs):
-                current["lang"] = index
-                for ids, mask, counted in _batches(token_ids[lang], batch_size, pad_id):
-                    current["rows"] = counted.reshape(-1).bool().to(device)
-                    counts[lang] += int(counted.sum())
-                    try:
-                        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                    except _StopForward:
-                        pass
-                    bar.update(1)
+        counts = _forward_passes(model, token_ids, langs, batch_size, pad_id, current, "qd calibration", progress)
     finally:
         for handle in handles:
             handle.remove()
@@ -298,28 +313,23 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
     ``module_names``), so block k costs a pass through blocks 0..k: a model of n blocks costs
     about n^2 / 2 block evaluations per calibration batch (caching each block's output hidden
     states would make it n, at the memory of all calibration hidden states)."""
-    from tqdm import tqdm
-
     named = dict(model.named_modules())
-    device = next(model.parameters()).device
     langs = [lang for lang, count in batches.tokens.items() if count > 0]
     if not langs:
         raise ValueError("calibration texts have no tokens after the prefix; allowed: non-empty texts")
     sums: dict[str, list[torch.Tensor]] = {}
-    current: dict = {"rows": None, "weight": 0.0}
+    current: dict = {"lang": 0, "rows": None}
+    weights = [1.0 / (batches.tokens[lang] * len(langs)) for lang in langs]
 
     def make_hook(name: str):
         def hook(module, args):
-            x = args[0].detach()
-            flat = x.reshape(-1, x.shape[-1])
-            if flat.shape[0] != current["rows"].shape[0]:
-                raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {current['rows'].shape[0]} tokens; allowed: token-wise layers")
-            rows = flat[current["rows"]].double()
+            rows = _counted_rows(name, args[0], current["rows"]).double()
+            weight = weights[current["lang"]]
             if name not in sums:
                 sums[name] = [torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device),
                               torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)]
-            sums[name][0].addmm_(rows.t(), rows, alpha=current["weight"])
-            sums[name][1].add_(rows.abs().sum(0), alpha=current["weight"])
+            sums[name][0].addmm_(rows.t(), rows, alpha=weight)
+            sums[name][1].add_(rows.abs().sum(0), alpha=weight)
         return hook
 
     def stop(*args):
@@ -337,17 +347,7 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
             handles.append(named[stop_after].register_forward_hook(stop))
         elif head is not None and not any(named[name] is head for name in module_names):
             handles.append(head.register_forward_pre_hook(stop))
-        total = sum(-(-len(batches.token_ids[lang]) // batches.batch_size) for lang in langs)
-        with torch.inference_mode(), tqdm(total=total, desc="qd calibration (inputs)", disable=not progress) as bar:
-            for lang in langs:
-                current["weight"] = 1.0 / (batches.tokens[lang] * len(langs))
-                for ids, mask, counted in _batches(batches.token_ids[lang], batches.batch_size, batches.pad_id):
-                    current["rows"] = counted.reshape(-1).bool().to(device)
-                    try:
-                        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                    except _StopForward:
-                        pass
-                    bar.update(1)
+        _forward_passes(model, batches.token_ids, langs, batches.batch_size, batches.pad_id, current, "qd calibration (inputs)", progress)
     finally:
         for handle in handles:
             handle.remove()
