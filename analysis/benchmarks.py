@@ -34,8 +34,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.loading import _RESULTS_RE, AGGREGATE_METRICS, RunSet, _leaf_tasks
+from analysis.loading import _RESULTS_RE, AGGREGATE_METRICS, RunSet
 from analysis.task_languages import UserRule, task_language
+from qd_models.run_record import leaf_tasks
 
 EXCLUDED_METRICS = frozenset(AGGREGATE_METRICS) | {"perplexity"}
 """Perplexity-style metrics: analysed by the degradation tables, not here."""
@@ -95,7 +96,7 @@ def load_benchmarks(runset: RunSet, task_rules: list[UserRule] | tuple = ()) -> 
         higher = results.get("higher_is_better") or {}
         n_samples = results.get("n-samples") or {}
         stamp = _RESULTS_RE.match(run.path.name).group("stamp")
-        for task in _leaf_tasks(results):
+        for task in leaf_tasks(results):
             values = results["results"].get(task) or {}
             if any(f"{metric},none" in values for metric in AGGREGATE_METRICS):
                 continue  # a perplexity task

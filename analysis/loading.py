@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from qd_models import run_record
+from qd_models.run_record import config_family, config_label
 from qd_tasks.languages import split_task_name
 
 AGGREGATE_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
@@ -83,28 +85,13 @@ class Run:
 
     @property
     def label(self) -> str:
-        """Short human label, e.g. ``rtn-w4``, ``laaciq-w3-group-g128-calib_mode=target-calib_langs=he``."""
-        if self.is_baseline:
-            return "baseline"
-        parts = [self.method]
-        if not math.isnan(self.bits):
-            parts.append(f"w{self.bits:g}")
-        config = self.quant_config
-        for key in LABEL_KEYS:
-            value = config.get(key)
-            if isinstance(value, (list, tuple)):
-                value = ";".join(str(v) for v in value)
-            if value in (None, "", 0, 0.0, "channel", "none", "magnitude", "layer") or (key == "symmetric" and value is True):
-                continue
-            parts.append(str(value) if key == "granularity" else f"{key}={value}")
-            if key == "granularity" and value == "group" and config.get("group_size"):
-                parts.append(f"g{config['group_size']}")
-        return "-".join(parts)
+        """Short human label, e.g. ``rtn-w4``, ``laaciq-w3-calib_mode=target-calib_langs=he`` (:func:`qd_models.run_record.config_label`)."""
+        return config_label(self.quant_config)
 
-
-LABEL_KEYS = ("granularity", "symmetric", "clip", "keep_top", "keep_top_scope", "keep_by", "keep_layers", "keep",
-              "quantize_embeddings", "quantize_lm_head", "calib_mode", "calib_langs", "calib_samples", "scan")
-"""Quant-config fields shown in run labels when they differ from their defaults."""
+    @property
+    def family(self) -> str:
+        """The label without the bits (:func:`qd_models.run_record.config_family`)."""
+        return config_family(self.quant_config)
 
 
 @dataclass
@@ -248,7 +235,7 @@ def load_runs(paths) -> RunSet:
         except (OSError, ValueError) as err:
             problems.append(f"{file}: unreadable results JSON ({err}); skipped — re-run lm_eval for this model or remove the file")
             continue
-        run = _make_run(file, results, problems, root)
+        run = _make_run(file, results, root)
         if run.run_id in runs:  # two model folders with the same name: keep the full relative path
             run = replace(run, run_id=file.relative_to(root).with_suffix("").as_posix())
         runs[run.run_id] = run
@@ -263,31 +250,26 @@ def load_runs(paths) -> RunSet:
     return RunSet(runs=runs, aggregates=aggregates_df, docs=docs_df, problems=problems, root=root)
 
 
-def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run:
+def _make_run(file: Path, results: dict, root: Path) -> Run:
     config = results.get("config") or {}
     model_args = parse_model_args(config.get("model_args"))
-    qd = config.get("quant_disparity") or {}
+    qd = run_record.qd_block(results)
     lm_eval_model = str(config.get("model", "unknown"))
-    if qd.get("quant_config"):
-        quant_config = dict(qd["quant_config"])
-    elif lm_eval_model == "hf" and not any(model_args.get(k) for k in ("load_in_4bit", "load_in_8bit")):
+    if qd.get(run_record.QUANT_CONFIG):
+        quant_config = dict(qd[run_record.QUANT_CONFIG])
+    elif model_args.get("load_in_4bit") or model_args.get("load_in_8bit"):  # hf with bitsandbytes flags
+        quant_config = {"method": "hf-bnb", "bits": 4 if model_args.get("load_in_4bit") else 8}
+    else:
         quant_config = {"method": "none"}
-    else:  # qd-hf without its block (older run) or hf with bnb flags: best effort from model_args
-        quant_config = {k: model_args[k] for k in ("method", "bits", "granularity", "group_size") if k in model_args}
-        if model_args.get("load_in_4bit") or model_args.get("load_in_8bit"):
-            quant_config = {"method": "hf-bnb", "bits": 4 if model_args.get("load_in_4bit") else 8}
-        quant_config.setdefault("method", "none")
-    model = str(qd.get("model_source") or model_args.get("pretrained") or lm_eval_model)
-    stamp = _RESULTS_RE.match(file.name).group("stamp")
-    report = qd.get("quant_report") if isinstance(qd.get("quant_report"), dict) else None
+    model = str(qd.get(run_record.MODEL_SOURCE) or model_args.get("pretrained") or lm_eval_model)
+    report = qd.get(run_record.QUANT_REPORT) if isinstance(qd.get(run_record.QUANT_REPORT), dict) else None
     saved = _saved_quantization(model_args.get("pretrained")) if quant_config.get("method") == "none" else None
     if saved is not None:  # a folder written by qd-hf save_to (or another quantizer), evaluated as a plain model
         quant_config, report = saved
-        model = str((report or {}).get("model_source") or model)
-    report = report or _load_quant_report(file, stamp, qd.get("quant_report_path"), problems)
-    totals = dict(qd.get("quant_totals") or (report or {}).get("totals") or {})
+        model = str((report or {}).get(run_record.MODEL_SOURCE) or model)
+    totals = dict(qd.get(run_record.QUANT_TOTALS) or (report or {}).get("totals") or {})
     return Run(
-        run_id=_run_id(file, root),
+        run_id=run_record.run_id(file.relative_to(root).with_suffix("").parts),
         path=file,
         model=Path(model).name if Path(model).is_absolute() else model,  # no machine paths in tables and reports
         model_path=model if Path(model).is_absolute() else None,
@@ -295,20 +277,12 @@ def _make_run(file: Path, results: dict, problems: list[str], root: Path) -> Run
         model_args=model_args,
         quant_config=quant_config,
         quant_totals=totals,
-        baseline_note=qd.get("baseline_note"),
+        baseline_note=qd.get(run_record.BASELINE_NOTE),
         quant_report=report,
         date=_as_float(results.get("date")),
         lm_eval_version=results.get("lm_eval_version"),
         scoring=scoring_identity(config, model_args, qd),
     )
-
-
-def _run_id(file: Path, root: Path) -> str:
-    """The results file's path below the inputs' common folder, without ``.json`` (unique: files
-    are deduplicated by resolved path). lm-eval names its output subfolder after the model path
-    (``__home__me__models__tiny``): such a part is shortened to the model's own name."""
-    parts = file.relative_to(root).with_suffix("").parts
-    return "/".join(part.rsplit("__", 1)[-1] if part.startswith("__") else part for part in parts)
 
 
 def _saved_quantization(pretrained) -> tuple[dict, dict | None] | None:
@@ -322,7 +296,7 @@ def _saved_quantization(pretrained) -> tuple[dict, dict | None] | None:
     try:
         report = json.loads((folder / "quant_report.json").read_text(encoding="utf-8"))
         if isinstance(report, dict) and isinstance(report.get("config"), dict):
-            return {**report["config"], "saved_model": True}, report
+            return {**report["config"], run_record.SAVED_MODEL: True}, report
     except (OSError, ValueError):
         pass
     try:
@@ -332,7 +306,7 @@ def _saved_quantization(pretrained) -> tuple[dict, dict | None] | None:
     if not isinstance(external, dict):
         return None
     bits = external.get("bits") or (4 if external.get("load_in_4bit") else 8 if external.get("load_in_8bit") else None)
-    config = {"method": str(external.get("quant_method") or "external"), "saved_model": True}
+    config = {"method": str(external.get("quant_method") or "external"), run_record.SAVED_MODEL: True}
     if isinstance(bits, (int, float)):
         config["bits"] = bits
     return config, None
@@ -345,29 +319,10 @@ def _as_float(value) -> float | None:
         return None
 
 
-def _load_quant_report(file: Path, stamp: str, report_path, problems: list[str]) -> dict | None:
-    candidates = [file.with_name(f"quant_report_{stamp}.json")]
-    if report_path:
-        candidates.insert(0, Path(report_path) if Path(report_path).is_absolute() else file.parent / report_path)
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                problems.append(f"{candidate}: unreadable quant report ({err}); weight-MSE and kurtosis analyses skip this run")
-                return None
-    return None
-
-
-def _leaf_tasks(results: dict) -> list[str]:
-    groups = {name for name, subtasks in (results.get("group_subtasks") or {}).items() if subtasks}
-    return [task for task in results["results"] if task not in groups]
-
-
 def _perplexity_tasks(run: Run, results: dict, problems: list[str]) -> list[str]:
     """Leaf tasks reporting a perplexity metric (the others — multiple choice, generation — are
     read by :mod:`analysis.benchmarks`)."""
-    return [task for task in _leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
+    return [task for task in run_record.leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
 
 
 def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:

@@ -185,7 +185,7 @@ def rate_distortion(runset: RunSet, deg: Degradation, n_resamples: int = 2000, r
                 fit.update(_slope_interval(own, docs, n_resamples, random_state, confidence))
             else:
                 fit["ci_note"] = "fewer than 2 bit widths with every language's D_L CI above 0"
-            rows.append({"family": block.label.iloc[0].split("-w")[0], "family_key": family, "suite": suite, "lang": lang,
+            rows.append({"family": runset.runs[block.quant_id.iloc[0]].family, "family_key": family, "suite": suite, "lang": lang,
                          "bits": ",".join(f"{b:g}" for b in widths), "fit_bits": ",".join(f"{b:g}" for b in kept),
                          "dropped_bits": "; ".join(dropped), **fit})
     return pd.DataFrame(rows)
@@ -219,7 +219,7 @@ def weight_mse(runset: RunSet) -> pd.DataFrame:
         layers = (run.quant_report or {}).get("layers") or []
         values = [layer.get("rel_mse") for layer in layers if isinstance(layer.get("rel_mse"), (int, float))]
         if values and not run.is_baseline:
-            rows.append({"run_id": run.run_id, "family_key": quant_config_family(run), "label": run.label, "bits": run.bits,
+            rows.append({"run_id": run.run_id, "family_key": quant_config_family(run), "label": run.label, "family": run.family, "bits": run.bits,
                          "grid": grid_name(run.quant_config), "n_layers": len(values), "mean_rel_mse": float(np.mean(values))})
     return pd.DataFrame(rows)
 
@@ -261,7 +261,7 @@ def weight_mse_slopes(mse: pd.DataFrame, confidence: float = 0.95) -> pd.DataFra
             continue
         fit = stats.fit_slope(block.bits, np.log(block.mean_rel_mse), confidence)
         grid = block.grid.iloc[0]
-        rows.append({"family_key": family, "label": block.label.iloc[0].split("-w")[0], "grid": grid,
+        rows.append({"family_key": family, "label": block.family.iloc[0], "grid": grid,
                      "grid_reference_slope": grid_reference_slope(grid, block.bits), "theoretical_slope": THEORETICAL_MSE_SLOPE, **fit})
     return pd.DataFrame(rows)
 

@@ -10,10 +10,7 @@ when lm-eval itself is imported:
   only when the model is used. Registering earlier would make the registry non-empty and
   stop ``get_model`` from importing ``lm_eval.models`` at all;
 * after ``lm_eval.tasks.manager`` loads, ``TaskManager`` gets the ``qd_tasks`` folder
-  appended to its include paths, so ``lm-eval ls tasks`` and ``--tasks qd_*`` see it;
-* after ``lm_eval.loggers.evaluation_tracker`` loads, saving results also writes the quant
-  report that ``qd-hf`` embedded in ``results["config"]["quant_disparity"]["quant_report"]``
-  next to them, as ``quant_report_<same timestamp>.json``.
+  appended to its include paths, so ``lm-eval ls tasks`` and ``--tasks qd_*`` see it.
 
 Set ``QD_DISABLE_AUTOLOAD=1`` to switch this off; :func:`register` does the same work by
 hand (for interpreters started with ``-S``, where ``.pth`` files are not read).
@@ -22,14 +19,12 @@ hand (for interpreters started with ``-S``, where ``.pth`` files are not read).
 from __future__ import annotations
 
 import importlib.abc
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-MODEL_NAME = "qd-hf"
 MODEL_TARGET = "qd_models.qd_hf:QDHFLM"
 TASKS_DIR = Path(__file__).resolve().parent.parent / "qd_tasks"
 
@@ -37,8 +32,10 @@ TASKS_DIR = Path(__file__).resolve().parent.parent / "qd_tasks"
 def _register_model(models_module: ModuleType) -> None:
     from lm_eval.api.registry import model_registry as registry
 
-    if MODEL_NAME not in registry:
-        registry.register(MODEL_NAME, target=MODEL_TARGET)
+    from qd_models.run_record import LM_EVAL_MODEL
+
+    if LM_EVAL_MODEL not in registry:
+        registry.register(LM_EVAL_MODEL, target=MODEL_TARGET)
 
 
 def _with_qd_tasks(include_path):
@@ -69,35 +66,9 @@ def _patch_task_manager(manager_module: ModuleType) -> None:
     task_manager.__init__ = __init__
 
 
-def _patch_evaluation_tracker(tracker_module: ModuleType) -> None:
-    tracker = tracker_module.EvaluationTracker
-    if getattr(tracker.save_results_aggregated, "_qd_patched", False):
-        return
-    original_save = tracker.save_results_aggregated
-
-    def save_results_aggregated(self, results: dict, samples: dict | None = None) -> None:
-        original_save(self, results, samples)
-        report = ((results.get("config") or {}).get("quant_disparity") or {}).get("quant_report")
-        if not report or not self.output_path or not getattr(self, "date_id", None):
-            return
-        path = Path(self.output_path)
-        if path.suffix == ".json":  # lm-eval then writes <stem>_<date>.json beside it
-            target = path.with_name(f"{path.stem}_quant_report_{self.date_id}.json")
-        else:
-            target = path / str(self.general_config_tracker.model_name_sanitized)
-            target = target / f"quant_report_{self.date_id}.json"
-        from qd_models.report import json_safe
-
-        target.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
-
-    save_results_aggregated._qd_patched = True
-    tracker.save_results_aggregated = save_results_aggregated
-
-
 _POST_IMPORT: dict[str, Callable[[ModuleType], None]] = {
     "lm_eval.models": _register_model,
     "lm_eval.tasks.manager": _patch_task_manager,
-    "lm_eval.loggers.evaluation_tracker": _patch_evaluation_tracker,
 }
 
 
@@ -131,13 +102,11 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 
 def register() -> None:
     """Register ``qd-hf`` and the ``qd_*`` tasks now (imports lm-eval's registry)."""
-    import lm_eval.loggers.evaluation_tracker
     import lm_eval.models
     import lm_eval.tasks.manager
 
     _register_model(lm_eval.models)
     _patch_task_manager(lm_eval.tasks.manager)
-    _patch_evaluation_tracker(lm_eval.loggers.evaluation_tracker)
 
 
 def _install() -> None:

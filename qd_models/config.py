@@ -16,8 +16,7 @@ The torch side of the registry (method -> quantize-layer function) is
 Extending: (1) add the method's own arguments as fields at the end of :class:`QuantConfig`
 (default ``None``) with a converter in ``_CONVERTERS`` (``QD_ARGS`` is derived from the
 dataclass fields); (2) write their options type (defaults + checks in ``__post_init__``);
-(3) add ``METHODS[name] = MethodSpec(kind=..., options=TheOptions, calibration=...)`` (or call
-:func:`register_method`); (4) add its layer function to ``qd_models.methods.QUANTIZERS``.
+(3) add ``METHODS[name] = MethodSpec(kind=..., options=TheOptions, calibration=...)``; (4) add its layer function to ``qd_models.methods.QUANTIZERS``.
 Arguments of another family are rejected with one line naming the methods that take them.
 """
 
@@ -122,15 +121,6 @@ GGUF_IMATRIX_MODE = "pooled"
 """``calib_mode`` recorded for ``method=gguf`` with calibration: one importance matrix, the mean x^2 over all
 calibration tokens of the selected languages (token-weighted mean of the per-language moments)."""
 IDENTITY_BITS = 16
-
-
-def register_method(name: str, spec: MethodSpec) -> None:
-    """Add a quantization method (e.g. ``laaciq``) to the allowed ``method`` values."""
-    if name in METHODS:
-        raise ValueError(f"method={name!r} is already registered")
-    if spec.calibration not in CALIBRATIONS:
-        raise ValueError(f"calibration={spec.calibration!r} is not allowed; allowed: {_allowed(CALIBRATIONS)}")
-    METHODS[name] = spec
 
 
 def option_owners() -> dict[str, list[str]]:
@@ -380,6 +370,16 @@ def num_blocks(hf_config) -> int | None:
             if isinstance(value, int):
                 return value
     return None
+
+
+def load_hf_config(pretrained: str, model_args: dict):
+    """The model's ``PretrainedConfig`` (no weights loaded), with the ``revision`` and
+    ``trust_remote_code`` of lm-eval's ``model_args``."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(
+        pretrained, revision=model_args.get("revision", "main"), trust_remote_code=model_args.get("trust_remote_code", False)
+    )
 
 
 def validate_for_model(config: QuantConfig, hf_config) -> None:

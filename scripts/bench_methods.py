@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 calib = CalibrationBatches.from_texts(tokenizer, texts)
         saved: dict = {}
-        report = quantize_(model, config, keep_originals=saved, act_stats=act_stats, calib=calib)
+        report = quantize_(model, config, originals_for_restore=saved, act_stats=act_stats, calib=calib)
         wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         for name, tensor in saved.items():
             originals.setdefault(name, tensor)

@@ -91,7 +91,7 @@ def main() -> None:
     loaded_rss = rss_bytes()
     print(f"model={args.model} threads={torch.get_num_threads()} rss_after_load={loaded_rss / 2**20:.0f} MiB")
     warm_up: dict = {}
-    quantize_(model, parse_qd_args({"method": "rtn"})[0], keep_originals=warm_up)  # first-touch costs
+    quantize_(model, parse_qd_args({"method": "rtn"})[0], originals_for_restore=warm_up)  # first-touch costs
     restore_(model, warm_up)
     del warm_up
     print("| case | quantize s | target s | peak RSS / load RSS | eff. bits/weight | mean rel. weight MSE |")
@@ -101,7 +101,7 @@ def main() -> None:
         originals: dict = {}
         with PeakRSS() as peak:
             start = time.perf_counter()
-            report = quantize_(model, config, keep_originals=originals)
+            report = quantize_(model, config, originals_for_restore=originals)
             seconds = time.perf_counter() - start
         originals_bytes = sum(t.numel() * t.element_size() for t in originals.values())
         restore_(model, originals)

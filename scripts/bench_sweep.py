@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"k={args.k} is not allowed; allowed: 2..{len(CONFIGS) + 1}")
     args.tasks = args.tasks.split(",")
 
-    from qd_models.sweep import EvalSettings, Sweep, build_items
+    from qd_models.runners.grid import build_items
+    from qd_models.runners.sweep import EvalSettings, Sweep
 
     items = build_items(CONFIGS[: args.k - 1])
     with tempfile.TemporaryDirectory() as tmp:

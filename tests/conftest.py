@@ -53,7 +53,7 @@ def lm_eval_cli():
 
 @pytest.fixture(scope="session")
 def qd_task_manager():
-    """A TaskManager over the qd tasks only (indexing lm-eval's 14k YAMLs costs ~20 s)."""
+    """A TaskManager over the qd tasks only (indexing all of lm-eval's YAMLs is slow)."""
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_defaults=False)

@@ -45,6 +45,13 @@ MSE_REFINE_STEPS = 12
 shrinks to 0.1 * 0.618^12 ~ 3e-4); the best ratio ever evaluated is returned."""
 
 
+def check_group_size(group_size: int, in_dim: int, where: str = "") -> None:
+    """One-line ``ValueError`` unless ``group_size`` divides the input dim ``in_dim`` (of layer ``where``)."""
+    if in_dim % group_size:
+        of = f" of {where}" if where else ""
+        raise ValueError(f"group_size={group_size} does not divide the input dim {in_dim}{of}; allowed: a divisor of every quantized layer's input dim")
+
+
 def to_blocks(weight: Tensor, granularity: str, group_size: int | None = None) -> Tensor:
     """``[out, in]`` -> ``[n_blocks, block_len]`` (a view of a contiguous weight)."""
     if granularity == "tensor":
@@ -52,10 +59,7 @@ def to_blocks(weight: Tensor, granularity: str, group_size: int | None = None) -
     if granularity == "channel":
         return weight
     if granularity == "group":
-        if weight.shape[1] % group_size:
-            raise ValueError(
-                f"group_size={group_size} does not divide input dim {weight.shape[1]}; allowed: a divisor of every quantized layer's input dim"
-            )
+        check_group_size(group_size, weight.shape[1])
         return weight.reshape(-1, group_size)
     raise ValueError(f"granularity={granularity!r} is not allowed; allowed: tensor, channel, group")
 

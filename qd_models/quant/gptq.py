@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .core import fake_quantize, full_range
+from .core import check_group_size, fake_quantize, full_range
 
 MAX_DAMP_RETRIES = 6
 """Cholesky retries, each with 10x the damping; after that the layer falls back to
@@ -78,8 +78,8 @@ def gptq_quantize(
     ``damp_retries``, ``cholesky_failed``, ``dead_columns``, ``g_idx`` (``[in]`` group of each
     column, or ``None`` when groups are contiguous)."""
     out_dim, columns = weight.shape
-    if granularity == "group" and columns % group_size:
-        raise ValueError(f"group_size={group_size} does not divide input dim {columns}; allowed: a divisor of every quantized layer's input dim")
+    if granularity == "group":
+        check_group_size(group_size, columns)
     W = weight.clone()
     H = hessian.to(dtype=W.dtype, device=W.device).clone()
     dead = torch.diagonal(H) == 0

@@ -1,8 +1,8 @@
 """Activation-weighted clipping (LA-ACIQ) and activation-aware keep scores: pure tensor maths.
 
-Notation: a weight is oriented ``[out, in]``; ``inputs`` holds per-input-channel second
+Notation: a weight is oriented ``[out, in]``; ``second_moments`` holds per-input-channel second
 moments of the layer's input, one column per calibration language, ``[in, L]``
-(s_l[j] = E[x_j^2] over language l's tokens). :func:`normalise_inputs` rescales every column to
+(s_l[j] = E[x_j^2] over language l's tokens). :func:`normalise_second_moments` rescales every column to
 mean 1 (``s_hat_l = s_l / mean_j s_l[j]``), so each language carries equal total weight
 whatever its token count or activation scale.
 
@@ -51,14 +51,14 @@ MINIMAX_WINDOW = 3
 steps of its uniform-weight optimum (the final ratios are refined afterwards)."""
 
 
-def normalise_inputs(inputs: Tensor) -> tuple[Tensor, Tensor]:
+def normalise_second_moments(second_moments: Tensor) -> tuple[Tensor, Tensor]:
     """``[in, L]`` second moments -> (float32 ``[in, L]`` with every column's mean 1,
     bool ``[L]`` degenerate flags). A column whose sum is 0 or non-finite is degenerate and
     replaced by ones (plain MSE weighting for that language)."""
-    inputs = inputs.double()
-    total = inputs.sum(0)
+    second_moments = second_moments.double()
+    total = second_moments.sum(0)
     degenerate = ~(torch.isfinite(total) & (total > 0))
-    scaled = inputs * (inputs.shape[0] / torch.where(degenerate, torch.ones_like(total), total))
+    scaled = second_moments * (second_moments.shape[0] / torch.where(degenerate, torch.ones_like(total), total))
     scaled[:, degenerate] = 1.0
     return scaled.float(), degenerate
 
@@ -83,7 +83,7 @@ def block_errors(sq_error: Tensor, weights: Tensor, granularity: str, group_size
 def weighted_clip_range(
     blocks: Tensor,
     out_dim: int,
-    inputs: Tensor,
+    second_moments: Tensor,
     mode: str,
     bits: int,
     symmetric: bool,
@@ -94,7 +94,7 @@ def weighted_clip_range(
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Per-block range ``(low, high, info)`` minimising the ``mode`` objective (module doc).
 
-    ``blocks``: ``[n_blocks, block_len]`` view of an ``[out_dim, in]`` weight; ``inputs``:
+    ``blocks``: ``[n_blocks, block_len]`` view of an ``[out_dim, in]`` weight; ``second_moments``:
     normalised ``[in, L]`` (``target`` needs L == 1); ``valid``: 0/1 like ``blocks`` (0 =
     kept in original precision, excluded from the error); ``grid``: see :mod:`qd_models.quant.core`.
     ``info``: ``ratio``, ``alpha``, ``sigma`` (as :func:`qd_models.quant.core.clip_range`) and ``errors`` ``[n_blocks, L]``
@@ -102,8 +102,8 @@ def weighted_clip_range(
     """
     if mode not in MODES:
         raise ValueError(f"calib_mode={mode!r} is not allowed; allowed: {', '.join(MODES)}")
-    if mode == "target" and inputs.shape[1] != 1:
-        raise ValueError(f"calib_mode=target needs exactly one calibration language, got {inputs.shape[1]}; allowed: calib_langs=<one language>")
+    if mode == "target" and second_moments.shape[1] != 1:
+        raise ValueError(f"calib_mode=target needs exactly one calibration language, got {second_moments.shape[1]}; allowed: calib_langs=<one language>")
     low, high = min_max(blocks, valid)
     if symmetric:
         high = torch.maximum(-low, high)
@@ -116,19 +116,19 @@ def weighted_clip_range(
         return block_errors(err.view(out_dim, -1), weights, granularity, group_size)
 
     n_blocks = blocks.shape[0]
-    mean_weights = inputs.mean(1, keepdim=True)
+    mean_weights = second_moments.mean(1, keepdim=True)
     if mode != "minimax":
         ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks)
-        errors = per_language(ratio, inputs)
+        errors = per_language(ratio, second_moments)
     else:
-        coarse_err = torch.stack([per_language(r, inputs) for r in coarse_ratios(n_blocks, blocks)], dim=0)  # [steps, n, L]
+        coarse_err = torch.stack([per_language(r, second_moments) for r in coarse_ratios(n_blocks, blocks)], dim=0)  # [steps, n, L]
         ratio, _ = search_clip_ratio(lambda r: per_language(r, mean_weights), n_blocks, blocks, coarse_err.mean(2, keepdim=True))
-        errors = per_language(ratio, inputs)
-        energy = (blocks.view(out_dim, -1).square().sum(0) @ inputs).clamp_min(1e-30)  # [L]
+        errors = per_language(ratio, second_moments)
+        energy = (blocks.view(out_dim, -1).square().sum(0) @ second_moments).clamp_min(1e-30)  # [L]
         lam = minimax_language_weights(coarse_err / energy)
-        lam_weights = (inputs / energy) @ lam.unsqueeze(1)  # [in, 1]
+        lam_weights = (second_moments / energy) @ lam.unsqueeze(1)  # [in, 1]
         lam_ratio, _ = search_clip_ratio(lambda r: per_language(r, lam_weights), n_blocks, blocks, (coarse_err / energy) @ lam.view(-1, 1))
-        lam_errors = per_language(lam_ratio, inputs)
+        lam_errors = per_language(lam_ratio, second_moments)
         if float((lam_errors.sum(0) / energy).max()) < float((errors.sum(0) / energy).max()):
             ratio, errors = lam_ratio, lam_errors
     low, high = low * ratio, high * ratio
@@ -166,13 +166,13 @@ def minimax_language_weights(relative: Tensor) -> Tensor:
     return best_lam
 
 
-def mode_weights(inputs: Tensor, mode: str) -> Tensor:
+def mode_weights(second_moments: Tensor, mode: str) -> Tensor:
     """One input-channel weight vector ``[in]`` for a mode (used by ``keep_by=activation``):
     target: the language's column; mean: the column mean; minimax: the column max (a channel
     that matters to any language counts)."""
     if mode == "minimax":
-        return inputs.amax(1)
-    return inputs.mean(1)
+        return second_moments.amax(1)
+    return second_moments.mean(1)
 
 
 def activation_keep_scores(weight: Tensor, channel_weights: Tensor) -> Tensor:
@@ -180,21 +180,21 @@ def activation_keep_scores(weight: Tensor, channel_weights: Tensor) -> Tensor:
     return weight.abs() * channel_weights.clamp_min(0.0).sqrt()
 
 
-def language_errors(weight: Tensor, quantized: Tensor, inputs: Tensor) -> Tensor:
+def language_errors(weight: Tensor, quantized: Tensor, second_moments: Tensor) -> Tensor:
     """Relative weighted error per language of a whole layer, ``[L]``:
     sum_ij s_hat_l[j] (W_ij - Q_ij)^2 / sum_ij s_hat_l[j] W_ij^2 (NaN for an all-zero weight)."""
-    error = (quantized - weight).square_().sum(0) @ inputs
-    energy = weight.square().sum(0) @ inputs
+    error = (quantized - weight).square_().sum(0) @ second_moments
+    energy = weight.square().sum(0) @ second_moments
     return error / energy
 
 
-def activation_weighted_kurtosis(weight: Tensor, inputs: Tensor) -> Tensor:
+def activation_weighted_kurtosis(weight: Tensor, second_moments: Tensor) -> Tensor:
     """Excess kurtosis of the layer's weights under the distribution that gives W_ij the
     probability s_l[j] / (out * sum_j s_l[j]), one value per language, ``[L]``: with
     mu = E_p[W], m_k = E_p[(W - mu)^k], kappa_l = m4 / m2^2 - 3. Uniform ``s`` gives the
-    plain (population) excess kurtosis. ``weight`` ``[out, in]``, ``inputs`` ``[in, L]``."""
+    plain (population) excess kurtosis. ``weight`` ``[out, in]``, ``second_moments`` ``[in, L]``."""
     w = weight.double()
-    p = inputs.double() / (inputs.double().sum(0, keepdim=True) * w.shape[0])  # [in, L]
+    p = second_moments.double() / (second_moments.double().sum(0, keepdim=True) * w.shape[0])  # [in, L]
     mu = w.sum(0) @ p  # [L]
     out = []
     for lang in range(p.shape[1]):

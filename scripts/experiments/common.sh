@@ -1,9 +1,7 @@
 # Shared settings of the experiment scripts (sourced, not run).
 # PY: the Python of the project venv; MODEL_ARGS: hf args shared by every config (default: the
 # embedded Gemma-3-270M); RUNS/DOCS: where lm-eval output and the analysis report go.
-# Cost with the default model, batch 4, 2 CPU cores otherwise idle: ~12-17 s per config over
-# qd_multilingual_ppl (measured: EXP-002's 3 configs in 45 s wall incl. the load); 3-5x more when
-# other jobs share the cores. bnb configs load the model again each.
+# bnb configs load the model again each.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

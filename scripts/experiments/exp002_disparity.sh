@@ -5,7 +5,7 @@
 # norms kept, unlike the seed's per-tensor everything), D = relative bits/byte increase per
 # language with paired document bootstrap CIs; fertility = tokens per byte of the same documents.
 # Read H1 in report.md "Disparity" (ratio, CI, unstable flag) and H3 in "Correlations".
-# Cost: 3 configs, measured 45 s wall (2 CPU cores, batch 4).
+# Cost: 3 configs.
 source "$(dirname "$0")/common.sh"
 RUNS="${RUNS:-runs/exp002}"; DOCS="${DOCS:-report/experiments/exp002}"
 sweep "$RUNS" --methods rtn,aciq --bits 4 --granularity channel

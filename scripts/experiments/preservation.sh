@@ -4,7 +4,7 @@
 # kept; block 0 + every MLP kept; the best 3 blocks of a protect_one scan (BEST3, e.g. "0;5;11",
 # from scripts/experiments/scan.sh + best_blocks.py) kept. The report's "Method comparison"
 # plots worst-language D and D_LR - D_HR against effective bits per weight (kept weights cost
-# their value + index, see qd_models/report.py). Cost: 7-8 configs, ~2 min on 2 idle CPU cores.
+# their value + index, see qd_models/report.py). Cost: 7-8 configs.
 source "$(dirname "$0")/common.sh"
 RUNS="${RUNS:-runs/preservation}"; DOCS="${DOCS:-report/experiments/preservation}"
 BITS="${BITS:-4}"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Layer sensitivity: protect_one (everything quantized except block i) and quantize_one (only
 # block i quantized) at 3-bit per-channel RTN, block x language CSVs + heatmaps via qd-analyze.
-# Cost with the default model (18 blocks): 19 configs per mode, ~5 min per mode on 2 idle CPU
-# cores; set LIMIT=2 (documents per language) for a ~2.5x cheaper, noisier first look.
+# Cost with the default model (18 blocks): 19 configs per mode; set LIMIT=2 (documents per
+# language) for a cheaper, noisier first look.
 source "$(dirname "$0")/common.sh"
 RUNS="${RUNS:-runs/scan}"; DOCS="${DOCS:-report/experiments/scan}"
 QUANT="${QUANT:-method=rtn,bits=3}"; MODES="${MODES:-protect_one quantize_one}"

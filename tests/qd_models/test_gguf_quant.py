@@ -1,5 +1,5 @@
 """method=gguf: byte identity with llama.cpp's own ggml-quants.c (built from the pinned
-llama-cpp-python sdist, tests/ggml_reference.py), preset rules against the default model's
+llama-cpp-python sdist, tests/qd_models/ggml_reference.py), preset rules against the default model's
 Q4_K_M file, the engine hook and the real CLI."""
 
 from __future__ import annotations

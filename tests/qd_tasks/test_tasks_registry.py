@@ -12,7 +12,7 @@ from lm_eval.tasks._yaml_loader import load_yaml
 
 from qd_tasks.metrics import weighted_perplexity
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EVAL_LANGS = ["en", "de", "fr", "zh", "ar", "he", "sw", "yo"]
 
 

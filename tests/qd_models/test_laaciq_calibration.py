@@ -168,9 +168,9 @@ def test_quantize_requires_stats_and_keep_by_activation_uses_them(llama, cache):
     report = quantize_(model, config, act_stats=stats)
     layer = next(layer for layer in report["layers"] if layer["name"] == name)
     assert layer["kept_fraction"] == pytest.approx(0.05, abs=1e-3)
-    from qd_models.quant.weighted import normalise_inputs
+    from qd_models.quant.weighted import normalise_second_moments
 
-    scores = original.abs() * normalise_inputs(stats.inputs(name))[0].mean(1).sqrt()
+    scores = original.abs() * normalise_second_moments(stats.inputs(name))[0].mean(1).sqrt()
     top = scores.reshape(-1).topk(round(0.05 * scores.numel())).indices
     by_magnitude = original.abs().reshape(-1).topk(top.numel()).indices
     assert set(top.tolist()) != set(by_magnitude.tolist())  # the activation ranking matters here
@@ -192,7 +192,7 @@ def test_minimax_report_worst_language_never_above_mean_on_calibration_data(llam
         config = _config(calib_mode=mode, bits="3", **extra)
         stats = collect_activation_stats(model, tokenizer, TEXTS, quantization_targets(model, config), progress=False)
         originals: dict = {}
-        reports[mode] = quantize_(model, config, keep_originals=originals, act_stats=stats)
+        reports[mode] = quantize_(model, config, originals_for_restore=originals, act_stats=stats)
         restore_(model, originals)
     worst = {mode: [max(layer["calibration"]["weighted_rel_error"].values()) for layer in report["layers"]]
              for mode, report in reports.items()}

@@ -1,4 +1,4 @@
-"""qd_models.sweep: one loaded model, many configs, same numbers as separate qd-hf runs,
+"""qd_models.runners.sweep: one loaded model, many configs, same numbers as separate qd-hf runs,
 atomic per-config folders, resume after a crash."""
 
 from __future__ import annotations
@@ -8,18 +8,9 @@ import json
 
 import pytest
 
-from qd_models.sweep import (
-    COMPLETE_MARKER,
-    LOCK_FILE,
-    TMP_PREFIX,
-    EvalSettings,
-    Sweep,
-    build_items,
-    build_parser,
-    combos_from_args,
-    expand_grid,
-    make_item,
-)
+from qd_models.runners.grid import build_items, expand_grid, make_item
+from qd_models.runners.store import COMPLETE_MARKER, LOCK_FILE, TMP_PREFIX
+from qd_models.runners.sweep import EvalSettings, Sweep, build_parser, combos_from_args
 
 TASKS = ("qd_multilingual_ppl",)
 LIMIT = 2
@@ -83,7 +74,7 @@ def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_pro
         assert list((outcome.folder).rglob("samples_qd_multilingual_ppl_*.jsonl"))
         bpb_by_method[outcome.item.label] = sum(_bits_per_byte(saved).values())
     # 3-bit per-tensor RTN must actually change the model (else the comparison above is vacuous)
-    assert bpb_by_method["rtn-w3-granularity=tensor"] != pytest.approx(bpb_by_method["baseline"], rel=1e-6)
+    assert bpb_by_method["rtn-w3-tensor"] != pytest.approx(bpb_by_method["baseline"], rel=1e-6)
 
 
 def test_restore_gives_back_the_loaded_weights(tiny_model_dir, tmp_path):
@@ -119,7 +110,7 @@ def test_rerun_skips_complete_configs_without_loading(tiny_model_dir, tmp_path):
 
 
 def test_stale_configs_rerun_after_a_code_or_calibration_data_change(tmp_path, monkeypatch):
-    from qd_models import sweep as sweep_module
+    from qd_models.runners import sweep as sweep_module
 
     data = tmp_path / "calib.jsonl"
     data.write_text('{"lang": "en", "text": "one"}\n', encoding="utf-8")
@@ -190,7 +181,7 @@ def test_grid_expansion_and_validation(tmp_path):
         {"method": "none"},
     ]
     items = build_items(combos)  # baseline deduplicated with the explicit none, bnb last
-    assert [item.label for item in items] == ["baseline", "rtn-w4-granularity=channel", "rtn-w3-granularity=channel", "nf4"]
+    assert [item.label for item in items] == ["baseline", "rtn-w4", "rtn-w3", "nf4-w4"]  # the labels of qd-analyze's reports
     assert items[1].qd_arg_string == "method=rtn,bits=4,granularity=channel"
     assert make_item({"method": "rtn", "keep_layers": [0, 3]}).qd_arg_string == "method=rtn,keep_layers=0;3"
     # same resolved config given two ways -> one item

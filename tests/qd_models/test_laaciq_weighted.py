@@ -14,7 +14,7 @@ from qd_models.quant.weighted import (
     block_errors,
     language_errors,
     minimax_language_weights,
-    normalise_inputs,
+    normalise_second_moments,
     weighted_clip_range,
 )
 
@@ -77,7 +77,7 @@ def test_weighted_choice_beats_mse_on_known_activation_covariance(bits):
     variance = torch.full((in_dim,), 1.0)
     variance[:8] = 1e-3  # ... that see (almost) no activation
     variance[8:16] = 50.0
-    inputs, _ = normalise_inputs(variance.unsqueeze(1))
+    inputs, _ = normalise_second_moments(variance.unsqueeze(1))
     weighted, _ = _quantize(weight, inputs, "target", bits, True, "channel")
     plain_ratio = mse_clip_ratio(weight, bits, True)
     absmax = weight.abs().amax(1, keepdim=True)
@@ -107,7 +107,7 @@ def test_minimax_worst_language_never_above_mean(symmetric, granularity, group_s
     ``test_minimax_helps_the_language_mean_neglects`` (a strict 5 % gain) and
     ``test_minimax_language_weights_find_the_enumerated_optimum`` (hand-enumerated optimum)."""
     weight = _laplace((48, 128), seed=10 + seed)
-    inputs, _ = normalise_inputs(_language_inputs(128, 4, seed))
+    inputs, _ = normalise_second_moments(_language_inputs(128, 4, seed))
     mean_q, _ = _quantize(weight, inputs, "mean", 3, symmetric, granularity, group_size)
     minimax_q, _ = _quantize(weight, inputs, "minimax", 3, symmetric, granularity, group_size)
     mean_errors, minimax_errors = language_errors(weight, mean_q, inputs), language_errors(weight, minimax_q, inputs)
@@ -127,7 +127,7 @@ def test_minimax_helps_the_language_mean_neglects():
     inputs = torch.ones(in_dim, 4)
     inputs[:8, :3] = 40.0
     inputs[56:, 3] = 40.0
-    inputs, _ = normalise_inputs(inputs)
+    inputs, _ = normalise_second_moments(inputs)
     mean_errors = language_errors(weight, _quantize(weight, inputs, "mean", 3, True, "channel")[0], inputs)
     minimax_errors = language_errors(weight, _quantize(weight, inputs, "minimax", 3, True, "channel")[0], inputs)
     assert int(mean_errors.argmax()) in (0, 1, 2) and float(mean_errors[3]) < float(mean_errors[0])
@@ -153,7 +153,7 @@ def test_minimax_language_weights_find_the_enumerated_optimum():
 
 def test_target_mode_equals_mean_over_that_language_only():
     weight = _laplace((16, 64), seed=4)
-    inputs, _ = normalise_inputs(_language_inputs(64, 3, 5))
+    inputs, _ = normalise_second_moments(_language_inputs(64, 3, 5))
     _, target = _quantize(weight, inputs[:, 1:2], "target", 4, True, "channel")
     _, mean_one = _quantize(weight, inputs[:, 1:2], "mean", 4, True, "channel")
     torch.testing.assert_close(target["ratio"], mean_one["ratio"])
@@ -166,7 +166,7 @@ def test_target_mode_equals_mean_over_that_language_only():
 def test_normalise_inputs_equal_weight_and_degenerate_columns():
     raw = torch.stack([torch.arange(1.0, 9.0), 1000 * torch.arange(1.0, 9.0), torch.zeros(8),
                        torch.full((8,), float("inf"))], dim=1)
-    scaled, degenerate = normalise_inputs(raw)
+    scaled, degenerate = normalise_second_moments(raw)
     torch.testing.assert_close(scaled.mean(0), torch.ones(4))
     torch.testing.assert_close(scaled[:, 0], scaled[:, 1])  # token count / scale does not matter
     assert degenerate.tolist() == [False, False, True, True]

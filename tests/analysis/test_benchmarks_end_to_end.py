@@ -17,7 +17,7 @@ from scipy import stats as sps
 
 from analysis.cli import main
 
-TASKS = Path(__file__).parent / "fixtures" / "benchmarks" / "belebele_mini"
+TASKS = Path(__file__).parents[1] / "fixtures" / "benchmarks" / "belebele_mini"
 LANGS = {"eng_Latn": "en", "deu_Latn": "de", "heb_Hebr": "he", "swh_Latn": "sw", "zho_Hans": "zh"}
 N_RESAMPLES = 400
 RANDOM_STATE = 7

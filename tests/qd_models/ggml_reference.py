@@ -6,8 +6,8 @@ its ``vendor/llama.cpp`` is the llama.cpp whose kernels and ``llama_tensor_get_t
 follow). ``ggml-quants.c`` is compiled with ``cc -O2 -DNDEBUG`` (no ``-march``: llama.cpp builds
 it into ``ggml-base`` without CPU-specific flags, so no FMA contraction) plus a 20-line stub for
 the four ggml functions it calls. Built once into ``$QD_CACHE_DIR/ggml-ref/`` (default
-``~/.cache/quant-disparity``); ``python tests/ggml_reference.py`` builds it by hand and prints
-the cost (``python tests/ggml_reference.py SDIST.tar.gz`` uses a downloaded sdist). Needs a C compiler and PyPI (``pip download``) the first time.
+``~/.cache/quant-disparity``); ``python tests/qd_models/ggml_reference.py`` builds it by hand and prints
+the cost (``python tests/qd_models/ggml_reference.py SDIST.tar.gz`` uses a downloaded sdist). Needs a C compiler and PyPI (``pip download``) the first time.
 """
 
 from __future__ import annotations

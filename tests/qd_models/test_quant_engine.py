@@ -135,7 +135,7 @@ def test_restore_and_determinism(tiny_model_dir):
     before = _weights(model)
     config = parse_qd_args({"method": "aciq", "granularity": "group", "group_size": 16})[0]
     originals = {}
-    first = quantize_(model, config, keep_originals=originals)
+    first = quantize_(model, config, originals_for_restore=originals)
     once = _weights(model)
     restore_(model, originals)
     assert not _changed(model, before)

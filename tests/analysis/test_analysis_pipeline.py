@@ -164,7 +164,7 @@ def test_leave_one_out_names_the_language_that_drives_the_difference(tmp_path):
     disp = analysis.disparity(analysis.degradation(runs, n_resamples=50), GROUPS).iloc[0]
     # D_LR − D_HR = 0.16 − 0.055 > 0, but without yo it is 0.02 − 0.055 < 0
     assert disp.difference == pytest.approx(0.105) and disp.loo_flips == "yo" and not disp.loo_sign_survives
-    report = analysis.report._markdown(analysis.analyze([tmp_path], analysis.AnalysisOptions(hr=["en", "de"], lr=["sw", "yo"], n_resamples=50)),
+    report = analysis.report.markdown.report_markdown(analysis.analyze([tmp_path], analysis.AnalysisOptions(hr=["en", "de"], lr=["sw", "yo"], n_resamples=50)),
                                        {k: [] for k in ("degradation", "fertility", "rate_distortion", "pareto", "scan")}, "test")
     assert "its sign flips when yo is left out: this is a statement about yo" in report
     assert "no: flips without yo" in report
@@ -337,7 +337,7 @@ def test_python_dash_m_entry_point(tmp_path):
     assert proc.returncode == 0 and "--hr" in proc.stdout
 
 
-FIXTURE_RUNS = Path(__file__).parent / "fixtures" / "analysis" / "runs"
+FIXTURE_RUNS = Path(__file__).parents[1] / "fixtures" / "analysis" / "runs"
 
 
 def test_real_lm_eval_fixture_bits_per_byte_matches_samples():

@@ -16,7 +16,7 @@ import pytest
 
 from qd_tasks.languages import split_task_name, udhr_lang_key
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "qd_tasks" / "data" / "udhr.jsonl.gz"
 ARTICLES = [f"udhr-a{n}" for n in range(1, 31)]
 DEFAULTS = {"en": "eng", "de": "deu_1996", "fr": "fra", "zh": "cmn_hans", "ar": "arb", "he": "heb", "sw": "swh", "yo": "yor"}

@@ -15,7 +15,7 @@ import torch
 
 import analysis
 
-FIXTURES = Path(__file__).parent / "fixtures" / "analysis"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "analysis"
 LANGS = ("en", "de", "he", "sw", "yo")
 
 

@@ -1,248 +1,22 @@
-"""End-to-end analysis: load runs, compute every table, write ``report.md``, CSVs and PNGs."""
+"""The report's text: ``report.md`` (sections, tables, figure links, package versions)."""
 
 from __future__ import annotations
 
 import math
 import platform
-import re
-import sys
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from analysis import benchmarks, fidelity, many_languages
+from analysis.report.figures import MAX_LANGUAGE_FIGURES, MAX_RATE_DISTORTION_FIGURES
+from analysis.report.tables import run_rows
 
-from analysis import benchmarks, fidelity, many_languages, relations, task_languages
-from analysis.compare import Degradation, degradation, disparity
-from analysis.groups import resource_groups
-from analysis.loading import RunSet, load_runs
+if TYPE_CHECKING:
+    from analysis.report import Analysis
 
 PACKAGES = ("quant-disparity", "lm_eval", "torch", "transformers", "bitsandbytes", "numpy", "scipy", "pandas", "matplotlib")
-MAX_LANGUAGE_FIGURES = 3  # per-run bar charts; beyond that one run × language heatmap (keeps 100 runs < 5 s)
-MAX_RATE_DISTORTION_FIGURES = 3
-
-
-@dataclass(frozen=True)
-class AnalysisOptions:
-    """Options of one analysis (validated; mirrors the ``qd-analyze`` flags)."""
-
-    baseline: str | None = None
-    hr: list[str] | None = None
-    lr: list[str] | None = None
-    tokenizer: str | None = None
-    scan_csv: str | None = None
-    n_resamples: int = 2000
-    random_state: int = 0
-    confidence: float = 0.95
-    min_denominator: float = 0.01
-    task_lang_map: str | None = None
-
-    def __post_init__(self):
-        if self.n_resamples < 1:
-            raise ValueError(f"n_resamples={self.n_resamples} is not allowed; allowed: an integer >= 1")
-        if not 0.0 < self.confidence < 1.0:
-            raise ValueError(f"confidence={self.confidence} is not allowed; allowed: a number in (0, 1)")
-        if self.min_denominator <= 0:
-            raise ValueError(f"min_denominator={self.min_denominator} is not allowed; allowed: a number > 0")
-
-
-@dataclass
-class Analysis:
-    """Everything computed from one set of runs (all tables are pandas DataFrames)."""
-
-    runset: RunSet
-    options: AnalysisOptions
-    groups: dict[str, str]
-    deg: Degradation
-    disparity: pd.DataFrame
-    fertility: pd.DataFrame
-    correlations: pd.DataFrame
-    rate_distortion: pd.DataFrame
-    weight_mse: pd.DataFrame
-    weight_mse_slopes: pd.DataFrame
-    pareto: pd.DataFrame
-    scan: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
-    parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
-    fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
-    benchmarks: benchmarks.BenchmarkAnalysis | None = None
-
-
-def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
-    """Load runs under ``paths`` and compute all tables (no files written)."""
-    options = options or AnalysisOptions()
-    scan_from_csv = relations.read_scan_csv(options.scan_csv) if options.scan_csv else None  # validate before heavy work
-    task_rules = task_languages.load_task_language_map(options.task_lang_map) if options.task_lang_map else []
-    runset = load_runs(paths)
-    notes: list[str] = []
-    deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
-    languages = sorted(set(runset.aggregates.lang))
-    groups = resource_groups(languages, options.hr, options.lr)
-    given = [*(options.hr or []), *(options.lr or [])]
-    absent = [code for code in given if code not in languages]
-    if absent:
-        notes.append(f"--hr/--lr name {', '.join(absent)}, not among the runs' languages ({', '.join(languages) or 'none'}); ignored.")
-    if not groups:
-        why = "none of the --hr/--lr languages is in the runs" if given else "no language is in qd_tasks.languages; pass --hr/--lr"
-        notes.append(f"No language has a resource class ({why}): group statistics are empty.")
-    disp = disparity(deg, groups, options.min_denominator, options.random_state)
-    fert, tokens = _fertility(runset, options.tokenizer, notes)
-    parallel, parallel_notes = relations.parallel_view(runset, deg, tokens)
-    notes += parallel_notes
-    kurtosis = relations.calibration_kurtosis(runset)
-    if kurtosis.empty:
-        notes.append("No quant report has per-language calibration kurtosis: that correlation is skipped.")
-    corr = relations.correlations(deg, groups, fert, kurtosis) if not deg.table.empty else pd.DataFrame()
-    rd = relations.rate_distortion(runset, deg, options.n_resamples, options.random_state, options.confidence)
-    mse = relations.weight_mse(runset)
-    if not disp.empty:
-        pareto_points = disp.copy()
-        pareto_points["on_front"] = relations.pareto_front(pareto_points).to_numpy()
-    else:
-        pareto_points = disp
-    scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
-    fid, fid_problems = fidelity.fidelity_table(runset, deg.table, options.n_resamples, options.random_state, options.confidence)
-    notes += fid_problems
-    bench = benchmarks.analyze_benchmarks(runset, deg.table, options.baseline, options.n_resamples, options.random_state,
-                                          options.confidence, task_rules, benchmarks.fidelity_measures(runset, fid))
-    notes += bench.problems
-    return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
-                    parallel, fid, bench)
-
-
-def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(fertility per language, per-document token counts) — empty / None when skipped."""
-    if runset.docs.empty:
-        notes.append("No samples files: fertility needs the task documents from --log_samples; skipped.")
-        return pd.DataFrame(), None
-    if tokenizer is None:
-        local = sorted({run.model_path for run in runset.runs.values() if run.model_path and Path(run.model_path).is_dir()})
-        if len(local) != 1:
-            notes.append("Fertility skipped: pass --tokenizer PATH (the runs' models are not one local folder).")
-            return pd.DataFrame(), None
-        tokenizer = local[0]
-    try:
-        count = relations.load_tokenizer(tokenizer)
-    except (OSError, ValueError) as err:
-        notes.append(f"Fertility skipped: tokenizer {tokenizer!r} could not be loaded ({err}).")
-        return pd.DataFrame(), None
-    notes.append(f"Fertility computed with the tokenizer {Path(tokenizer).name}.")
-    tokens = relations.doc_token_counts(runset, count)
-    return relations.fertility(runset, count, tokens), tokens
-
-
-def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
-    """Write ``out/report.md``, ``out/tables/*.csv`` and ``out/figures/*.png``; return report path."""
-    out = Path(out)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    _write_tables(analysis, out / "tables")
-    figures = _write_figures(analysis, out / "figures")
-    from analysis.calibration_matrix import write_section
-
-    calibration = write_section(analysis.runset, analysis.deg.table, out / "tables", out / "figures")
-    many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", _slug)
-    figures["benchmarks"] = benchmarks.write_outputs(analysis.benchmarks, out) if analysis.benchmarks else []
-    report = out / "report.md"
-    report.write_text(_markdown(analysis, figures, command, many) + calibration, encoding="utf-8")
-    return report
-
-
-def _write_tables(analysis: Analysis, folder: Path) -> None:
-    long = analysis.runset.long_table()
-    long.to_csv(folder / "long_table.csv", index=False)
-    pd.DataFrame(_run_rows(analysis.runset)).to_csv(folder / "runs.csv", index=False)
-    named = {
-        "degradation": analysis.deg.table,
-        "doc_degradation": analysis.deg.docs,
-        "disparity": analysis.disparity,
-        "fertility": analysis.fertility,
-        "parallel_view": analysis.parallel,
-        "fidelity": analysis.fidelity,
-        "correlations": analysis.correlations,
-        "rate_distortion": analysis.rate_distortion,
-        "weight_mse": analysis.weight_mse,
-        "weight_mse_slopes": analysis.weight_mse_slopes,
-        "pareto": analysis.pareto,
-        "scan": analysis.scan,
-    }
-    for name, table in named.items():
-        table.to_csv(folder / f"{name}.csv", index=False)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80]
-
-
-def _write_figures(analysis: Analysis, folder: Path) -> dict[str, list[Path]]:
-    from analysis import plots  # matplotlib only when figures are written
-
-    figures: dict[str, list[Path]] = {"degradation": [], "fertility": [], "rate_distortion": [], "pareto": [], "scan": [], "fidelity": []}
-    for suite, block in analysis.fidelity.groupby("suite") if not analysis.fidelity.empty else []:
-        fig, _ = plots.fidelity_by_language(block, fidelity.languages_by_baseline(block), f"Fidelity to the baseline by language — {suite}")
-        figures["fidelity"].append(plots.save(fig, folder / f"fidelity_{_slug(suite)}.png"))
-    table = analysis.deg.table
-    if not table.empty:
-        for i, ((quant_id, suite), block) in enumerate(table.groupby(["quant_id", "suite"], sort=True)):
-            if i >= MAX_LANGUAGE_FIGURES:
-                break
-            if block.lang.nunique() >= many_languages.MIN_LANGUAGES:
-                continue  # the many-language views replace unreadable per-language bars
-            title = f"{block.label.iloc[0]} ({quant_id}) — {suite}"
-            fig, _ = plots.degradation_by_language(block, analysis.groups, title)
-            figures["degradation"].append(plots.save(fig, folder / f"degradation_{_slug(quant_id)}_{_slug(suite)}.png"))
-            if not analysis.fertility.empty:
-                merged = block.merge(analysis.fertility, on=["suite", "lang"], how="left")
-                corr = analysis.correlations
-                row = corr[(corr.quant_id == quant_id) & (corr.suite == suite) & (corr.predictor == "tokens_per_byte")]
-                fig, _ = plots.predictor_scatter(merged, "tokens_per_byte", analysis.groups, row.iloc[0].to_dict() if len(row) else None, title)
-                figures["fertility"].append(plots.save(fig, folder / f"fertility_{_slug(quant_id)}_{_slug(suite)}.png"))
-    if not table.empty and table.groupby(["quant_id", "suite"]).ngroups > MAX_LANGUAGE_FIGURES:
-        for suite, block in table.groupby("suite"):
-            if block.lang.nunique() >= many_languages.MIN_LANGUAGES:
-                continue
-            matrix = block.assign(run=block.label + " " + block.quant_id.str.split("/").str[0]).pivot_table(
-                index="run", columns="lang", values="degradation", aggfunc="first")
-            fig, _ = plots.degradation_heatmap(matrix, "run", f"Degradation by run and language — {suite}")
-            figures["degradation"].append(plots.save(fig, folder / f"degradation_overview_{_slug(suite)}.png"))
-    if not analysis.rate_distortion.empty:
-        fam = table.assign(family_key=table.quant_id.map(lambda r: relations.quant_config_family(analysis.runset.runs[r])))
-        families = analysis.rate_distortion[["family_key", "suite"]].drop_duplicates()
-        for family_key, suite in families.head(MAX_RATE_DISTORTION_FIGURES).itertuples(index=False):
-            block = fam[(fam.family_key == family_key) & (fam.suite == suite)]
-            title = f"{block.model.iloc[0]} {block.label.iloc[0].split('-w')[0]} — {suite}"
-            fig, _ = plots.rate_distortion_curves(block, analysis.groups, title)
-            figures["rate_distortion"].append(plots.save(fig, folder / f"rate_distortion_{len(figures['rate_distortion'])}.png"))
-    if not analysis.pareto.empty and analysis.pareto.effective_bits_per_weight.notna().any():
-        for suite, block in analysis.pareto.groupby("suite"):
-            fig, _ = plots.pareto(block, block.on_front, title=f"Worst-language degradation vs size — {suite}")
-            figures["pareto"].append(plots.save(fig, folder / f"pareto_{_slug(suite)}.png"))
-    if not analysis.scan.empty:
-        fig, _ = plots.degradation_heatmap(relations.scan_pivot(analysis.scan), "block", "Sensitivity scan")
-        figures["scan"].append(plots.save(fig, folder / "scan_heatmap.png"))
-    return figures
-
-
-def _run_rows(runset: RunSet) -> list[dict]:
-    """One summary dict per run, sorted by run id."""
-    n_tasks = runset.aggregates.groupby("run_id")["task"].nunique().to_dict()
-    with_samples = set(runset.docs.run_id)
-    return [
-        {
-            "run_id": run_id,
-            "path": runset.relative(str(run.path)),
-            "model": run.model,
-            "lm_eval_model": run.lm_eval_model,
-            "label": run.label,
-            "bits": run.bits,
-            "effective_bits_per_weight": run.effective_bits_per_weight,
-            "n_tasks": int(n_tasks.get(run_id, 0)),
-            "has_samples": run_id in with_samples,
-            "quant_report": run.quant_report is not None,
-        }
-        for run_id, run in sorted(runset.runs.items())
-    ]
 
 
 def _pct(value: float, digits: int = 2) -> str:
@@ -308,7 +82,7 @@ def _versions() -> list[str]:
     return found
 
 
-def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, many_languages_lines: list[str] = ()) -> str:
+def report_markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, many_languages_lines: list[str] = ()) -> str:
     runset, deg, options = analysis.runset, analysis.deg, analysis.options
     level = f"{options.confidence:.0%}"
     out = ["# quant-disparity analysis report", ""]
@@ -329,7 +103,7 @@ def _markdown(analysis: Analysis, figures: dict[str, list[Path]], command: str, 
 
     out += ["## Runs", ""]
     rows = [[r["run_id"], r["model"], r["lm_eval_model"], r["label"], _num(r["bits"]), _num(r["effective_bits_per_weight"]),
-             "yes" if r["has_samples"] else "no", f"`{r['path']}`"] for r in _run_rows(runset)]
+             "yes" if r["has_samples"] else "no", f"`{r['path']}`"] for r in run_rows(runset)]
     out += [_md_table(["run", "model", "lm-eval model", "config", "bits", "eff. bits/weight", "samples", "file"], rows), ""]
     pairs = [[p.quant_id, p.base_id] for p in deg.pairs]
     if pairs:
@@ -492,12 +266,3 @@ def _fidelity_markdown(analysis: Analysis, figures: list[Path], level: str) -> l
     return out
 
 
-def command_line() -> str:
-    """The current command line for the report header, absolute paths shortened to their last
-    two parts (a report never carries the folders of the machine that made it)."""
-    return " ".join(["qd-analyze", *(_short_path(arg) for arg in sys.argv[1:])])
-
-
-def _short_path(arg: str) -> str:
-    path = Path(arg)
-    return str(Path(*path.parts[-2:])) if path.is_absolute() else arg

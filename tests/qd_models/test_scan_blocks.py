@@ -9,8 +9,8 @@ import math
 import pytest
 
 from qd_models.engine import quantize_
-from qd_models.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items
-from qd_models.sweep import EvalSettings
+from qd_models.runners.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items
+from qd_models.runners.sweep import EvalSettings
 from qd_tasks.languages import split_task_name
 
 QUANT = {"method": "rtn", "bits": 3}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from qd_models.diagnose import diagnose, fertility, layer_weight_stats, plot_fertility, plot_weight_stats, task_documents, weights_sha256
+from qd_models.runners.diagnose import diagnose, fertility, layer_weight_stats, plot_fertility, plot_weight_stats, task_documents, weights_sha256
 
 
 class _TwoLayers(nn.Module):

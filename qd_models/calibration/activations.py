@@ -1,110 +1,27 @@
-"""Per-language activation statistics for LA-ACIQ (``method=laaciq``, ``keep_by=activation``).
-
-:func:`load_calibration_texts` reads and checks the calibration JSONL (cheap, no model; call it
-before loading weights). :func:`collect_activation_stats` runs each language's texts through
-the model once (length-sorted batches, right padding, progress bar) with forward pre-hooks on
-the quantization targets and accumulates, over the text tokens of each language, s_l[j] =
-E[x_j^2] of every target's input channel j (hooks are removed in ``finally``). Each sequence is
-scored as in evaluation: the prefix token (BOS, else EOS) then the text's own tokens
-(``add_special_tokens=False``); the prefix position is run but not counted: its activations are
-the same in every sequence of every language (causal attention sees only itself there), so it
-would only dilute the language differences. When the
-output head is not a target, a pre-hook on it stops the forward pass before the logits
-(the head is the most expensive matmul of small multilingual models; nothing after it is
-needed).
-
-Statistics are cached under ``cache_dir()/calibration/<key>.pt``; ``key`` hashes the model
-(class, config, and every parameter's name, shape, dtype, sum and sum of squares), the token
-ids of every calibration batch (so the tokenizer, texts, ``calib_samples`` and
-``max_length`` are covered), the target module names and :data:`STATS_VERSION`.
-"""
+"""The calibration passes: texts tokenized as in evaluation, forward pre-hooks on the targets
+(removed in ``finally``), per-language input second moments (:func:`collect_activation_stats`,
+cached) and per-block input Gram matrices (:func:`collect_input_grams`), and their reports."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from qd_tasks.corpus import corpus_path, read_corpus_file
+from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_fingerprint, read_cache, stats_cache_dir, write_atomic
 
-from .config import QuantConfig
-from .default_model import cache_dir
+if TYPE_CHECKING:
+    from qd_models.config import QuantConfig
 
 logger = logging.getLogger(__name__)
 
-STATS_VERSION = 2
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_LENGTH = 512
-FINGERPRINT_CHUNK = 1 << 22
-
-
-UDHR_SOURCE = "udhr"
-"""``calib_data=udhr``: the UDHR articles outside the ``qd_udhr8_ppl`` evaluation subset."""
-
-
-def udhr_calibration_records() -> list[dict]:
-    """UDHR articles of the 8 default languages that ``qd_udhr8_ppl`` does not evaluate: the
-    corpus is split by article id, so no article is in both calibration and evaluation (the full
-    ``qd_udhr_ppl`` suite evaluates every article and overlaps them)."""
-    from qd_tasks import udhr
-
-    held_out = set(udhr.UDHR8_ARTICLES)
-    return [record for record in udhr.load_udhr(udhr.DEFAULT_LANGS) if record["doc_id"] not in held_out]
-
-
-def udhr_evaluation_texts() -> set[str]:
-    """Texts ``qd_udhr8_ppl`` evaluates."""
-    from qd_tasks import udhr
-
-    return {record["text"] for record in udhr.load_udhr(udhr.DEFAULT_LANGS, udhr.UDHR8_ARTICLES)}
-
-
-def calibration_records(calib_data: str | None) -> tuple[list[dict], str]:
-    """The one place the calibration source is chosen: ``(records {lang, text, ...}, name)``
-    from ``calib_data`` (a JSONL path, ``udhr``: :func:`udhr_calibration_records`) or, unset,
-    the bundled calibration split (the documented default mix: every language it holds)."""
-    if calib_data == UDHR_SOURCE:
-        return udhr_calibration_records(), UDHR_SOURCE
-    path = Path(calib_data) if calib_data else corpus_path("calibration")
-    try:
-        return read_corpus_file(path), str(path)
-    except ValueError as err:
-        raise ValueError(f"calib_data={str(path)!r} is not usable ({err}); allowed: a JSONL file with fields lang, text") from None
-
-
-def evaluation_texts() -> set[str]:
-    """Every text the bundled evaluation tasks score (bundled eval corpus, ``qd_udhr8_ppl``)."""
-    return {record["text"] for record in read_corpus_file(corpus_path("eval"))} | udhr_evaluation_texts()
-
-
-def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
-    """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language of the
-    source, in file order) from :func:`calibration_records`, the first ``calib_samples`` texts
-    per language. One-line ``ValueError`` for an unreadable or empty file or a language it
-    lacks. Warns when a text also occurs in an evaluation corpus (leakage)."""
-    records, path = calibration_records(config.calib_data)
-    by_lang: dict[str, list[str]] = {}
-    for record in records:
-        by_lang.setdefault(record["lang"], []).append(record["text"])
-    langs = list(config.calib_langs) or list(by_lang)
-    missing = [lang for lang in langs if lang not in by_lang]
-    if missing:
-        raise ValueError(f"calib_langs={';'.join(missing)} not in calib_data={path!r}; allowed: {', '.join(by_lang)}")
-    texts = {lang: by_lang[lang][: config.calib_samples] for lang in langs}
-    eval_texts = evaluation_texts()
-    leaked = sum(text in eval_texts for group in texts.values() for text in group)
-    if leaked:
-        logger.warning("calibration leakage: %d calibration texts from %s also occur in the qd eval corpus", leaked, path)
-    return texts
 
 
 @dataclass
@@ -146,25 +63,6 @@ class ActivationStats:
                 "second_moments": dict(self.second_moments), "stopped_before": self.stopped_before}
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 over the model class, its config (minus its path) and each parameter's name,
-    shape, dtype, float64 sum and sum of squares."""
-    digest = hashlib.sha256(type(model).__name__.encode())
-    config = getattr(model, "config", None)
-    if config is not None:
-        cfg = config.to_dict()
-        cfg.pop("_name_or_path", None)
-        digest.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            total = square = 0.0
-            for chunk in param.detach().reshape(-1).split(FINGERPRINT_CHUNK):  # no full float64 copy
-                chunk = chunk.double()
-                total, square = total + float(chunk.sum()), square + float(chunk.square().sum())
-            digest.update(f"{name}|{tuple(param.shape)}|{param.dtype}|{total!r}|{square!r}".encode())
-    return digest.hexdigest()
-
-
 def default_prefix_id(tokenizer) -> int:
     """lm-eval's default prefix token: BOS, else EOS."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -175,15 +73,6 @@ def tokenize_texts(tokenizer, texts: dict[str, list[str]], max_length: int, pref
     prefix = default_prefix_id(tokenizer) if prefix_id is None else prefix_id
     return {lang: [[prefix, *tokenizer(text, add_special_tokens=False)["input_ids"]][:max_length] for text in group]
             for lang, group in texts.items()}
-
-
-def calibration_key(fingerprint: str, token_ids: dict[str, list[list[int]]], module_names: list[str]) -> str:
-    payload = json.dumps({"version": STATS_VERSION, "model": fingerprint, "tokens": token_ids, "modules": module_names})
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def stats_cache_dir() -> Path:
-    return cache_dir() / "calibration"
 
 
 class _StopForward(Exception):
@@ -207,21 +96,49 @@ def _batches(sequences: list[list[int]], batch_size: int, pad_id: int):
         yield ids, mask, counted
 
 
-def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int, pad_id: int, stop_at, progress: bool):
-    """Run the forward passes with hooks; return (sums ``{name: [L, in]}``, token counts)."""
+def _counted_rows(name: str, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A hooked module's input ``x`` ``[B, T, in]`` at the counted positions: ``[n_counted, in]``
+    (``rows``: ``[B*T]`` bool); ``ValueError`` for a module whose input is not token-wise."""
+    flat = x.detach().reshape(-1, x.shape[-1])
+    if flat.shape[0] != rows.shape[0]:
+        raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {rows.shape[0]} tokens; allowed: token-wise layers")
+    return flat[rows]
+
+
+def _forward_passes(model, token_ids: dict[str, list[list[int]]], langs: list[str], batch_size: int, pad_id: int,
+                    current: dict, desc: str, progress: bool) -> dict[str, int]:
+    """One forward pass per length-sorted batch of each language of ``langs`` (inference mode,
+    progress bar; a :class:`_StopForward` from a hook ends a pass). Before each pass
+    ``current["lang"]`` is the language's index and ``current["rows"]`` the ``[B*T]`` bool mask of
+    counted positions, on the model's device. Returns the counted tokens per language."""
     from tqdm import tqdm
 
+    device = next(model.parameters()).device
+    counts = {lang: 0 for lang in langs}
+    total = sum(-(-len(token_ids[lang]) // batch_size) for lang in langs)
+    with torch.inference_mode(), tqdm(total=total, desc=desc, disable=not progress) as bar:
+        for index, lang in enumerate(langs):
+            current["lang"] = index
+            for ids, mask, counted in _batches(token_ids[lang], batch_size, pad_id):
+                current["rows"] = counted.reshape(-1).bool().to(device)
+                counts[lang] += int(counted.sum())
+                try:
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                except _StopForward:
+                    pass
+                bar.update(1)
+    return counts
+
+
+def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int, pad_id: int, stop_at, progress: bool):
+    """Run the forward passes with hooks; return (sums ``{name: [L, in]}``, token counts)."""
     langs = list(token_ids)
     sums: dict[str, torch.Tensor] = {}
     current = {"lang": 0, "rows": None}
 
     def make_hook(name: str):
         def hook(module, args):
-            x = args[0].detach()
-            flat = x.reshape(-1, x.shape[-1])
-            if flat.shape[0] != current["rows"].shape[0]:
-                raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {current['rows'].shape[0]} tokens; allowed: token-wise layers")
-            sq = flat[current["rows"]].double().square_().sum(0)
+            sq = _counted_rows(name, args[0], current["rows"]).double().square_().sum(0)
             if name not in sums:
                 sums[name] = torch.zeros(len(langs), sq.shape[0], dtype=torch.float64)
             sums[name][current["lang"]] += sq.cpu()
@@ -231,25 +148,12 @@ def _accumulate(model, modules: dict[str, nn.Module], token_ids, batch_size: int
         raise _StopForward
 
     handles = []
-    counts = {lang: 0 for lang in langs}
-    total = sum(-(-len(seqs) // batch_size) for seqs in token_ids.values())
-    device = next(model.parameters()).device
     try:
         for name, module in modules.items():
             handles.append(module.register_forward_pre_hook(make_hook(name)))
         if stop_at is not None:
             handles.append(stop_at.register_forward_pre_hook(stop))
-        with torch.inference_mode(), tqdm(total=total, desc="qd calibration", disable=not progress) as bar:
-            for index, lang in enumerate(langs):
-                current["lang"] = index
-                for ids, mask, counted in _batches(token_ids[lang], batch_size, pad_id):
-                    current["rows"] = counted.reshape(-1).bool().to(device)
-                    counts[lang] += int(counted.sum())
-                    try:
-                        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                    except _StopForward:
-                        pass
-                    bar.update(1)
+        counts = _forward_passes(model, token_ids, langs, batch_size, pad_id, current, "qd calibration", progress)
     finally:
         for handle in handles:
             handle.remove()
@@ -284,7 +188,7 @@ def collect_activation_stats(
     token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
     key = calibration_key(model_fingerprint(model), token_ids, list(module_names))
     path = stats_cache_dir() / f"{key}.pt"
-    cached = _read_cache(path) if use_cache and path.is_file() else None
+    cached = read_cache(path) if use_cache and path.is_file() else None
     if cached is not None:
         stats = ActivationStats(tuple(cached["langs"]), cached["tokens"], cached["second_moments"], key=key,
                                 from_cache=True, source=source, stopped_before=cached["stopped_before"])
@@ -309,35 +213,10 @@ def collect_activation_stats(
     stopped_before = next((n for n, m in named.items() if m is stop_at), None) if stop_at is not None else None
     stats = ActivationStats(tuple(token_ids), counts, moments, key=key, source=source, stopped_before=stopped_before)
     if use_cache:
-        _write_atomic(stats.to_dict(), path)
+        write_atomic(stats.to_dict(), path)
     stats.seconds = time.perf_counter() - start
     logger.info("qd calibration: %s tokens per language, %d modules, %.1f s", counts, len(module_names), stats.seconds)
     return stats
-
-
-def _read_cache(path: Path) -> dict | None:
-    """A cache entry, or ``None`` (a miss, logged naming the file) when it cannot be read or
-    lacks a field; the recomputed statistics then replace it atomically."""
-    try:
-        payload = torch.load(path, weights_only=True)
-        if not isinstance(payload, dict) or any(name not in payload for name in ("langs", "tokens", "second_moments", "stopped_before")):
-            raise ValueError("missing fields")
-        return payload
-    except Exception as err:  # noqa: BLE001 - any unreadable entry (truncated zip, pickle error, ...) is a miss
-        logger.warning("qd calibration: cache file %s is unreadable (%s); recomputing and replacing it", path, str(err).splitlines()[0] if str(err) else type(err).__name__)
-        return None
-
-
-def _write_atomic(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def layer_calibration_report(weight: torch.Tensor, quantized: torch.Tensor, inputs: torch.Tensor, degenerate: torch.Tensor,
@@ -347,7 +226,7 @@ def layer_calibration_report(weight: torch.Tensor, quantized: torch.Tensor, inpu
     :func:`qd_models.quant.weighted.activation_weighted_kurtosis`) and the languages whose
     statistics were degenerate (all zero or non-finite; weighted as plain MSE).
     ``weight``/``quantized`` ``[out, in]``, ``inputs`` normalised ``[in, L]``."""
-    from .quant.weighted import activation_weighted_kurtosis, language_errors
+    from qd_models.quant.weighted import activation_weighted_kurtosis, language_errors
 
     errors = language_errors(weight, quantized, inputs).tolist()
     kurtosis = activation_weighted_kurtosis(weight, inputs).tolist()
@@ -434,28 +313,23 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
     ``module_names``), so block k costs a pass through blocks 0..k: a model of n blocks costs
     about n^2 / 2 block evaluations per calibration batch (caching each block's output hidden
     states would make it n, at the memory of all calibration hidden states)."""
-    from tqdm import tqdm
-
     named = dict(model.named_modules())
-    device = next(model.parameters()).device
     langs = [lang for lang, count in batches.tokens.items() if count > 0]
     if not langs:
         raise ValueError("calibration texts have no tokens after the prefix; allowed: non-empty texts")
     sums: dict[str, list[torch.Tensor]] = {}
-    current: dict = {"rows": None, "weight": 0.0}
+    current: dict = {"lang": 0, "rows": None}
+    weights = [1.0 / (batches.tokens[lang] * len(langs)) for lang in langs]
 
     def make_hook(name: str):
         def hook(module, args):
-            x = args[0].detach()
-            flat = x.reshape(-1, x.shape[-1])
-            if flat.shape[0] != current["rows"].shape[0]:
-                raise ValueError(f"module {name!r} input has {flat.shape[0]} rows for {current['rows'].shape[0]} tokens; allowed: token-wise layers")
-            rows = flat[current["rows"]].double()
+            rows = _counted_rows(name, args[0], current["rows"]).double()
+            weight = weights[current["lang"]]
             if name not in sums:
                 sums[name] = [torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device),
                               torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)]
-            sums[name][0].addmm_(rows.t(), rows, alpha=current["weight"])
-            sums[name][1].add_(rows.abs().sum(0), alpha=current["weight"])
+            sums[name][0].addmm_(rows.t(), rows, alpha=weight)
+            sums[name][1].add_(rows.abs().sum(0), alpha=weight)
         return hook
 
     def stop(*args):
@@ -473,17 +347,7 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
             handles.append(named[stop_after].register_forward_hook(stop))
         elif head is not None and not any(named[name] is head for name in module_names):
             handles.append(head.register_forward_pre_hook(stop))
-        total = sum(-(-len(batches.token_ids[lang]) // batches.batch_size) for lang in langs)
-        with torch.inference_mode(), tqdm(total=total, desc="qd calibration (inputs)", disable=not progress) as bar:
-            for lang in langs:
-                current["weight"] = 1.0 / (batches.tokens[lang] * len(langs))
-                for ids, mask, counted in _batches(batches.token_ids[lang], batches.batch_size, batches.pad_id):
-                    current["rows"] = counted.reshape(-1).bool().to(device)
-                    try:
-                        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                    except _StopForward:
-                        pass
-                    bar.update(1)
+        _forward_passes(model, batches.token_ids, langs, batches.batch_size, batches.pad_id, current, "qd calibration (inputs)", progress)
     finally:
         for handle in handles:
             handle.remove()

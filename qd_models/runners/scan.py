@@ -1,0 +1,215 @@
+"""``qd-scan`` (``python -m qd_models.scan``): layer-wise sensitivity scan, block × language.
+
+Two modes, each a :mod:`qd_models.runners.sweep` over ordinary qd-hf configs (so every scan config
+is reproducible as ``lm_eval --model qd-hf --model_args <model_args in its results>``):
+
+* ``quantize_one``: only block *i* is quantized (``keep_layers`` = every other block);
+* ``protect_one``: everything is quantized except block *i* (``keep_layers=i``).
+
+``--modules block,attention,mlp`` narrows the unit to one module type of block *i*: the other
+type's modules of that block are listed in ``keep`` (``quantize_one``: kept; ``protect_one``:
+only that type is kept). Attention / MLP modules are recognised by a name component
+(``attn``, ``self_attn``, ``self_attention``, ``attention`` / ``mlp``, ``feed_forward``, ``ffn``).
+
+Each scan run records ``quant_config["scan"] = "<mode>:<block>[:<module>]"``. Output, besides
+the lm-eval folders: ``scan_<mode>_<module>.csv`` with columns
+``block,module,lang,bits_per_byte,baseline_bits_per_byte,rel_degradation,abs_degradation,
+degradation`` (``degradation`` = ``rel_degradation`` = bpb/bpb_base − 1, the column
+``qd-analyze --scan-csv`` reads), one file per module type so each is one heatmap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from qd_models.run_record import leaf_tasks
+from qd_models.runners.grid import SweepItem, build_items, make_item
+from qd_models.runners.sweep import EvalSettings, Sweep, SweepOutcome
+from qd_tasks.languages import split_task_name
+
+logger = logging.getLogger(__name__)
+
+MODES = ("quantize_one", "protect_one")
+MODULE_KINDS = ("block", "attention", "mlp")
+ATTENTION_PARTS = frozenset({"attn", "self_attn", "self_attention", "attention"})
+MLP_PARTS = frozenset({"mlp", "feed_forward", "ffn"})
+CSV_COLUMNS = ("block", "module", "lang", "bits_per_byte", "baseline_bits_per_byte", "rel_degradation", "abs_degradation", "degradation")
+
+
+def module_kind(name: str) -> str | None:
+    """``attention`` | ``mlp`` | ``None`` from a module name's components."""
+    parts = set(name.split("."))
+    if parts & ATTENTION_PARTS:
+        return "attention"
+    if parts & MLP_PARTS:
+        return "mlp"
+    return None
+
+
+def block_modules(model) -> dict[int, dict[str, list[str]]]:
+    """``{block: {"attention": [names], "mlp": [names], "other": [names]}}`` of the linear /
+    Conv1D modules inside transformer blocks (``model`` may live on the meta device)."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    from qd_models.engine import block_index
+
+    blocks: dict[int, dict[str, list[str]]] = {}
+    for name, module in model.named_modules():
+        block = block_index(name)
+        if block is None or not isinstance(module, (nn.Linear, Conv1D)):
+            continue
+        kind = module_kind(name) or "other"
+        blocks.setdefault(block, {"attention": [], "mlp": [], "other": []})[kind].append(name)
+    return blocks
+
+
+def meta_model(hf_config):
+    """The model skeleton on the meta device (module names without loading weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(hf_config)
+
+
+def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tuple[str, ...], quant: dict[str, Any]) -> list[SweepItem]:
+    """One item per (block, module kind); ``quant``: the shared qd args (method, bits, ...)."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not allowed; allowed: {', '.join(MODES)}")
+    bad = [m for m in modules if m not in MODULE_KINDS]
+    if bad or not modules:
+        raise ValueError(f"modules={list(modules)} is not allowed; allowed: one or more of {', '.join(MODULE_KINDS)}")
+    for key in ("keep_layers", "keep"):
+        if key in quant:
+            raise ValueError(f"{key} is not allowed in a scan's quant args; allowed: method, bits, granularity, ... (the scan sets {key})")
+    all_blocks = sorted(blocks)
+    items = []
+    for block in all_blocks:
+        others = [b for b in all_blocks if b != block]
+        for kind in modules:
+            args = dict(quant)
+            if kind == "block":
+                keep_names: list[str] = []
+            elif mode == "quantize_one":  # keep the rest of block i
+                keep_names = [n for k, names in blocks[block].items() if k != kind for n in names]
+            else:  # protect_one: keep only this kind in block i
+                keep_names = list(blocks[block][kind])
+            if kind != "block" and not blocks[block][kind]:
+                raise ValueError(f"modules={kind} matches no module in block {block}; allowed: block (this architecture's names are not recognised)")
+            if mode == "quantize_one":
+                if others:
+                    args["keep_layers"] = others
+            else:
+                if kind == "block":
+                    args["keep_layers"] = [block]
+            if keep_names:
+                args["keep"] = keep_names
+            label = f"{mode}:{block}" + ("" if kind == "block" else f":{kind}")
+            items.append(make_item(args, scan=label))
+    return items
+
+
+def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
+    """Long rows (block, module, lang, ...) of every scan outcome against the baseline."""
+    baseline = next(o for o in outcomes if o.item.config.kind == "none")
+    base = _per_language_bpb(baseline.results)
+    rows = []
+    for outcome in outcomes:
+        if outcome.item.scan is None:
+            continue
+        _, block, *rest = outcome.item.scan.split(":")
+        for lang, bpb in _per_language_bpb(outcome.results).items():
+            ref = base.get(lang, math.nan)
+            rel = bpb / ref - 1 if ref and math.isfinite(ref) else math.nan
+            rows.append({
+                "block": int(block), "module": rest[0] if rest else "block", "lang": lang, "bits_per_byte": bpb,
+                "baseline_bits_per_byte": ref, "rel_degradation": rel, "abs_degradation": bpb - ref, "degradation": rel,
+            })
+    return rows
+
+
+def _per_language_bpb(results: dict) -> dict[str, float]:
+    out = {}
+    for task in leaf_tasks(results):
+        if "bits_per_byte,none" not in results["results"][task]:
+            continue
+        value = results["results"][task]["bits_per_byte,none"]
+        out[split_task_name(task)[1]] = float(value) if isinstance(value, (int, float)) else math.nan
+    return out
+
+
+def write_csvs(rows: list[dict], mode: str, folder: Path) -> list[Path]:
+    """``scan_<mode>_<module>.csv`` per module kind present in ``rows``."""
+    paths = []
+    for kind in MODULE_KINDS:
+        picked = [r for r in rows if r["module"] == kind]
+        if not picked:
+            continue
+        path = folder / f"scan_{mode}_{kind}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(sorted(picked, key=lambda r: (r["block"], r["lang"])))
+        paths.append(path)
+    return paths
+
+
+def run_scan(settings: EvalSettings, mode: str, modules: tuple[str, ...], quant: dict[str, Any]) -> tuple[list[SweepOutcome], list[Path]]:
+    """Build the items (meta-device model, no weights), run them as one sweep, write CSVs."""
+    make_item(quant)  # validate the shared quant args before anything heavy
+    if make_item(quant).config.kind != "fake":
+        raise ValueError(f"method={quant.get('method')} is not allowed in a scan; allowed: fake-quant methods (rtn, aciq, mse, ...)")
+    sweep = Sweep(settings)
+    items = scan_items(block_modules(meta_model(sweep.hf_config())), mode, modules, quant)
+    outcomes = sweep.run(build_items([], baseline=True) + items)
+    paths = write_csvs(degradation_rows(outcomes), mode, Path(settings.output_path))
+    return outcomes, paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qd-scan", description="Block × language sensitivity scan (see module docstring).")
+    parser.add_argument("--mode", choices=MODES, default="quantize_one")
+    parser.add_argument("--modules", default="block", help="comma-separated: block,attention,mlp")
+    parser.add_argument("--quant_args", default="method=rtn,bits=4", help="shared qd args, e.g. method=rtn,bits=3,granularity=channel")
+    parser.add_argument("--tasks", required=True)
+    parser.add_argument("--output_path", required=True)
+    parser.add_argument("--model_args", default="")
+    parser.add_argument("--limit", type=float)
+    parser.add_argument("--batch_size", default="1")
+    parser.add_argument("--device")
+    parser.add_argument("--log_samples", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``qd-scan``: user errors as one line on stderr, exit 2 (``--debug``: traceback)."""
+    from qd_tasks.cli_errors import run_cli
+
+    return run_cli("qd-scan", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    from lm_eval.utils import simple_parse_args_string
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = EvalSettings(
+        tasks=tuple(t for t in args.tasks.split(",") if t), output_path=args.output_path, model_args=args.model_args,
+        limit=args.limit, batch_size=int(args.batch_size) if args.batch_size.isdigit() else args.batch_size,
+        device=args.device, log_samples=args.log_samples,
+    )
+    modules = tuple(m.strip() for m in args.modules.split(",") if m.strip())
+    _, paths = run_scan(settings, args.mode, modules, simple_parse_args_string(args.quant_args))
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
