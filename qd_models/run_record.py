@@ -63,21 +63,26 @@ def leaf_tasks(results: dict) -> list[str]:
 
 
 def config_label(quant_config: dict) -> str:
-    """``baseline`` for ``method=none``, else ``<method>[-w<bits>][-<setting>...]``: each setting
+    """``baseline`` for ``method=none``, else ``<method>[-w<bits>][-<setting>...]`` (gguf:
+    ``gguf-<gguf_type>``): each setting
     that differs from its default, in :data:`qd_models.config.QD_ARGS` order (see the module doc)."""
     method = str(quant_config.get("method", "none"))
     if method == "none":
         return BASELINE_LABEL
     bits = quant_config.get("bits")
     parts = [method]
-    if isinstance(bits, (int, float)) and not isinstance(bits, bool):
+    settings = _setting_parts(quant_config)
+    if method == "gguf" and quant_config.get("gguf_type"):  # the type says more than its nominal width
+        parts.append(str(quant_config["gguf_type"]))
+        settings = [part for part in settings if not part.startswith("gguf_type=")]
+    elif isinstance(bits, (int, float)) and not isinstance(bits, bool):
         parts.append(f"w{bits:g}")
-    return "-".join(parts + _setting_parts(quant_config))
+    return "-".join(parts + settings)
 
 
 def config_family(quant_config: dict) -> str:
-    """:func:`config_label` without the bits: ``rtn``, ``rtn-group-g128``, ``baseline``."""
-    return config_label({k: v for k, v in quant_config.items() if k != "bits"})
+    """:func:`config_label` without the bits (or GGUF type): ``rtn``, ``rtn-group-g128``, ``gguf``, ``baseline``."""
+    return config_label({k: v for k, v in quant_config.items() if k not in ("bits", "gguf_type")})
 
 
 def run_id(parts: tuple[str, ...]) -> str:

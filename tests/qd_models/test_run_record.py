@@ -27,9 +27,9 @@ def resolved(**args) -> dict:
     ({"method": "laaciq", "bits": 3, "calib_mode": "target", "calib_langs": "he"}, "laaciq-w3-calib_mode=target-calib_langs=he",
      "laaciq-calib_mode=target-calib_langs=he"),
     ({"method": "laaciq", "bits": 4, "calib_mode": "mean"}, "laaciq-w4", "laaciq"),
-    ({"method": "gguf"}, "gguf-w4", "gguf"),
-    ({"method": "gguf", "gguf_type": "q5_k_m", "calib_langs": "he"}, "gguf-w5-calib_langs=he-gguf_type=q5_k_m",
-     "gguf-calib_langs=he-gguf_type=q5_k_m"),  # calib_mode=pooled is derived, not shown
+    ({"method": "gguf"}, "gguf-q4_k_m", "gguf"),
+    ({"method": "gguf", "gguf_type": "q5_k_m", "calib_langs": "he"}, "gguf-q5_k_m-calib_langs=he",
+     "gguf-calib_langs=he"),  # calib_mode=pooled is derived, not shown
     ({"method": "nf4"}, "nf4-w4", "nf4"),
 ])
 def test_labels_show_method_bits_and_settings_that_differ_from_their_default(args, label, family):
