@@ -132,13 +132,15 @@ def rate_distortion_curves(table: pd.DataFrame, groups: dict[str, str], title: s
 def pareto(points: pd.DataFrame, front: pd.Series, y: str = "worst_degradation", title: str = ""):
     """Worst-language degradation (%) vs effective bits/weight per run, every point labelled; the
     Pareto-front runs are joined by a line."""
-    label_inches = LABEL_INCHES_PER_CHAR * max((len(str(label)) for label in points.label), default=0)
-    fig, ax = plt.subplots(figsize=(5.0 + label_inches, 3.8))
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
     x_values, y_values = points.effective_bits_per_weight.to_numpy(dtype=float), 100 * points[y].to_numpy(dtype=float)
     ax.scatter(x_values, y_values, color=OTHER_COLOUR)
-    for xi, yi, label in zip(x_values, y_values, points.label):
-        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    ax.margins(x=0.05 + label_inches / 10.0)  # room for the labels right of the points
+    middle = (np.nanmin(x_values) + np.nanmax(x_values)) / 2 if len(x_values) else 0.0
+    for xi, yi, label in zip(x_values, y_values, points.label):  # labels point inwards: none leaves the axes
+        right_half = xi > middle
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(-3, -10) if right_half else (3, 3), fontsize=7,
+                    ha="right" if right_half else "left")
+    ax.margins(x=0.08)
     on_front = points[front.to_numpy()].sort_values("effective_bits_per_weight")
     ax.plot(on_front.effective_bits_per_weight, 100 * on_front[y], color="#2ca02c", marker="o", label="Pareto front")
     ax.set_xlabel("effective bits per weight")
