@@ -16,6 +16,7 @@ import math
 
 import pytest
 import torch
+from reference_passes import direct_doc_loglikelihoods
 
 from qd_tasks.corpus import load_corpus
 
@@ -27,17 +28,6 @@ def _load(path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)
-
-
-def _direct_loglikelihoods(model, tokenizer, texts: list[str]) -> list[float]:
-    """sum_t log p(token_t | BOS, tokens_<t) per text, float64 log-softmax."""
-    totals = []
-    for text in texts:
-        ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False).input_ids]])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(model(ids).logits[0, :-1].double(), dim=-1)
-        totals.append(logprobs.gather(1, ids[0, 1:, None]).sum().item())
-    return totals
 
 
 FAKE_METHODS = [
@@ -87,14 +77,14 @@ def test_qd_hf_scores_equal_a_direct_pass_over_quantize_of_a_fresh_model(args, t
 
     texts = {r["doc_id"]: r["text"] for r in load_corpus("eval", langs=["he"])}
     ids = list(scored)
-    expected = dict(zip(ids, _direct_loglikelihoods(model, tokenizer, [texts[i] for i in ids])))
+    expected = dict(zip(ids, direct_doc_loglikelihoods(model, tokenizer, [texts[i] for i in ids])))
     for doc_id in ids:
         assert scored[doc_id] == pytest.approx(expected[doc_id], rel=1e-4), doc_id
     n_bytes = sum(len(texts[i].encode("utf-8")) for i in ids)
     bpb = -sum(expected.values()) / n_bytes / math.log(2)
     assert results["results"][TASK]["bits_per_byte,none"] == pytest.approx(bpb, rel=1e-4)
     # the unquantized model's score lies outside the tolerance: the comparison above can fail
-    base = _direct_loglikelihoods(_load(path)[0], tokenizer, [texts[i] for i in ids])
+    base = direct_doc_loglikelihoods(_load(path)[0], tokenizer, [texts[i] for i in ids])
     assert max(abs(b - expected[i]) / abs(b) for b, i in zip(base, ids)) > 2e-4
 
 

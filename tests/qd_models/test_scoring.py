@@ -13,21 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_passes import direct_doc_loglikelihoods
 
 from qd_tasks.corpus import load_corpus
 
 LANGS = ["en", "he"]
-
-
-def direct_doc_loglikelihoods(model, tokenizer, texts: list[str]) -> list[float]:
-    """sum_t log p(token_t | BOS, tokens_<t) per text, logits cast to float64 before log-softmax."""
-    totals = []
-    for text in texts:
-        ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False).input_ids]])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(model(ids).logits[0, :-1].double(), dim=-1)
-        totals.append(logprobs.gather(1, ids[0, 1:, None]).sum().item())
-    return totals
 
 
 def _samples(output: Path, task: str) -> dict[str, float]:

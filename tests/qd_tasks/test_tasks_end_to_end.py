@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from reference_passes import direct_doc_loglikelihoods
 
 from qd_tasks.corpus import load_corpus
 from qd_tasks.make_tasks import make_tasks
@@ -20,15 +21,8 @@ def direct_loglikelihoods(model_dir, texts):
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    totals = []
-    for text in texts:
-        tokens = tokenizer(text, add_special_tokens=False).input_ids
-        assert len(tokens) == len(text.encode("utf-8"))  # one token per byte
-        ids = torch.tensor([[tokenizer.bos_token_id, *tokens]])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(model(ids).logits[0, :-1].double(), dim=-1)
-        totals.append(logprobs.gather(1, ids[0, 1:, None]).sum().item())
-    return totals
+    assert all(len(tokenizer(t, add_special_tokens=False).input_ids) == len(t.encode("utf-8")) for t in texts)  # one token per byte
+    return direct_doc_loglikelihoods(model, tokenizer, texts)
 
 
 def test_multilingual_group_on_random_model(tiny_model_dir, lm_eval_cli, tmp_path):
