@@ -59,7 +59,7 @@ def test_random_model_finishes_group_with_word_perplexity(tiny_model_dir, evalua
 def test_unknown_method_fails_before_loading(tmp_path):
     missing = tmp_path / "does-not-exist"
     with pytest.raises(ValueError) as err:
-        QDHFLM(pretrained=str(missing), method="gptq")
+        QDHFLM(pretrained=str(missing), method="hqq")
     message = str(err.value)
     assert "\n" not in message and "method" in message and "rtn" in message
 
