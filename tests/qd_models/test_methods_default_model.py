@@ -1,4 +1,8 @@
-"""GPTQ and AWQ on the Gemma-3-270M default model (slow: minutes on CPU)."""
+"""GPTQ and AWQ on the Gemma-3-270M default model (slow: a few minutes on CPU).
+
+Calibration: one UDHR article per language of the 8 evaluated languages (``calib_data=udhr``,
+never an evaluated text), to keep the test short; the main job uses four.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,17 @@ import pytest
 
 pytestmark = pytest.mark.slow
 TASKS = [f"qd_multilingual_ppl_{lang}" for lang in ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")]
+_MEAN_BPB: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mean_bits_per_byte(evaluate_in_process):
+    """Mean bits/byte over the 8 languages of a qd-hf config (each config evaluated once per session)."""
     def run(args: str) -> float:
-        results = evaluate_in_process("qd-hf", args, TASKS)
-        values = [results["results"][task]["bits_per_byte,none"] for task in TASKS]
-        return sum(values) / len(values)
+        if args not in _MEAN_BPB:
+            results = evaluate_in_process("qd-hf", args, TASKS)
+            _MEAN_BPB[args] = sum(results["results"][task]["bits_per_byte,none"] for task in TASKS) / len(TASKS)
+        return _MEAN_BPB[args]
 
     return run
 
@@ -22,5 +29,5 @@ def mean_bits_per_byte(evaluate_in_process):
 def test_w4_g128_degrades_less_than_rtn(method, mean_bits_per_byte):
     base = mean_bits_per_byte("method=none")
     rtn = mean_bits_per_byte("method=rtn,bits=4,granularity=group,group_size=128")
-    calibrated = mean_bits_per_byte(f"method={method},bits=4,group_size=128")
+    calibrated = mean_bits_per_byte(f"method={method},bits=4,group_size=128,calib_data=udhr,calib_samples=1")
     assert base < calibrated < rtn, (base, calibrated, rtn)
