@@ -218,11 +218,6 @@ def _latest_by_config_task(runset: RunSet, aggregates: pd.DataFrame, problems: l
     return chosen
 
 
-def _scoring(run) -> dict:
-    """The scoring fields a multiple-choice or generation score depends on (all but rolling tokenization)."""
-    return {k: v for k, v in run.scoring.items() if k != "rolling"}
-
-
 def _baseline_for(runset: RunSet, quant_id: str, task: str, chosen: dict, forced: str | None) -> str | None:
     """The baseline run for one quantized run's task: ``forced``, else a baseline of the same model
     and scoring (dtype, softmax dtype, add_bos_token, ...) that ran the task, preferring the same lm-eval
@@ -231,7 +226,7 @@ def _baseline_for(runset: RunSet, quant_id: str, task: str, chosen: dict, forced
         return forced if any(run_id == forced for (_, t), run_id in chosen.items() if t == task) else None
     quant = runset.runs[quant_id]
     candidates = [runset.runs[run_id] for (_, t), run_id in chosen.items() if t == task]
-    candidates = [run for run in candidates if run.is_baseline and run.model == quant.model and _scoring(run) == _scoring(quant)]
+    candidates = [run for run in candidates if run.is_baseline and run.model == quant.model and run.scoring_for("other") == quant.scoring_for("other")]
     if not candidates:
         return None
     return max(candidates, key=lambda run: (run.lm_eval_model == quant.lm_eval_model, run.date or 0.0, run.run_id)).run_id

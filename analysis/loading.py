@@ -76,12 +76,18 @@ class Run:
         """Model + resolved quant config + scoring as one canonical string (equal key = same run)."""
         return json.dumps({"model": self.model, "quant": self.quant_config, "scoring": self.scoring}, sort_keys=True, default=str)
 
+    def scoring_for(self, request: str) -> dict:
+        """The scoring fields a score of one request type depends on: ``rolling`` (perplexity:
+        ``add_bos_token`` only reaches other request types, the rolling tokenization is in
+        ``rolling``) or ``other`` (multiple choice, generation: everything but ``rolling``).
+        Runs are paired only when these are equal."""
+        ignored = {"rolling": "add_bos_token", "other": "rolling"}[request]
+        return {k: v for k, v in self.scoring.items() if k != ignored}
+
     @property
     def rolling_scoring_key(self) -> str:
-        """The scoring fields a perplexity (rolling log-likelihood) score depends on: runs are
-        paired only when these are equal (``add_bos_token`` matters only for other request
-        types, whose rolling tokenization is in ``rolling``)."""
-        return json.dumps({k: v for k, v in self.scoring.items() if k != "add_bos_token"}, sort_keys=True, default=str)
+        """:meth:`scoring_for` ``rolling`` as one canonical string."""
+        return json.dumps(self.scoring_for("rolling"), sort_keys=True, default=str)
 
     @property
     def label(self) -> str:
