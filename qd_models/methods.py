@@ -67,6 +67,11 @@ def _without_inputs(weight, blocks, valid, config: QuantConfig):
     return quantized, info
 
 
+def _relative(error: float, norm: float) -> float:
+    """``error / norm`` of a layer's output error, NaN for a layer with no output."""
+    return error / norm if norm > 0 else float("nan")
+
+
 def _rtn_output_error(weight, blocks, config: QuantConfig, gram: Tensor) -> float:
     rtn, _ = _range_layer(full_range, weight, blocks, None, config, LayerInputs())
     return output_error(rtn - weight, gram)
@@ -84,8 +89,8 @@ def _gptq_layer(weight, blocks, valid, config: QuantConfig, inputs: LayerInputs)
     info["report"] = {
         "damp": info.pop("damp"), "damp_retries": info.pop("damp_retries"), "cholesky_failed": info.pop("cholesky_failed"),
         "dead_columns": info.pop("dead_columns"),
-        "rel_output_error": output_error(quantized - weight, inputs.gram) / norm if norm > 0 else float("nan"),
-        "rtn_rel_output_error": _rtn_output_error(weight, blocks, config, inputs.gram) / norm if norm > 0 else float("nan"),
+        "rel_output_error": _relative(output_error(quantized - weight, inputs.gram), norm),
+        "rtn_rel_output_error": _relative(_rtn_output_error(weight, blocks, config, inputs.gram), norm),
     }
     return quantized, info
 
@@ -99,8 +104,8 @@ def _awq_layer(weight, blocks, valid, config: QuantConfig, inputs: LayerInputs):
     norm = output_error(weight, inputs.gram)
     report = {
         "awq_alpha": info.pop("alpha"),
-        "rel_output_error": info.pop("output_error") / norm if norm > 0 else float("nan"),
-        "rtn_rel_output_error": info.pop("rtn_output_error") / norm if norm > 0 else float("nan"),
+        "rel_output_error": _relative(info.pop("output_error"), norm),
+        "rtn_rel_output_error": _relative(info.pop("rtn_output_error"), norm),
     }
     info.pop("scales")
     if "clip_ratio" in info:
