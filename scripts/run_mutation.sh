@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PY=${QD_VENV:-.venv}/bin/python
-[ -x "$PY" ] || PY=python
+PY=${QD_VENV:-$ROOT/.venv}/bin/python
+[ -x "$PY" ] || PY=$(command -v python)
 OUT=$ROOT/mutation-results
 mkdir -p "$OUT"
 
