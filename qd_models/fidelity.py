@@ -49,8 +49,16 @@ def metrics_file(task: str, tag: str) -> str:
 # ----------------------------------------------------------------------------- math (torch)
 
 
+def tail_log_mass_(logp, ids):
+    """log of the probability mass outside ``ids`` per row: logp (n, V) float32 log-probs,
+    **overwritten** (masked in place: no (n, V) copy); ids (n, k). Returns (n,) float32, -inf when
+    ``ids`` covers the vocabulary."""
+    return logp.scatter_(-1, ids.long(), float("-inf")).logsumexp(-1)
+
+
 def baseline_summary(logp, targets, topk: int) -> dict:
-    """What the baseline keeps per position. logp: (n, V) float32 log-probs; targets: (n,) ids.
+    """What the baseline keeps per position. logp: (n, V) float32 log-probs (overwritten);
+    targets: (n,) ids.
 
     Returns tensors top_lp (n, k) and top_ids (n, k) (k = min(topk, V), sorted descending),
     tail_lp (n,) log of the mass outside the top-k (-inf when k = V), argmax (n,), true_lp (n,).
@@ -58,20 +66,20 @@ def baseline_summary(logp, targets, topk: int) -> dict:
     import torch
 
     top_lp, top_ids = logp.topk(min(topk, logp.shape[-1]), dim=-1)
-    tail_lp = logp.scatter(-1, top_ids, float("-inf")).logsumexp(-1)
-    return {
+    summary = {
         "top_lp": top_lp,
         "top_ids": top_ids,
-        "tail_lp": tail_lp,
         "argmax": logp.argmax(-1),
         "true_lp": logp.gather(-1, targets[:, None].long())[:, 0],
         "token_ids": targets.to(torch.int64),
     }
+    summary["tail_lp"] = tail_log_mass_(logp, top_ids)
+    return summary
 
 
 def compare_with_baseline(logq, base: dict) -> dict:
-    """Per-position fidelity of ``logq`` (n, V) float32 log-probs against a baseline summary
-    (tensors as from :func:`baseline_summary`, on logq's device).
+    """Per-position fidelity of ``logq`` (n, V) float32 log-probs (overwritten) against a baseline
+    summary (tensors as from :func:`baseline_summary`, on logq's device).
 
     Returns kl (n,) float64 (top-k + tail bucket, inf when q puts 0 where p does not), agree (n,)
     bool, dp (n,) float64 = q(true) − p(true), base_tail (n,) float64 = the baseline's tail mass.
@@ -81,17 +89,13 @@ def compare_with_baseline(logq, base: dict) -> dict:
     top_ids = base["top_ids"].long()
     p_lp = base["top_lp"].double()
     q_lp = logq.gather(-1, top_ids).double()
-    q_tail = logq.scatter(-1, top_ids, float("-inf")).logsumexp(-1).double()
+    true_q = logq.gather(-1, base["token_ids"].long()[:, None])[:, 0].double()
+    agree = logq.argmax(-1) == base["argmax"].long()
+    q_tail = tail_log_mass_(logq, top_ids).double()
     p_tail_lp = base["tail_lp"].double()
     p, p_tail = p_lp.exp(), p_tail_lp.exp()
     kl = torch.where(p > 0, p * (p_lp - q_lp), 0.0).sum(-1) + torch.where(p_tail > 0, p_tail * (p_tail_lp - q_tail), 0.0)
-    true_q = logq.gather(-1, base["token_ids"].long()[:, None])[:, 0].double()
-    return {
-        "kl": kl,
-        "agree": logq.argmax(-1) == base["argmax"].long(),
-        "dp": true_q.exp() - base["true_lp"].double().exp(),
-        "base_tail": p_tail,
-    }
+    return {"kl": kl, "agree": agree, "dp": true_q.exp() - base["true_lp"].double().exp(), "base_tail": p_tail}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -256,11 +260,10 @@ class FidelityRecorder:
 
     def observe(self, inps, logits, max_length: int) -> None:
         """Process every pending window whose input is a row (prefix) of ``inps`` (B, L);
-        logits: (B, L, V) from the model for those rows."""
+        logits: (B, L, V) from the model for those rows (read only)."""
         import torch
         import torch.nn.functional as F
 
-        rows, positions, owners = [], [], []
         for i, window in enumerate(self.pending):
             if self._done[i]:
                 continue
@@ -271,49 +274,33 @@ class FidelityRecorder:
             match = (inps[:, : len(inp)] == ref).all(-1).nonzero()
             if len(match) == 0:
                 continue
-            n_cont = len(window.continuation)
-            rows.append(torch.full((n_cont,), int(match[0, 0]), device=inps.device))
-            positions.append(torch.arange(len(inp) - n_cont, len(inp), device=inps.device))
-            owners.append(i)
             self._done[i] = True
-        if not owners:
-            return
-        with torch.no_grad():
-            logp = F.log_softmax(logits[torch.cat(rows), torch.cat(positions)], dim=-1, dtype=torch.float32)  # (n, V)
-            targets = torch.tensor([t for i in owners for t in self.pending[i].continuation], device=logp.device)
-            if self.mode == "store":
-                result = baseline_summary(logp, targets, self.topk)
-            else:
-                base = self._baseline_slices(owners, logp.device)
-                if not torch.equal(base["token_ids"].long(), targets):
-                    doc = self.pending[owners[0]].doc
-                    raise ValueError(f"fidelity_baseline={self.baseline_dir}: task {doc.task} has other tokens than the baseline; allowed: a baseline of the same task version and tokenizer")
-                result = compare_with_baseline(logp, base)
-        arrays = {name: value.cpu().numpy() for name, value in result.items()}
-        start = 0
-        for i in owners:
-            window = self.pending[i]
-            n = len(window.continuation)
-            window.doc.parts.append((window.start, {name: value[start:start + n] for name, value in arrays.items()}))
-            start += n
+            row, n = int(match[0, 0]), len(window.continuation)
+            with torch.no_grad():
+                logp = F.log_softmax(logits[row, len(inp) - n: len(inp)], dim=-1, dtype=torch.float32)  # (n, V), a new tensor
+                targets = torch.tensor(window.continuation, device=logp.device)
+                if self.mode == "store":
+                    result = baseline_summary(logp, targets, self.topk)
+                else:
+                    base = self._baseline_slice(window, logp.device)
+                    if not torch.equal(base["token_ids"].long(), targets):
+                        raise ValueError(f"fidelity_baseline={self.baseline_dir}: task {window.doc.task} has other tokens than the baseline; allowed: a baseline of the same task version and tokenizer")
+                    result = compare_with_baseline(logp, base)
+            window.doc.parts.append((window.start, {name: value.cpu().numpy() for name, value in result.items()}))
 
-    def _baseline_slices(self, owners: list[int], device) -> dict:
-        """The baseline summary of the pending windows ``owners``, concatenated, on ``device``."""
+    def _baseline_slice(self, window: _Window, device) -> dict:
+        """The baseline summary of ``window``'s positions, on ``device``."""
         import torch
 
-        blocks = []
-        for i in owners:
-            window = self.pending[i]
-            base = self._baseline(window.doc.task)
-            index = base["index"].get(window.doc.doc_id)
-            if index is None:
-                raise ValueError(f"fidelity_baseline={self.baseline_dir} lacks doc {window.doc.doc_id} of {window.doc.task}; allowed: a baseline evaluated on every document (same --limit or more)")
-            lo = int(base["offsets"][index]) + window.start
-            hi = lo + len(window.continuation)
-            if hi > int(base["offsets"][index + 1]):
-                raise ValueError(f"fidelity_baseline={self.baseline_dir}: doc {window.doc.doc_id} of {window.doc.task} has more tokens than in the baseline; allowed: a baseline of the same task version and tokenizer")
-            blocks.append({name: base[name][lo:hi] for name in ("top_lp", "top_ids", "tail_lp", "argmax", "true_lp", "token_ids")})
-        return {name: torch.from_numpy(np.concatenate([b[name] for b in blocks])).to(device) for name in blocks[0]}
+        base = self._baseline(window.doc.task)
+        index = base["index"].get(window.doc.doc_id)
+        if index is None:
+            raise ValueError(f"fidelity_baseline={self.baseline_dir} lacks doc {window.doc.doc_id} of {window.doc.task}; allowed: a baseline evaluated on every document (same --limit or more)")
+        lo = int(base["offsets"][index]) + window.start
+        hi = lo + len(window.continuation)
+        if hi > int(base["offsets"][index + 1]):
+            raise ValueError(f"fidelity_baseline={self.baseline_dir}: doc {window.doc.doc_id} of {window.doc.task} has more tokens than in the baseline; allowed: a baseline of the same task version and tokenizer")
+        return {name: torch.from_numpy(base[name][lo:hi]).to(device) for name in ("top_lp", "top_ids", "tail_lp", "argmax", "true_lp", "token_ids")}
 
     def check_done(self) -> None:
         if not all(self._done):

@@ -6,8 +6,8 @@
 One model is loaded once as ``qd-hf``. The baseline is evaluated without fidelity and while
 storing its top-k (``fidelity_out``); then the config (default ``method=rtn,bits=4``) is applied
 in place and evaluated without fidelity and compared with the stored baseline. Each timing is the
-median of ``--repeats`` evaluations after one untimed warm-up; bits/byte with and without
-fidelity are checked to be identical. Prints both ratios (target for the config: <= 1.30).
+median of ``--repeats`` evaluations after one untimed warm-up, with and without fidelity
+alternating; bits/byte with and without fidelity are checked to be identical. Prints both ratios (target for the config: <= 1.30).
 """
 
 from __future__ import annotations
@@ -54,25 +54,29 @@ def main(argv: list[str] | None = None) -> int:
     manager = TaskManager(include_defaults=False)
     tasks = [task.strip() for task in args.tasks.split(",")]
 
-    def timed(recorder=None) -> tuple[float, dict]:
-        times, scores = [], None
-        for _ in range(args.repeats):
-            lm.fidelity = recorder() if recorder else None
-            start = time.perf_counter()
-            results = simple_evaluate(model=lm, tasks=tasks, limit=args.limit, task_manager=manager, verbosity="ERROR")
-            times.append(time.perf_counter() - start)
-            scores = bits_per_byte(results)
+    def evaluate(recorder) -> tuple[float, dict]:
+        lm.fidelity = recorder
+        start = time.perf_counter()
+        results = simple_evaluate(model=lm, tasks=tasks, limit=args.limit, task_manager=manager, verbosity="ERROR")
         lm.fidelity = None
-        return statistics.median(times), scores
+        return time.perf_counter() - start, bits_per_byte(results)
+
+    def paired(recorder) -> tuple[float, float]:
+        """Median seconds without and with fidelity; the two alternate (off, on, off, on, ...) so
+        that a change in the machine's load falls on both; bits/byte must be identical."""
+        off, on = [], []
+        for _ in range(args.repeats):
+            seconds, bpb_off = evaluate(None)
+            off.append(seconds)
+            seconds, bpb_on = evaluate(recorder())
+            on.append(seconds)
+            assert bpb_on == bpb_off, (bpb_on, bpb_off)
+        return statistics.median(off), statistics.median(on)
 
     simple_evaluate(model=lm, tasks=tasks, limit=1, task_manager=manager, verbosity="ERROR")  # warm-up
-    base_off, bpb_off = timed()
-    base_on, bpb_on = timed(lambda: lm.fidelity_recorder("store", tmp / "base", args.topk, None, lm.quant_config))
-    assert bpb_on == bpb_off, (bpb_on, bpb_off)
+    base_off, base_on = paired(lambda: lm.fidelity_recorder("store", tmp / "base", args.topk, None, lm.quant_config))
     lm.apply_quantization(config)
-    quant_off, bpb_off = timed()
-    quant_on, bpb_on = timed(lambda: lm.fidelity_recorder("compare", tmp / "quant", args.topk, tmp / "base", config))
-    assert bpb_on == bpb_off, (bpb_on, bpb_off)
+    quant_off, quant_on = paired(lambda: lm.fidelity_recorder("compare", tmp / "quant", args.topk, tmp / "base", config))
     model = "Gemma-3-270M (default)" if args.default_model else "tiny random Llama (vocabulary 259)"
     print(f"model: {model}; device: {kwargs['device']}; tasks: {args.tasks}, limit {args.limit}, batch {args.batch_size}, "
           f"top-k {args.topk}; median of {args.repeats}")
