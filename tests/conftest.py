@@ -21,6 +21,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_numerical_caches():
+    """Cached numerical results start empty in every test session: mutation testing (mutmut) forks
+    each session from one process, where an inherited cache would hide a mutant."""
+    from qd_models.quant.aciq import CACHED
+
+    for cached in CACHED:
+        cached.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """``tiny_model_dir(arch, add_bos=False)`` -> path of a saved tiny random model (gpt2 | llama |

@@ -46,8 +46,7 @@ def expected_mse(alpha: float, bits: int, prior: str, steps: int | None = None) 
     return clipping + rounding_noise(alpha, bits, steps)
 
 
-@cache
-def aciq_constant(bits: int, prior: str, steps: int | None = None) -> float:
+def _aciq_constant(bits: int, prior: str, steps: int | None = None) -> float:
     """alpha* / b (Laplace) or alpha* / sigma (Gaussian) minimising :func:`expected_mse`
     (``steps``: see the module doc; default the paper's 2^bits)."""
     if prior not in PRIORS:
@@ -61,6 +60,10 @@ def aciq_constant(bits: int, prior: str, steps: int | None = None) -> float:
         lambda a: expected_mse(a, bits, prior, steps), bounds=(1e-3, upper), method="bounded", options={"xatol": 1e-9}
     )
     return float(result.x)
+
+
+aciq_constant = cache(_aciq_constant)
+"""Cached :func:`_aciq_constant` (defined undecorated so that mutation testing mutates its body)."""
 
 
 def _density(x, prior: str):
@@ -95,8 +98,7 @@ def grid_expected_mse(alpha: float, bits: int, prior: str, grid: str = "int") ->
     return float(np.trapezoid((reconstructed - x) ** 2 * _density(x, prior), x))
 
 
-@cache
-def grid_optimal_alpha(bits: int, prior: str, grid: str = "int") -> float:
+def _grid_optimal_alpha(bits: int, prior: str, grid: str = "int") -> float:
     """alpha / b (Laplace) or alpha / sigma (Gaussian) minimising :func:`grid_expected_mse`."""
     if prior not in PRIORS:
         raise ValueError(f"prior={prior!r} is not allowed; allowed: {', '.join(PRIORS)}")
@@ -106,3 +108,9 @@ def grid_optimal_alpha(bits: int, prior: str, grid: str = "int") -> float:
         options={"xatol": 1e-5},
     )
     return float(result.x)
+
+
+grid_optimal_alpha = cache(_grid_optimal_alpha)
+"""Cached :func:`_grid_optimal_alpha` (defined undecorated so that mutation testing mutates its body)."""
+CACHED = (aciq_constant, grid_optimal_alpha)
+"""Every cache of this module (tests clear them per session: mutation testing forks sessions from one process)."""
