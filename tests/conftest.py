@@ -21,14 +21,17 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def fresh_numerical_caches():
-    """Cached numerical results start empty in every test session: mutation testing (mutmut) forks
-    each session from one process, where an inherited cache would hide a mutant."""
-    from qd_models.quant.aciq import CACHED
+@pytest.fixture(autouse=True)
+def fresh_aciq_caches_under_mutation_testing():
+    """Mutation testing (mutmut forks every test session from one process, and maps each function
+    to the tests that call it): each test recomputes the cached ACIQ constants while mutmut maps
+    the tests ("stats") or tests a mutant of their module, so no cache hides a call or a mutant."""
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if mutant == "stats" or mutant.startswith("qd_models.quant.aciq."):
+        from qd_models.quant.aciq import CACHED
 
-    for cached in CACHED:
-        cached.cache_clear()
+        for cached in CACHED:
+            cached.cache_clear()
 
 
 @pytest.fixture(scope="session")

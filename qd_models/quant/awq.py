@@ -56,7 +56,7 @@ def block_output_errors(error: Tensor, hessian: Tensor, granularity: str, group_
 def _quantize(weight: Tensor, bits: int, symmetric: bool, granularity: str, group_size: int | None, grid: str,
               ratio: Tensor | None = None) -> Tensor:
     blocks = to_blocks(weight.contiguous(), granularity, group_size)
-    low, high, _ = full_range(blocks, bits, symmetric, grid=grid)
+    low, high, _ = full_range(blocks, bits, symmetric, "none", None, grid)
     if ratio is not None:
         low, high = low * ratio, high * ratio
     return fake_quantize(blocks, low, high, bits, symmetric, grid).view_as(weight)

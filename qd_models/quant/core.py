@@ -80,12 +80,6 @@ def min_max(blocks: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor
     return masked.amin(1, keepdim=True).clamp_max_(0.0), masked.amax(1, keepdim=True).clamp_min_(0.0)
 
 
-def absmax(blocks: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Per-block max |x| over valid entries, ``[n, 1]``."""
-    low, high = min_max(blocks, valid)
-    return torch.maximum(-low, high)
-
-
 def block_moments(blocks: Tensor, valid: Tensor | None, centered: bool, kurtosis: bool) -> dict[str, Tensor]:
     """Per-block ``center``, ``sigma`` (RMS about center), ``b`` (mean |x - center|) and,
     if asked, excess ``kurtosis`` m4/m2^2 - 3; each ``[n, 1]``. ``centered=False`` uses 0."""
@@ -216,15 +210,15 @@ def _with_alpha(low: Tensor, high: Tensor, info: dict[str, Tensor]) -> tuple[Ten
     return low, high, info
 
 
-def full_range(blocks: Tensor, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
-               grid: str = "int") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+def full_range(blocks: Tensor, bits: int, symmetric: bool, clip: str, valid: Tensor | None,
+               grid: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Round-to-nearest range: absmax (symmetric) or [min, max], ``(low, high, info)``."""
     low, high = _symmetric_range(blocks, valid, symmetric)
     return _with_alpha(low, high, {"sigma": block_moments(blocks, valid, centered=not symmetric, kurtosis=False)["sigma"]})
 
 
-def aciq_range(blocks: Tensor, bits: int, symmetric: bool, clip: str = "auto", valid: Tensor | None = None,
-               grid: str = "int") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+def aciq_range(blocks: Tensor, bits: int, symmetric: bool, clip: str, valid: Tensor | None,
+               grid: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """ACIQ: alpha = c_bits * sigma (``clip=gauss``) or c_bits * b (``laplace``; ``auto``: by
     kurtosis, see ``AUTO_LAPLACE_KURTOSIS``) about 0 (symmetric) or the block mean
     (asymmetric: mean +- alpha), never wider than the data; c_bits is the exact optimum of
@@ -251,8 +245,8 @@ def aciq_range(blocks: Tensor, bits: int, symmetric: bool, clip: str = "auto", v
     return _with_alpha(low, high, info)
 
 
-def mse_range(blocks: Tensor, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
-              grid: str = "int") -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+def mse_range(blocks: Tensor, bits: int, symmetric: bool, clip: str, valid: Tensor | None,
+              grid: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """:func:`mse_clip_ratio` times the round-to-nearest range; ``info["ratio"]``."""
     low, high = _symmetric_range(blocks, valid, symmetric)
     ratio = mse_clip_ratio(blocks, bits, symmetric, valid, grid)

@@ -57,7 +57,7 @@ def inverse_cholesky(hessian: Tensor, damp: float) -> tuple[Tensor | None, float
 
 
 def _range(columns: Tensor, bits: int, symmetric: bool, grid: str) -> tuple[Tensor, Tensor]:
-    low, high, _ = full_range(columns, bits, symmetric, grid=grid)
+    low, high, _ = full_range(columns, bits, symmetric, "none", None, grid)
     return low, high
 
 

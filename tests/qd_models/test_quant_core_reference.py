@@ -155,3 +155,95 @@ def test_fake_quantize_rejects_an_unknown_symmetric_grid_by_name():
     blocks, alpha = torch.ones(1, 4), torch.ones(1, 1)
     with pytest.raises(ValueError, match=r"grid='nope' is not allowed; allowed: int, midrise$"):
         fake_quantize(blocks, -alpha, alpha, 4, True, "nope")
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize(("method", "clip"), [("rtn", "none"), ("mse", "none"), ("aciq", "gauss")])
+def test_range_info_sigma_is_the_rms_of_the_valid_entries(method, clip, symmetric):
+    """``info["sigma"]`` (the report's alpha/sigma) over the entries not kept: RMS about 0
+    (symmetric) or the population std (asymmetric), numpy over the valid entries of each block."""
+    g = torch.Generator().manual_seed(5)
+    blocks = torch.randn(3, 40, generator=g) * torch.tensor([[0.5], [1.0], [2.0]]) + 0.7
+    valid = torch.ones_like(blocks)
+    valid[:, :4] = 0.0
+    blocks[:, :4] = 60.0  # kept weights: must not enter sigma
+    _, _, info = clip_range(blocks, method, 4, symmetric, clip, valid)
+    for row, sigma in zip(blocks[:, 4:].double().numpy(), info["sigma"][:, 0].tolist()):
+        expected = np.sqrt(np.mean(row**2)) if symmetric else row.std()
+        assert sigma == pytest.approx(expected, rel=1e-5)
+
+
+def test_asymmetric_range_always_contains_zero():
+    blocks = torch.tensor([[0.2, 0.5, 0.9, 0.3], [-0.9, -0.2, -0.4, -0.6]])
+    low, high, _ = clip_range(blocks, "rtn", 4, False)
+    assert low[:, 0].tolist() == [0.0, pytest.approx(-0.9)] and high[:, 0].tolist() == [pytest.approx(0.9), 0.0]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_aciq_clip_is_never_wider_than_the_valid_entries(symmetric):
+    """At 8 bits c*sigma exceeds the data's own range: the clip is the valid entries' range, not
+    the range of a kept (excluded) outlier."""
+    g = torch.Generator().manual_seed(6)
+    blocks = torch.rand(2, 64, generator=g) * 0.2 - 0.1
+    valid = torch.ones_like(blocks)
+    blocks[:, 0], valid[:, 0] = 50.0, 0.0
+    low, high, _ = clip_range(blocks, "aciq", 8, symmetric, "gauss", valid)
+    rows = blocks[:, 1:]
+    if symmetric:
+        assert torch.equal(high[:, 0], rows.abs().amax(1)) and torch.equal(low, -high)
+    else:
+        assert torch.equal(high[:, 0], rows.amax(1)) and torch.equal(low[:, 0], rows.amin(1))
+
+
+def midrise_reference(row: torch.Tensor, alpha: float, bits: int) -> torch.Tensor:
+    """Symmetric midrise grid written out: 2^bits levels -alpha + k * 2 alpha / (2^bits - 1)."""
+    step = 2 * alpha / (2**bits - 1)
+    return torch.clamp(torch.round((row + alpha) / step), 0, 2**bits - 1) * step - alpha
+
+
+def test_mse_on_the_midrise_grid_is_the_brute_force_minimum_of_that_grid():
+    g = torch.Generator().manual_seed(7)
+    u = torch.rand(4, 256, generator=g, dtype=torch.float64) - 0.5
+    weight = (-torch.sign(u) * torch.log1p(-2 * u.abs())).float()
+    low, high, _ = clip_range(weight, "mse", 3, True, "none", None, "midrise")
+    found = (fake_quantize(weight, low, high, 3, True, "midrise") - weight).square().sum(1)
+    for row, err in zip(weight, found):
+        absmax = float(row.abs().max())
+        best = min(float((midrise_reference(row, r * absmax, 3) - row).square().sum()) for r in np.linspace(0.0005, 1.0, 2000))
+        assert float(err) <= best * 1.002
+
+
+def test_search_precision_is_the_golden_section_bracket_of_one_coarse_step():
+    """Twelve golden-section steps in [r* - 1/20, r* + 1/20] leave a bracket of 0.1 * 0.618^12 =
+    3.2e-4 around the minimum of a smooth objective, for 200 targets across (0, 1)."""
+    from qd_models.quant.core import search_clip_ratio
+
+    targets = torch.linspace(0.031, 0.969, 200)[:, None]
+    best, _ = search_clip_ratio(lambda r: (r - targets).square(), 200, targets)
+    assert (best - targets).abs().max() <= 0.1 * 0.618034**12
+
+
+def test_group_size_errors_name_the_layer_only_when_given():
+    from qd_models.quant.core import check_group_size
+
+    allowed = "allowed: a divisor of every quantized layer's input dim"
+    with pytest.raises(ValueError, match=rf"^group_size=48 does not divide the input dim 100 of model\.layers\.0\.mlp; {allowed}$"):
+        check_group_size(48, 100, "model.layers.0.mlp")
+    with pytest.raises(ValueError, match=rf"^group_size=48 does not divide the input dim 100; {allowed}$"):
+        check_group_size(48, 100)
+    check_group_size(25, 100)
+
+
+def test_unknown_grid_message_lists_the_allowed_grids():
+    with pytest.raises(ValueError, match=r"^grid='nope' is not allowed; allowed: int, midrise$"):
+        grid_steps(4, True, "nope")
+
+
+def test_new_tensors_are_made_on_the_blocks_device():
+    """Counts, coarse ratios and keep masks are created on the input's device (meta here; CUDA in use)."""
+    from qd_models.quant.core import block_moments, coarse_ratios, top_fraction_mask
+
+    blocks = torch.empty(3, 8, device="meta")
+    assert block_moments(blocks, None, centered=False, kurtosis=False)["sigma"].device.type == "meta"
+    assert all(r.device.type == "meta" for r in coarse_ratios(3, blocks))
+    assert top_fraction_mask(torch.empty(4, 8, device="meta"), 25.0).device.type == "meta"
