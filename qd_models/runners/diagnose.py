@@ -8,9 +8,9 @@ shape, numel, sigma, kurtosis`` (excess, m4/m2² − 3, Gaussian = 0), ``max_ove
 (max |w − mean| / σ), ``outlier_ratio_6sigma`` (fraction with |w − mean| > 6σ; a Gaussian gives
 about 2e-9) and ``nonfinite``. ``fertility.csv``: one row per language over the task's
 documents (the target text each loglikelihood_rolling request scores): ``n_docs, n_bytes
-(UTF-8), n_tokens (no special tokens), n_words, tokens_per_byte, tokens_per_word``, where
-words are whitespace-separated and ``tokens_per_word`` is empty for languages written without
-spaces between words (``qd_tasks.languages.whitespace_words``) or of unknown script.
+(UTF-8), n_tokens (no special tokens), n_words, tokens_per_byte, tokens_per_word`` by the rule
+of :mod:`qd_tasks.fertility` (the one ``qd-analyze`` uses): ``tokens_per_word`` is empty for
+languages whose task does not score ``word_perplexity`` (scripts without spaces between words).
 ``--quant_args method=rtn,bits=4`` diagnoses the weights after that quantization instead.
 ``weights_sha256`` in ``summary.json`` hashes every parameter (names, dtypes, shapes, bytes):
 equal hashes across processes/ranks mean bit-identical weights.
@@ -27,11 +27,13 @@ import math
 import shutil
 from pathlib import Path
 
+from qd_tasks.fertility import FERTILITY_FIELDS, count_tokens, fertility
+
 logger = logging.getLogger(__name__)
 
 OUTLIER_SIGMAS = 6.0
 WEIGHT_COLUMNS = ("name", "block", "module", "shape", "numel", "sigma", "kurtosis", "max_over_sigma", "outlier_ratio_6sigma", "nonfinite")
-FERTILITY_COLUMNS = ("lang", "n_docs", "n_bytes", "n_tokens", "n_words", "tokens_per_byte", "tokens_per_word")
+FERTILITY_COLUMNS = ("lang", *FERTILITY_FIELDS)
 
 
 def layer_weight_stats(model) -> list[dict]:
@@ -74,8 +76,9 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
-    """``{lang: [target text of each document]}`` over the leaf tasks of ``tasks``."""
+def task_documents(tasks: list[str], task_manager=None) -> tuple[dict[str, list[str]], set[str]]:
+    """``({lang: [target text of each document]}, languages with words)`` over the leaf tasks of
+    ``tasks``; a language has words when every task of it scores ``word_perplexity``."""
     from lm_eval.tasks import get_task_dict
 
     from qd_models.runners.lm_eval_glue import task_manager as known_tasks
@@ -83,6 +86,7 @@ def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
 
     manager = known_tasks(tasks, manager=task_manager)
     texts: dict[str, list[str]] = {}
+    without_words: set[str] = set()
 
     def walk(node):
         for key, value in node.items():
@@ -90,31 +94,21 @@ def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
                 walk(value)
             else:
                 name = getattr(key, "group_name", key) if not isinstance(key, str) else key
+                scores_words = any(metric.get("metric") == "word_perplexity" for metric in value.config.metric_list or [])
                 for doc in value.eval_docs:
                     lang = split_task_name(value.config.task or str(name), doc)[1]
                     texts.setdefault(lang, []).append(str(value.doc_to_target(doc)))
+                    if not scores_words:
+                        without_words.add(lang)
 
     walk(get_task_dict(tasks, manager))
-    return texts
+    return texts, set(texts) - without_words
 
 
-def fertility(texts: dict[str, list[str]], tokenizer) -> list[dict]:
-    """Per-language token counts (see the module docstring for the columns)."""
-    from qd_tasks.languages import LANGUAGES
-
-    rows = []
-    for lang in sorted(texts):
-        docs = texts[lang]
-        n_bytes = sum(len(text.encode("utf-8")) for text in docs)
-        n_tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in docs)
-        words_meaningful = lang in LANGUAGES and LANGUAGES[lang].whitespace_words
-        n_words = sum(len(text.split()) for text in docs) if words_meaningful else None
-        rows.append({
-            "lang": lang, "n_docs": len(docs), "n_bytes": n_bytes, "n_tokens": n_tokens, "n_words": n_words,
-            "tokens_per_byte": n_tokens / n_bytes if n_bytes else math.nan,
-            "tokens_per_word": n_tokens / n_words if n_words else None,
-        })
-    return rows
+def fertility_rows(texts: dict[str, list[str]], word_languages: set[str], tokenizer) -> list[dict]:
+    """One :func:`qd_tasks.fertility.fertility` row per language of ``texts`` (columns: :data:`FERTILITY_COLUMNS`)."""
+    return [{"lang": lang, **fertility(texts[lang], sum(count_tokens(tokenizer, text) for text in texts[lang]), lang in word_languages)}
+            for lang in sorted(texts)]
 
 
 def plot_weight_stats(rows: list[dict]):
@@ -190,12 +184,12 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
 def _diagnose_into(folder: Path, model_kwargs: dict, quant: dict, config, model_args: str, tasks: list[str], device: str | None) -> dict:
     import torch
 
-    texts = task_documents(tasks) if tasks else {}
+    texts, word_languages = task_documents(tasks) if tasks else ({}, set())
     from qd_models.qd_hf import QDHFLM
 
     lm = QDHFLM(**model_kwargs, **quant, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     weights = layer_weight_stats(lm.model)
-    fert = fertility(texts, lm.tokenizer)
+    fert = fertility_rows(texts, word_languages, lm.tokenizer)
     paths = [_write_csv(folder / "weight_stats.csv", WEIGHT_COLUMNS, weights)]
     fig, _ = plot_weight_stats(weights)
     fig.savefig(folder / "weight_stats.png", dpi=120)

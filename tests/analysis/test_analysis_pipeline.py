@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -426,3 +427,25 @@ def test_parallel_view_by_hand(tmp_path):
     kept = [0, 1, 3, 4]
     assert view4.loc["sw", "delta_bits_per_doc"] == pytest.approx(0.10 * sum(base["sw"][i] for i in kept) / math.log(2) / 4)
     assert math.isnan(view4.loc["sw", "fertility_rel_ref"])  # no tokenizer given
+
+
+def test_fertility_table_by_hand(tmp_path):
+    """Tokens per byte / per word per language; a task that logged no word counts (no word_perplexity) gets none."""
+    from analysis.relations import fertility
+
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base_nll())
+    yo_samples = next(tmp_path.glob("tiny/samples_qd_multilingual_ppl_yo_*.jsonl"))
+    lines = [json.loads(line) for line in yo_samples.read_text().splitlines()]
+    yo_samples.write_text("".join(json.dumps({k: v for k, v in s.items() if k != "word_perplexity"}) + "\n" for s in lines))
+    table = fertility(analysis.load_runs([tmp_path]), lambda text: len(text) // 4).set_index("lang")
+    assert list(table.index) == sorted(LANGS)
+    for lang in LANGS:
+        n_tokens = sum(len(t) // 4 for t in TEXTS[lang])
+        n_bytes = sum(len(t.encode()) for t in TEXTS[lang])
+        n_words = sum(len(re.findall(r"\S+", t)) for t in TEXTS[lang])
+        assert table.loc[lang, "n_docs"] == 5 and table.loc[lang, "n_tokens"] == n_tokens and table.loc[lang, "n_bytes"] == n_bytes
+        assert table.loc[lang, "tokens_per_byte"] == pytest.approx(n_tokens / n_bytes)
+        if lang == "yo":
+            assert math.isnan(table.loc[lang, "n_words"]) and math.isnan(table.loc[lang, "tokens_per_word"])
+        else:
+            assert table.loc[lang, "n_words"] == n_words == 20 and table.loc[lang, "tokens_per_word"] == pytest.approx(n_tokens / 20)
