@@ -116,7 +116,10 @@ def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tupl
 
 
 def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
-    """Long rows (block, module, lang, ...) of every scan outcome against the baseline."""
+    """Long rows (block, module, lang, ...) of every scan outcome against the baseline; the
+    degradation is the analysis' (:func:`analysis.stats.relative_increase`), NaN without a finite baseline."""
+    from analysis.stats import relative_increase
+
     baseline = next(o for o in outcomes if o.item.config.kind == "none")
     base = _per_language_bpb(baseline.results)
     rows = []
@@ -126,7 +129,7 @@ def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
         _, block, *rest = outcome.item.scan.split(":")
         for lang, bpb in _per_language_bpb(outcome.results).items():
             ref = base.get(lang, math.nan)
-            rel = bpb / ref - 1 if ref and math.isfinite(ref) else math.nan
+            rel = float(relative_increase(bpb, ref)) if ref and math.isfinite(ref) else math.nan
             rows.append({
                 "block": int(block), "module": rest[0] if rest else "block", "lang": lang, "bits_per_byte": bpb,
                 "baseline_bits_per_byte": ref, "rel_degradation": rel, "abs_degradation": bpb - ref, "degradation": rel,
