@@ -20,7 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
-LN2 = math.log(2.0)
+from analysis.language_degradation import LN2
+
 REFERENCE_LANG = "en"
 MIN_LANGUAGES = 30
 """Suites with at least this many languages get the many-language views instead of per-language bars."""

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.compare import LN2, Degradation, quant_config_family
+from analysis.language_degradation import LN2, Degradation
 from analysis.loading import RunSet
+from analysis.pairing import quant_config_family
 from qd_tasks import fertility as fertility_rule
 
 #: Asymptotic slope: uniform quantization noise variance ∝ step² ∝ 4**-bits, so d ln(MSE)/d bits → −2 ln 2
