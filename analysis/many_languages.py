@@ -246,11 +246,11 @@ def write_section(deg, tables_dir, figures_dir, slug=lambda text: text) -> list[
         out += ["By script:", "", "| script | languages | median D | min D | max D | median rel. baseline | e.g. |",
                 "|---|---|---|---|---|---|---|", *rows, ""]
         name = f"{slug(quant_id)}_{slug(suite)}"
-        for kind, (fig, _) in (("scatter", scatter_vs_baseline(block, f"{label} — {suite}")),
+        for view, (fig, _) in (("scatter", scatter_vs_baseline(block, f"{label} — {suite}")),
                                ("scripts", script_view(summary, block, f"{label} — {suite}: by script"))):
-            path = figures_dir / f"many_{kind}_{name}.png"
+            path = figures_dir / f"many_{view}_{name}.png"
             fig.savefig(path, dpi=90)
-            out.append(f"![many_{kind}_{name}](figures/{path.name})")
+            out.append(f"![many_{view}_{name}](figures/{path.name})")
         out += ["", "All languages: tables/many_languages.csv; scripts: tables/script_summary.csv.", ""]
     if summaries:
         pd.concat(summaries).to_csv(tables_dir / "script_summary.csv", index=False)

@@ -43,7 +43,7 @@ def layer_weight_stats(model) -> list[dict]:
 
     from qd_models.engine import block_index
     from qd_models.quant import weight_stats
-    from qd_models.runners.scan import module_kind
+    from qd_models.runners.scan import module_type
 
     rows, seen = [], set()
     for name, module in model.named_modules():
@@ -54,9 +54,9 @@ def layer_weight_stats(model) -> list[dict]:
         stats = weight_stats(weight)
         dev = (weight - weight.mean()).abs_()
         outliers = float((dev > OUTLIER_SIGMAS * stats["sigma"]).sum()) / weight.numel() if stats["sigma"] > 0 else math.nan
-        kind = "embedding" if isinstance(module, nn.Embedding) else (module_kind(name) or ("lm_head" if name.endswith("lm_head") else "other"))
+        role = "embedding" if isinstance(module, nn.Embedding) else (module_type(name) or ("lm_head" if name.endswith("lm_head") else "other"))
         rows.append({
-            "name": name, "block": block_index(name), "module": kind, "shape": "x".join(map(str, weight.shape)),
+            "name": name, "block": block_index(name), "module": role, "shape": "x".join(map(str, weight.shape)),
             "numel": weight.numel(), "sigma": stats["sigma"], "kurtosis": stats["kurtosis"],
             "max_over_sigma": stats["max_over_sigma"], "outlier_ratio_6sigma": outliers, "nonfinite": stats["nonfinite"],
         })
@@ -113,16 +113,16 @@ def fertility_rows(texts: dict[str, list[str]], word_languages: set[str], tokeni
 
 def plot_weight_stats(rows: list[dict]):
     """Kurtosis and max/σ per block-layer (log y: values below 1e-3, incl. negative excess
-    kurtosis, are drawn at 1e-3), one marker per module kind; -> (fig, axes)."""
+    kurtosis, are drawn at 1e-3), one marker per module type; -> (fig, axes)."""
     import matplotlib.pyplot as plt
 
     layered = [r for r in rows if r["block"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for ax, column, label in ((axes[0], "kurtosis", "excess kurtosis"), (axes[1], "max_over_sigma", "max |w−mean| / σ")):
-        for kind, marker in (("attention", "o"), ("mlp", "s"), ("other", "^")):
-            picked = [r for r in layered if r["module"] == kind and math.isfinite(r[column])]
+        for role, marker in (("attention", "o"), ("mlp", "s"), ("other", "^")):
+            picked = [r for r in layered if r["module"] == role and math.isfinite(r[column])]
             if picked:
-                ax.scatter([r["block"] for r in picked], [max(r[column], 1e-3) for r in picked], marker=marker, s=14, label=kind, alpha=0.7)
+                ax.scatter([r["block"] for r in picked], [max(r[column], 1e-3) for r in picked], marker=marker, s=14, label=role, alpha=0.7)
         ax.set_yscale("log")
         ax.set_xlabel("transformer block")
         ax.set_ylabel(label)
