@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -449,3 +450,48 @@ def test_fertility_table_by_hand(tmp_path):
             assert math.isnan(table.loc[lang, "n_words"]) and math.isnan(table.loc[lang, "tokens_per_word"])
         else:
             assert table.loc[lang, "n_words"] == n_words == 20 and table.loc[lang, "tokens_per_word"] == pytest.approx(n_tokens / 20)
+
+
+def test_cli_replaces_its_own_out_and_refuses_foreign_files(tmp_path, capsys):
+    """A reused --out holds only the new report (no stale figures); files qd-analyze did not
+    write stop it (one line, folder untouched) unless --overwrite; an --out holding an input never."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "report"
+    base = base_nll()
+    write_run(runs_dir, "tiny", "2025-01-01T00-00-01", base)
+    write_run(runs_dir, "qd-3", "2025-01-01T00-00-03", scaled(base, {lang: 1.3 for lang in LANGS}), dict(RTN4, bits=3))
+    write_run(runs_dir, "qd-4", "2025-01-01T00-00-04", scaled(base, {lang: 1.1 for lang in LANGS}), RTN4)
+    args = ["--n-resamples", "20"]
+    assert main([str(runs_dir), "--out", str(out), *args]) == 0
+    first = {p.name for p in (out / "figures").glob("degradation_rtn-w3*")}
+    assert first  # the 3-bit run's figure
+    shutil.rmtree(runs_dir / "qd-3")
+    assert main([str(runs_dir), "--out", str(out), *args]) == 0
+    assert not list((out / "figures").glob("degradation_rtn-w3*"))  # stale figure of the earlier report gone
+    listed = json.loads((out / ".qd-analyze-manifest.json").read_text())["files"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".qd-analyze-manifest.json") == listed
+    capsys.readouterr()
+    (out / "notes.txt").write_text("mine")
+    assert main([str(runs_dir), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "did not write (notes.txt)" in err and "--overwrite" in err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.md").is_file()
+    assert main([str(runs_dir), "--out", str(out), "--overwrite", *args]) == 0
+    assert not (out / "notes.txt").exists() and (out / "report.md").is_file()
+    assert main([str(runs_dir), "--out", str(tmp_path), "--overwrite", *args]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no staging folders left behind
+
+
+def test_a_failed_report_leaves_the_earlier_out_as_it_was(tmp_path):
+    from analysis.report.output_folder import replace_folder
+
+    out = tmp_path / "report"
+    replace_folder(out, lambda folder: (folder / "report.md").write_text("first"))
+
+    def half_written(folder):
+        (folder / "report.md").write_text("second")
+        raise RuntimeError("figure failed")
+
+    with pytest.raises(RuntimeError, match="figure failed"):
+        replace_folder(out, half_written)
+    assert (out / "report.md").read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["report"]
