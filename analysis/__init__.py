@@ -10,9 +10,11 @@ Notebook use::
 Plotting (``analysis.plots``) imports matplotlib lazily when that module is imported.
 """
 
-from analysis.compare import Degradation, Pair, degradation, disparity, pair_runs
+from analysis.group_disparity import disparity
 from analysis.groups import resource_groups
+from analysis.language_degradation import Degradation, degradation
 from analysis.loading import AnalysisInputError, Run, RunSet, load_runs
+from analysis.pairing import Pair, pair_runs
 from analysis.relations import correlations, fertility, pareto_front, rate_distortion, weight_mse, weight_mse_slopes
 from analysis.report import AnalysisOptions, analyze, write_outputs
 

@@ -235,13 +235,13 @@ def _baseline_for(runset: RunSet, quant_id: str, task: str, chosen: dict, forced
 def compare_benchmarks(runset: RunSet, data: BenchmarkData, baseline: str | None = None, n_resamples: int = 2000,
                        random_state: int = 0, confidence: float = 0.95) -> tuple[pd.DataFrame, list[str]]:
     """One row per (quantized config, suite, lang, metric, filter); see the module doc."""
-    from analysis.compare import _resolve_baseline
+    from analysis.pairing import resolve_baseline
 
     problems: list[str] = []
     agg = data.aggregates
     if agg.empty:
         return pd.DataFrame(), problems
-    forced = _resolve_baseline(runset, baseline).run_id if baseline else None
+    forced = resolve_baseline(runset, baseline).run_id if baseline else None
     chosen = _latest_by_config_task(runset, agg, problems)
     used = set(chosen.values())
     agg = agg[agg.run_id.isin(used)]

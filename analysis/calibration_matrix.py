@@ -4,7 +4,7 @@ Runs are grouped by model + quant config without the calibration arguments (``ca
 ``calib_data``, ``calib_samples``); a group with at least two calibration settings (e.g. from
 ``qd-sweep`` with ``calib_langs: [en, he, sw, all, "en;he"]``) gives one matrix: rows are the
 settings (``en``, ``en;he``, ``all`` = every language of the calibration source), columns the
-evaluated languages, cells D with its CI from :func:`analysis.compare.degradation`.
+evaluated languages, cells D with its CI from :func:`analysis.language_degradation.degradation`.
 """
 
 from __future__ import annotations

@@ -1,18 +1,24 @@
-"""``qd-analyze PATH... --out DIR``: lm-eval outputs -> report.md, tables/*.csv, figures/*.png."""
+"""``qd-analyze PATH... --out DIR``: lm-eval outputs -> report.md, tables/*.csv, figures/*.png.
+
+DIR is replaced as a whole when the report is complete (:mod:`analysis.report.output_folder`): no
+stale files of an earlier report stay; a DIR with files qd-analyze did not write needs ``--overwrite``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from analysis.groups import parse_language_list
 from analysis.report import AnalysisOptions, analyze, command_line, write_outputs
+from analysis.report.output_folder import check_output_folder, replace_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qd-analyze", description=__doc__)
     parser.add_argument("paths", nargs="+", help="lm-eval --output_path folders or results_*.json files")
-    parser.add_argument("--out", required=True, help="output folder for report.md, tables/, figures/")
+    parser.add_argument("--out", required=True, help="output folder for report.md, tables/, figures/ (replaced as a whole)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out even when it holds files qd-analyze did not write")
     parser.add_argument("--baseline", help="run id or results file to compare every quantized run with")
     parser.add_argument("--hr", help="high-resource languages, e.g. en,de (default: qd_tasks language metadata)")
     parser.add_argument("--lr", help="low-resource languages, e.g. he,sw,yo (default: qd_tasks language metadata)")
@@ -52,8 +58,11 @@ def _main(argv: list[str]) -> int:
         min_denominator=args.min_denominator,
         task_lang_map=args.task_lang_map,
     )
+    check_output_folder(args.out, args.paths, args.overwrite)
     analysis = analyze(args.paths, options)
-    report = write_outputs(analysis, args.out, command_line())
+    command = command_line()
+    replace_folder(args.out, lambda folder: write_outputs(analysis, folder, command))
+    report = Path(args.out) / "report.md"
     for line in analysis.deg.problems + analysis.notes:
         print(f"qd-analyze: {line}", file=sys.stderr)
     print(f"qd-analyze: wrote {report}")

@@ -20,7 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
-LN2 = math.log(2.0)
+from analysis.language_degradation import LN2
+
 REFERENCE_LANG = "en"
 MIN_LANGUAGES = 30
 """Suites with at least this many languages get the many-language views instead of per-language bars."""
@@ -245,11 +246,11 @@ def write_section(deg, tables_dir, figures_dir, slug=lambda text: text) -> list[
         out += ["By script:", "", "| script | languages | median D | min D | max D | median rel. baseline | e.g. |",
                 "|---|---|---|---|---|---|---|", *rows, ""]
         name = f"{slug(quant_id)}_{slug(suite)}"
-        for kind, (fig, _) in (("scatter", scatter_vs_baseline(block, f"{label} — {suite}")),
+        for view, (fig, _) in (("scatter", scatter_vs_baseline(block, f"{label} — {suite}")),
                                ("scripts", script_view(summary, block, f"{label} — {suite}: by script"))):
-            path = figures_dir / f"many_{kind}_{name}.png"
+            path = figures_dir / f"many_{view}_{name}.png"
             fig.savefig(path, dpi=90)
-            out.append(f"![many_{kind}_{name}](figures/{path.name})")
+            out.append(f"![many_{view}_{name}](figures/{path.name})")
         out += ["", "All languages: tables/many_languages.csv; scripts: tables/script_summary.csv.", ""]
     if summaries:
         pd.concat(summaries).to_csv(tables_dir / "script_summary.csv", index=False)

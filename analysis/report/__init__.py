@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import benchmarks, fidelity, many_languages, relations, task_languages
-from analysis.compare import Degradation, degradation, disparity
+from analysis.group_disparity import disparity
 from analysis.groups import resource_groups
+from analysis.language_degradation import Degradation, degradation
 from analysis.loading import RunSet, load_runs
 from analysis.report.figures import slug, write_figures
 from analysis.report.markdown import report_markdown

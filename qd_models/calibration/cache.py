@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qd_models.default_model import cache_dir
+from qd_models.cache_dir import cache_dir
 
 logger = logging.getLogger(__name__)
 

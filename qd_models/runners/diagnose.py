@@ -8,9 +8,9 @@ shape, numel, sigma, kurtosis`` (excess, m4/m2² − 3, Gaussian = 0), ``max_ove
 (max |w − mean| / σ), ``outlier_ratio_6sigma`` (fraction with |w − mean| > 6σ; a Gaussian gives
 about 2e-9) and ``nonfinite``. ``fertility.csv``: one row per language over the task's
 documents (the target text each loglikelihood_rolling request scores): ``n_docs, n_bytes
-(UTF-8), n_tokens (no special tokens), n_words, tokens_per_byte, tokens_per_word``, where
-words are whitespace-separated and ``tokens_per_word`` is empty for languages written without
-spaces between words (``qd_tasks.languages.whitespace_words``) or of unknown script.
+(UTF-8), n_tokens (no special tokens), n_words, tokens_per_byte, tokens_per_word`` by the rule
+of :mod:`qd_tasks.fertility` (the one ``qd-analyze`` uses): ``tokens_per_word`` is empty for
+languages whose task does not score ``word_perplexity`` (scripts without spaces between words).
 ``--quant_args method=rtn,bits=4`` diagnoses the weights after that quantization instead.
 ``weights_sha256`` in ``summary.json`` hashes every parameter (names, dtypes, shapes, bytes):
 equal hashes across processes/ranks mean bit-identical weights.
@@ -27,11 +27,13 @@ import math
 import shutil
 from pathlib import Path
 
+from qd_tasks.fertility import FERTILITY_FIELDS, count_tokens, fertility
+
 logger = logging.getLogger(__name__)
 
 OUTLIER_SIGMAS = 6.0
 WEIGHT_COLUMNS = ("name", "block", "module", "shape", "numel", "sigma", "kurtosis", "max_over_sigma", "outlier_ratio_6sigma", "nonfinite")
-FERTILITY_COLUMNS = ("lang", "n_docs", "n_bytes", "n_tokens", "n_words", "tokens_per_byte", "tokens_per_word")
+FERTILITY_COLUMNS = ("lang", *FERTILITY_FIELDS)
 
 
 def layer_weight_stats(model) -> list[dict]:
@@ -41,7 +43,7 @@ def layer_weight_stats(model) -> list[dict]:
 
     from qd_models.engine import block_index
     from qd_models.quant import weight_stats
-    from qd_models.runners.scan import module_kind
+    from qd_models.runners.scan import module_type
 
     rows, seen = [], set()
     for name, module in model.named_modules():
@@ -52,9 +54,9 @@ def layer_weight_stats(model) -> list[dict]:
         stats = weight_stats(weight)
         dev = (weight - weight.mean()).abs_()
         outliers = float((dev > OUTLIER_SIGMAS * stats["sigma"]).sum()) / weight.numel() if stats["sigma"] > 0 else math.nan
-        kind = "embedding" if isinstance(module, nn.Embedding) else (module_kind(name) or ("lm_head" if name.endswith("lm_head") else "other"))
+        role = "embedding" if isinstance(module, nn.Embedding) else (module_type(name) or ("lm_head" if name.endswith("lm_head") else "other"))
         rows.append({
-            "name": name, "block": block_index(name), "module": kind, "shape": "x".join(map(str, weight.shape)),
+            "name": name, "block": block_index(name), "module": role, "shape": "x".join(map(str, weight.shape)),
             "numel": weight.numel(), "sigma": stats["sigma"], "kurtosis": stats["kurtosis"],
             "max_over_sigma": stats["max_over_sigma"], "outlier_ratio_6sigma": outliers, "nonfinite": stats["nonfinite"],
         })
@@ -74,8 +76,9 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
-    """``{lang: [target text of each document]}`` over the leaf tasks of ``tasks``."""
+def task_documents(tasks: list[str], task_manager=None) -> tuple[dict[str, list[str]], set[str]]:
+    """``({lang: [target text of each document]}, languages with words)`` over the leaf tasks of
+    ``tasks``; a language has words when every task of it scores ``word_perplexity``."""
     from lm_eval.tasks import get_task_dict
 
     from qd_models.runners.lm_eval_glue import task_manager as known_tasks
@@ -83,6 +86,7 @@ def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
 
     manager = known_tasks(tasks, manager=task_manager)
     texts: dict[str, list[str]] = {}
+    without_words: set[str] = set()
 
     def walk(node):
         for key, value in node.items():
@@ -90,45 +94,35 @@ def task_documents(tasks: list[str], task_manager=None) -> dict[str, list[str]]:
                 walk(value)
             else:
                 name = getattr(key, "group_name", key) if not isinstance(key, str) else key
+                scores_words = any(metric.get("metric") == "word_perplexity" for metric in value.config.metric_list or [])
                 for doc in value.eval_docs:
                     lang = split_task_name(value.config.task or str(name), doc)[1]
                     texts.setdefault(lang, []).append(str(value.doc_to_target(doc)))
+                    if not scores_words:
+                        without_words.add(lang)
 
     walk(get_task_dict(tasks, manager))
-    return texts
+    return texts, set(texts) - without_words
 
 
-def fertility(texts: dict[str, list[str]], tokenizer) -> list[dict]:
-    """Per-language token counts (see the module docstring for the columns)."""
-    from qd_tasks.languages import LANGUAGES
-
-    rows = []
-    for lang in sorted(texts):
-        docs = texts[lang]
-        n_bytes = sum(len(text.encode("utf-8")) for text in docs)
-        n_tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in docs)
-        words_meaningful = lang in LANGUAGES and LANGUAGES[lang].whitespace_words
-        n_words = sum(len(text.split()) for text in docs) if words_meaningful else None
-        rows.append({
-            "lang": lang, "n_docs": len(docs), "n_bytes": n_bytes, "n_tokens": n_tokens, "n_words": n_words,
-            "tokens_per_byte": n_tokens / n_bytes if n_bytes else math.nan,
-            "tokens_per_word": n_tokens / n_words if n_words else None,
-        })
-    return rows
+def fertility_rows(texts: dict[str, list[str]], word_languages: set[str], tokenizer) -> list[dict]:
+    """One :func:`qd_tasks.fertility.fertility` row per language of ``texts`` (columns: :data:`FERTILITY_COLUMNS`)."""
+    return [{"lang": lang, **fertility(texts[lang], sum(count_tokens(tokenizer, text) for text in texts[lang]), lang in word_languages)}
+            for lang in sorted(texts)]
 
 
 def plot_weight_stats(rows: list[dict]):
     """Kurtosis and max/σ per block-layer (log y: values below 1e-3, incl. negative excess
-    kurtosis, are drawn at 1e-3), one marker per module kind; -> (fig, axes)."""
+    kurtosis, are drawn at 1e-3), one marker per module type; -> (fig, axes)."""
     import matplotlib.pyplot as plt
 
     layered = [r for r in rows if r["block"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for ax, column, label in ((axes[0], "kurtosis", "excess kurtosis"), (axes[1], "max_over_sigma", "max |w−mean| / σ")):
-        for kind, marker in (("attention", "o"), ("mlp", "s"), ("other", "^")):
-            picked = [r for r in layered if r["module"] == kind and math.isfinite(r[column])]
+        for role, marker in (("attention", "o"), ("mlp", "s"), ("other", "^")):
+            picked = [r for r in layered if r["module"] == role and math.isfinite(r[column])]
             if picked:
-                ax.scatter([r["block"] for r in picked], [max(r[column], 1e-3) for r in picked], marker=marker, s=14, label=kind, alpha=0.7)
+                ax.scatter([r["block"] for r in picked], [max(r[column], 1e-3) for r in picked], marker=marker, s=14, label=role, alpha=0.7)
         ax.set_yscale("log")
         ax.set_xlabel("transformer block")
         ax.set_ylabel(label)
@@ -190,12 +184,12 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
 def _diagnose_into(folder: Path, model_kwargs: dict, quant: dict, config, model_args: str, tasks: list[str], device: str | None) -> dict:
     import torch
 
-    texts = task_documents(tasks) if tasks else {}
+    texts, word_languages = task_documents(tasks) if tasks else ({}, set())
     from qd_models.qd_hf import QDHFLM
 
     lm = QDHFLM(**model_kwargs, **quant, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     weights = layer_weight_stats(lm.model)
-    fert = fertility(texts, lm.tokenizer)
+    fert = fertility_rows(texts, word_languages, lm.tokenizer)
     paths = [_write_csv(folder / "weight_stats.csv", WEIGHT_COLUMNS, weights)]
     fig, _ = plot_weight_stats(weights)
     fig.savefig(folder / "weight_stats.png", dpi=120)

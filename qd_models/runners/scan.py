@@ -35,13 +35,13 @@ from qd_tasks.languages import split_task_name
 logger = logging.getLogger(__name__)
 
 MODES = ("quantize_one", "protect_one")
-MODULE_KINDS = ("block", "attention", "mlp")
+MODULE_TYPES = ("block", "attention", "mlp")
 ATTENTION_PARTS = frozenset({"attn", "self_attn", "self_attention", "attention"})
 MLP_PARTS = frozenset({"mlp", "feed_forward", "ffn"})
 CSV_COLUMNS = ("block", "module", "lang", "bits_per_byte", "baseline_bits_per_byte", "rel_degradation", "abs_degradation", "degradation")
 
 
-def module_kind(name: str) -> str | None:
+def module_type(name: str) -> str | None:
     """``attention`` | ``mlp`` | ``None`` from a module name's components."""
     parts = set(name.split("."))
     if parts & ATTENTION_PARTS:
@@ -64,8 +64,7 @@ def block_modules(model) -> dict[int, dict[str, list[str]]]:
         block = block_index(name)
         if block is None or not isinstance(module, (nn.Linear, Conv1D)):
             continue
-        kind = module_kind(name) or "other"
-        blocks.setdefault(block, {"attention": [], "mlp": [], "other": []})[kind].append(name)
+        blocks.setdefault(block, {"attention": [], "mlp": [], "other": []})[module_type(name) or "other"].append(name)
     return blocks
 
 
@@ -79,12 +78,12 @@ def meta_model(hf_config):
 
 
 def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tuple[str, ...], quant: dict[str, Any]) -> list[SweepItem]:
-    """One item per (block, module kind); ``quant``: the shared qd args (method, bits, ...)."""
+    """One item per (block, module type); ``quant``: the shared qd args (method, bits, ...)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not allowed; allowed: {', '.join(MODES)}")
-    bad = [m for m in modules if m not in MODULE_KINDS]
+    bad = [m for m in modules if m not in MODULE_TYPES]
     if bad or not modules:
-        raise ValueError(f"modules={list(modules)} is not allowed; allowed: one or more of {', '.join(MODULE_KINDS)}")
+        raise ValueError(f"modules={list(modules)} is not allowed; allowed: one or more of {', '.join(MODULE_TYPES)}")
     for key in ("keep_layers", "keep"):
         if key in quant:
             raise ValueError(f"{key} is not allowed in a scan's quant args; allowed: method, bits, granularity, ... (the scan sets {key})")
@@ -92,31 +91,34 @@ def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tupl
     items = []
     for block in all_blocks:
         others = [b for b in all_blocks if b != block]
-        for kind in modules:
+        for unit in modules:
             args = dict(quant)
-            if kind == "block":
+            if unit == "block":
                 keep_names: list[str] = []
             elif mode == "quantize_one":  # keep the rest of block i
-                keep_names = [n for k, names in blocks[block].items() if k != kind for n in names]
-            else:  # protect_one: keep only this kind in block i
-                keep_names = list(blocks[block][kind])
-            if kind != "block" and not blocks[block][kind]:
-                raise ValueError(f"modules={kind} matches no module in block {block}; allowed: block (this architecture's names are not recognised)")
+                keep_names = [n for other, names in blocks[block].items() if other != unit for n in names]
+            else:  # protect_one: keep only this module type in block i
+                keep_names = list(blocks[block][unit])
+            if unit != "block" and not blocks[block][unit]:
+                raise ValueError(f"modules={unit} matches no module in block {block}; allowed: block (this architecture's names are not recognised)")
             if mode == "quantize_one":
                 if others:
                     args["keep_layers"] = others
             else:
-                if kind == "block":
+                if unit == "block":
                     args["keep_layers"] = [block]
             if keep_names:
                 args["keep"] = keep_names
-            label = f"{mode}:{block}" + ("" if kind == "block" else f":{kind}")
+            label = f"{mode}:{block}" + ("" if unit == "block" else f":{unit}")
             items.append(make_item(args, scan=label))
     return items
 
 
 def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
-    """Long rows (block, module, lang, ...) of every scan outcome against the baseline."""
+    """Long rows (block, module, lang, ...) of every scan outcome against the baseline; the
+    degradation is the analysis' (:func:`analysis.stats.relative_increase`), NaN without a finite baseline."""
+    from analysis.stats import relative_increase
+
     baseline = next(o for o in outcomes if o.item.config.kind == "none")
     base = _per_language_bpb(baseline.results)
     rows = []
@@ -126,7 +128,7 @@ def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
         _, block, *rest = outcome.item.scan.split(":")
         for lang, bpb in _per_language_bpb(outcome.results).items():
             ref = base.get(lang, math.nan)
-            rel = bpb / ref - 1 if ref and math.isfinite(ref) else math.nan
+            rel = float(relative_increase(bpb, ref)) if ref and math.isfinite(ref) else math.nan
             rows.append({
                 "block": int(block), "module": rest[0] if rest else "block", "lang": lang, "bits_per_byte": bpb,
                 "baseline_bits_per_byte": ref, "rel_degradation": rel, "abs_degradation": bpb - ref, "degradation": rel,
@@ -145,13 +147,13 @@ def _per_language_bpb(results: dict) -> dict[str, float]:
 
 
 def write_csvs(rows: list[dict], mode: str, folder: Path) -> list[Path]:
-    """``scan_<mode>_<module>.csv`` per module kind present in ``rows``."""
+    """``scan_<mode>_<module>.csv`` per module type present in ``rows``."""
     paths = []
-    for kind in MODULE_KINDS:
-        picked = [r for r in rows if r["module"] == kind]
+    for unit in MODULE_TYPES:
+        picked = [r for r in rows if r["module"] == unit]
         if not picked:
             continue
-        path = folder / f"scan_{mode}_{kind}.csv"
+        path = folder / f"scan_{mode}_{unit}.csv"
         with open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
             writer.writeheader()

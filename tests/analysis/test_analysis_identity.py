@@ -8,8 +8,8 @@ import pytest
 from test_analysis_pipeline import RTN4, base_nll, scaled, write_run
 
 import analysis
-from analysis.compare import deduplicate, pair_runs
 from analysis.loading import AnalysisInputError, scoring_identity
+from analysis.pairing import deduplicate, pair_runs
 
 WORSE = {"en": 1.02, "de": 1.04, "sw": 1.10, "yo": 1.20}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -426,3 +428,70 @@ def test_parallel_view_by_hand(tmp_path):
     kept = [0, 1, 3, 4]
     assert view4.loc["sw", "delta_bits_per_doc"] == pytest.approx(0.10 * sum(base["sw"][i] for i in kept) / math.log(2) / 4)
     assert math.isnan(view4.loc["sw", "fertility_rel_ref"])  # no tokenizer given
+
+
+def test_fertility_table_by_hand(tmp_path):
+    """Tokens per byte / per word per language; a task that logged no word counts (no word_perplexity) gets none."""
+    from analysis.relations import fertility
+
+    write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base_nll())
+    yo_samples = next(tmp_path.glob("tiny/samples_qd_multilingual_ppl_yo_*.jsonl"))
+    lines = [json.loads(line) for line in yo_samples.read_text().splitlines()]
+    yo_samples.write_text("".join(json.dumps({k: v for k, v in s.items() if k != "word_perplexity"}) + "\n" for s in lines))
+    table = fertility(analysis.load_runs([tmp_path]), lambda text: len(text) // 4).set_index("lang")
+    assert list(table.index) == sorted(LANGS)
+    for lang in LANGS:
+        n_tokens = sum(len(t) // 4 for t in TEXTS[lang])
+        n_bytes = sum(len(t.encode()) for t in TEXTS[lang])
+        n_words = sum(len(re.findall(r"\S+", t)) for t in TEXTS[lang])
+        assert table.loc[lang, "n_docs"] == 5 and table.loc[lang, "n_tokens"] == n_tokens and table.loc[lang, "n_bytes"] == n_bytes
+        assert table.loc[lang, "tokens_per_byte"] == pytest.approx(n_tokens / n_bytes)
+        if lang == "yo":
+            assert math.isnan(table.loc[lang, "n_words"]) and math.isnan(table.loc[lang, "tokens_per_word"])
+        else:
+            assert table.loc[lang, "n_words"] == n_words == 20 and table.loc[lang, "tokens_per_word"] == pytest.approx(n_tokens / 20)
+
+
+def test_cli_replaces_its_own_out_and_refuses_foreign_files(tmp_path, capsys):
+    """A reused --out holds only the new report (no stale figures); files qd-analyze did not
+    write stop it (one line, folder untouched) unless --overwrite; an --out holding an input never."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "report"
+    base = base_nll()
+    write_run(runs_dir, "tiny", "2025-01-01T00-00-01", base)
+    write_run(runs_dir, "qd-3", "2025-01-01T00-00-03", scaled(base, {lang: 1.3 for lang in LANGS}), dict(RTN4, bits=3))
+    write_run(runs_dir, "qd-4", "2025-01-01T00-00-04", scaled(base, {lang: 1.1 for lang in LANGS}), RTN4)
+    args = ["--n-resamples", "20"]
+    assert main([str(runs_dir), "--out", str(out), *args]) == 0
+    first = {p.name for p in (out / "figures").glob("degradation_rtn-w3*")}
+    assert first  # the 3-bit run's figure
+    shutil.rmtree(runs_dir / "qd-3")
+    assert main([str(runs_dir), "--out", str(out), *args]) == 0
+    assert not list((out / "figures").glob("degradation_rtn-w3*"))  # stale figure of the earlier report gone
+    listed = json.loads((out / ".qd-analyze-manifest.json").read_text())["files"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".qd-analyze-manifest.json") == listed
+    capsys.readouterr()
+    (out / "notes.txt").write_text("mine")
+    assert main([str(runs_dir), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "did not write (notes.txt)" in err and "--overwrite" in err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.md").is_file()
+    assert main([str(runs_dir), "--out", str(out), "--overwrite", *args]) == 0
+    assert not (out / "notes.txt").exists() and (out / "report.md").is_file()
+    assert main([str(runs_dir), "--out", str(tmp_path), "--overwrite", *args]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no staging folders left behind
+
+
+def test_a_failed_report_leaves_the_earlier_out_as_it_was(tmp_path):
+    from analysis.report.output_folder import replace_folder
+
+    out = tmp_path / "report"
+    replace_folder(out, lambda folder: (folder / "report.md").write_text("first"))
+
+    def half_written(folder):
+        (folder / "report.md").write_text("second")
+        raise RuntimeError("figure failed")
+
+    with pytest.raises(RuntimeError, match="figure failed"):
+        replace_folder(out, half_written)
+    assert (out / "report.md").read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["report"]

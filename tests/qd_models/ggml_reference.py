@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qd_models.cache_dir import cache_dir
+
 SDIST_VERSION = "0.3.36"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 LLAMA_CPP = f"llama-cpp-python {SDIST_VERSION} (vendor/llama.cpp, ggml 0.25.3)"
@@ -56,7 +58,7 @@ const char * ggml_type_name(int type) { (void) type; return "?"; }
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("QD_CACHE_DIR", Path.home() / ".cache" / "quant-disparity")) / "ggml-ref"
+    return cache_dir() / "ggml-ref"
 
 
 def library_path() -> Path:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from qd_models.runners.diagnose import diagnose, fertility, layer_weight_stats, plot_fertility, plot_weight_stats, task_documents, weights_sha256
+from qd_models.runners.diagnose import diagnose, fertility_rows, layer_weight_stats, plot_fertility, plot_weight_stats, task_documents, weights_sha256
 
 
 class _TwoLayers(nn.Module):
@@ -46,8 +46,8 @@ def test_fertility_of_a_byte_tokenizer_is_one_token_per_byte(tiny_model_dir):
 
     from qd_tasks.corpus import load_corpus
 
-    texts = task_documents(["qd_multilingual_ppl"])
-    rows = {r["lang"]: r for r in fertility(texts, AutoTokenizer.from_pretrained(tiny_model_dir("llama")))}
+    texts, word_languages = task_documents(["qd_multilingual_ppl"])
+    rows = {r["lang"]: r for r in fertility_rows(texts, word_languages, AutoTokenizer.from_pretrained(tiny_model_dir("llama")))}
     corpus = load_corpus("eval")
     assert sorted(rows) == sorted({r["lang"] for r in corpus})
     for lang, row in rows.items():
@@ -56,6 +56,7 @@ def test_fertility_of_a_byte_tokenizer_is_one_token_per_byte(tiny_model_dir):
         assert row["n_bytes"] == sum(len(t.encode("utf-8")) for t in docs)
         assert row["tokens_per_byte"] == 1.0  # no merges: one token per UTF-8 byte
     assert rows["zh"]["n_words"] is None and rows["zh"]["tokens_per_word"] is None  # Han: no word spaces
+    assert word_languages == set(rows) - {"zh"}  # the tasks that score word_perplexity
     en_words = sum(len(r["text"].split()) for r in corpus if r["lang"] == "en")
     assert rows["en"]["tokens_per_word"] == pytest.approx(rows["en"]["n_bytes"] / en_words)
     fig, ax = plot_fertility(list(rows.values()))

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from qd_models.engine import quantize_
-from qd_models.runners.scan import CSV_COLUMNS, block_modules, meta_model, module_kind, run_scan, scan_items
+from qd_models.runners.scan import CSV_COLUMNS, block_modules, meta_model, module_type, run_scan, scan_items
 from qd_models.runners.sweep import EvalSettings
 from qd_tasks.languages import split_task_name
 
@@ -57,12 +57,12 @@ def test_scan_items_quantize_exactly_the_intended_modules(arch, tiny_model_dir):
             assert _quantized_names(_loaded(model_dir), item) == expected, item.scan
 
 
-def test_module_kind_names():
-    assert module_kind("model.layers.3.self_attn.q_proj") == "attention"
-    assert module_kind("transformer.h.0.attn.c_attn") == "attention"
-    assert module_kind("transformer.h.0.self_attention.query_key_value") == "attention"
-    assert module_kind("model.layers.3.mlp.down_proj") == "mlp"
-    assert module_kind("model.layers.3.attn_norm") is None  # a component must match exactly
+def test_module_type_names():
+    assert module_type("model.layers.3.self_attn.q_proj") == "attention"
+    assert module_type("transformer.h.0.attn.c_attn") == "attention"
+    assert module_type("transformer.h.0.self_attention.query_key_value") == "attention"
+    assert module_type("model.layers.3.mlp.down_proj") == "mlp"
+    assert module_type("model.layers.3.attn_norm") is None  # a component must match exactly
 
 
 def test_scan_rejects_bad_arguments_before_loading(tiny_model_dir):
