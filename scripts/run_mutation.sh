@@ -15,13 +15,14 @@ PY=${QD_VENV:-$ROOT/.venv}/bin/python
 OUT=$ROOT/mutation-results
 mkdir -p "$OUT"
 
-# module -> the fast tests that drive it
+# module -> the fast tests that drive it (in-process only: a test that runs the lm_eval CLI in a
+# subprocess imports the installed, unmutated package and cannot kill a mutant)
 declare -A TESTS=(
   [qd_models/quant/core.py]="tests/qd_models/test_quant_math.py tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_properties.py tests/qd_models/test_quant_core_reference.py"
   [qd_models/quant/aciq.py]="tests/qd_models/test_aciq_reference.py tests/qd_models/test_quant_math.py"
   [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq_weighted.py"
   [qd_models/engine.py]="tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_math.py"
-  [qd_models/qd_hf.py]="tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation"
+  [qd_models/qd_hf.py]="tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation tests/qd_models/test_qd_hf_model.py::test_method_none_equals_plain_hf_in_process tests/qd_models/test_qd_hf_model.py::test_unknown_method_fails_before_loading tests/qd_models/test_fidelity.py tests/qd_models/test_methods_reference.py::test_qd_hf_scores_equal_a_direct_pass_over_quantize_of_a_fresh_model"
   [analysis/stats.py]="tests/analysis/test_analysis_stats.py"
 )
 ORDER=(qd_models/quant/core.py qd_models/quant/aciq.py qd_models/quant/weighted.py qd_models/engine.py qd_models/qd_hf.py analysis/stats.py)
@@ -38,7 +39,7 @@ for module in "${ORDER[@]}"; do
     echo "source_paths="; for p in qd_models qd_tasks analysis; do echo "    $p"; done
     echo "only_mutate=$module"
     echo "pytest_add_cli_args_test_selection="; for t in $tests; do echo "    $t"; done
-    echo "pytest_add_cli_args="; echo "    -x"; echo "    -q"; echo "    -p"; echo "    no:cacheprovider"
+    echo "pytest_add_cli_args="; echo "    -x"; echo "    -q"; echo "    -p"; echo "    no:cacheprovider"; echo "    -m"; echo "    not slow"
   } > "$work/setup.cfg"
   start=$(date +%s)
   # qd_models is imported at start-up by quant_disparity.pth: drop it so the mutated copy under
