@@ -98,7 +98,7 @@ def grid_expected_mse(alpha: float, bits: int, prior: str, grid: str = "int") ->
     return float(np.trapezoid((reconstructed - x) ** 2 * _density(x, prior), x))
 
 
-def _grid_optimal_alpha(bits: int, prior: str, grid: str = "int") -> float:
+def _grid_optimal_alpha(bits: int, prior: str, grid: str) -> float:
     """alpha / b (Laplace) or alpha / sigma (Gaussian) minimising :func:`grid_expected_mse`."""
     if prior not in PRIORS:
         raise ValueError(f"prior={prior!r} is not allowed; allowed: {', '.join(PRIORS)}")

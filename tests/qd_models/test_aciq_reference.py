@@ -77,6 +77,30 @@ def test_aciq_constant_with_steps_minimises_the_expression_with_those_steps():
         assert not math.isclose(c, aciq_constant(3, prior), rel_tol=1e-3)
 
 
+def test_laplace_constant_solves_the_stationarity_equation_up_to_16_bits():
+    """d/dalpha [2 e^-alpha + alpha^2 / (3 4^b)] = 0, i.e. e^-alpha = alpha / (3 4^b), solved by
+    root finding; at 16 bits the optimum (20.27) lies above the Gaussian search bracket (20)."""
+    for bits in (1, 2, 8, 16):
+        root = optimize.brentq(lambda a, b=bits: math.exp(-a) - a / (3 * 4.0**b), 1e-3, 60.0, xtol=1e-12)
+        assert aciq_constant(bits, "laplace") == pytest.approx(root, rel=1e-7)
+    assert aciq_constant(16, "laplace") > 20.2
+
+
+def test_gaussian_constant_solves_the_stationarity_equation():
+    """d/dalpha of the Gaussian expression: -4 (phi(alpha) - alpha Q(alpha)) + 2 alpha / (3 4^b) = 0
+    (Q the normal tail), solved by root finding, at 1..7 bits."""
+    for bits in range(1, 8):
+        root = optimize.brentq(lambda a, b=bits: -4 * (stats.norm.pdf(a) - a * stats.norm.sf(a)) + 2 * a / (3 * 4.0**b),
+                               1e-3, 20.0, xtol=1e-12)
+        assert aciq_constant(bits, "gauss") == pytest.approx(root, rel=1e-6)
+
+
+def test_bits_from_1_to_16_are_allowed():
+    assert aciq_constant(1, "gauss") > 0 and aciq_constant(16, "gauss") > aciq_constant(15, "gauss")
+    with pytest.raises(ValueError, match=r"^bits=17 is not allowed; allowed: 1\.\.16$"):
+        aciq_constant(17, "gauss")
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -85,7 +109,7 @@ def test_aciq_constant_with_steps_minimises_the_expression_with_those_steps():
         (lambda: aciq_constant(0, "gauss"), "bits=0 is not allowed; allowed: 1..16"),
         (lambda: aciq_constant(4, "gauss", 0), "steps=0 is not allowed; allowed: a positive integer"),
         (lambda: grid_expected_mse(1.0, 4, "gauss", "fp"), "grid='fp' is not allowed; allowed: int, midrise"),
-        (lambda: grid_optimal_alpha(4, "cauchy"), "prior='cauchy' is not allowed; allowed: gauss, laplace"),
+        (lambda: grid_optimal_alpha(4, "cauchy", "int"), "prior='cauchy' is not allowed; allowed: gauss, laplace"),
     ],
 )
 def test_bad_arguments_name_the_parameter_and_what_is_allowed(call, message):
