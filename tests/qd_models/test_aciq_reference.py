@@ -95,6 +95,16 @@ def test_gaussian_constant_solves_the_stationarity_equation():
         assert aciq_constant(bits, "gauss") == pytest.approx(root, rel=1e-6)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 6])
+def test_constants_for_a_given_number_of_steps_solve_their_stationarity_equation(steps):
+    """Noise (2 alpha / steps)^2 / 12 has derivative 2 alpha / (3 steps^2); one step (two levels)
+    is allowed, and its optimum (below 1) is inside the search bracket."""
+    laplace = optimize.brentq(lambda a: -2 * math.exp(-a) + 2 * a / (3 * steps**2), 1e-3, 60.0, xtol=1e-12)
+    gauss = optimize.brentq(lambda a: -4 * (stats.norm.pdf(a) - a * stats.norm.sf(a)) + 2 * a / (3 * steps**2), 1e-3, 20.0, xtol=1e-12)
+    assert aciq_constant(1, "laplace", steps) == pytest.approx(laplace, rel=1e-7)
+    assert aciq_constant(1, "gauss", steps) == pytest.approx(gauss, rel=1e-6)
+
+
 def test_bits_from_1_to_16_are_allowed():
     assert aciq_constant(1, "gauss") > 0 and aciq_constant(16, "gauss") > aciq_constant(15, "gauss")
     with pytest.raises(ValueError, match=r"^bits=17 is not allowed; allowed: 1\.\.16$"):
