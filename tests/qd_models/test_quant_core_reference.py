@@ -247,3 +247,27 @@ def test_new_tensors_are_made_on_the_blocks_device():
     assert block_moments(blocks, None, centered=False, kurtosis=False)["sigma"].device.type == "meta"
     assert all(r.device.type == "meta" for r in coarse_ratios(3, blocks))
     assert top_fraction_mask(torch.empty(4, 8, device="meta"), 25.0).device.type == "meta"
+
+
+def test_golden_section_refines_only_within_one_coarse_step_of_the_coarse_best():
+    """After the 20 coarse ratios, the search is a golden-section search of [r* - 1/20, r* + 1/20]
+    (r* the coarse best, recomputed here from the coarse calls): its first two points are the
+    golden points of that bracket, and nothing outside it is evaluated."""
+    from qd_models.quant.core import search_clip_ratio
+
+    targets = torch.tensor([[0.537], [0.262], [0.71]])
+    calls = []
+
+    def objective(r):
+        calls.append(r.clone())
+        return (r - targets).square()
+
+    search_clip_ratio(objective, 3, targets)
+    coarse = torch.stack(calls[:20])  # [20, 3, 1]
+    best = coarse[torch.stack([(c - targets).square() for c in calls[:20]]).argmin(0)[:, 0], torch.arange(3)]
+    for r in calls[20:]:
+        assert bool(((r - best).abs() <= 1 / 20 + 1e-6).all())
+    golden = (5**0.5 - 1) / 2  # the first two golden-section points of [r* - 0.05, r* + 0.05]
+    torch.testing.assert_close(calls[20], best + 0.05 - golden * 0.1, atol=1e-6, rtol=0)
+    torch.testing.assert_close(calls[21], best - 0.05 + golden * 0.1, atol=1e-6, rtol=0)
+    assert len(calls) == 20 + 2 + 12
