@@ -11,7 +11,7 @@ None, valid [n_blocks, len] 0/1 or None, config, inputs: LayerInputs)`` and retu
 ``(quantized [out, in], info)``. ``blocks`` is ``None`` for a format that fixes its own blocks
 (``config.granularity`` unset: gguf). ``info`` keys the engine reads (all optional): ``alpha``
 and ``sigma`` (``[n_blocks, 1]``: the report's alpha/sigma), ``laplace``, ``ratio`` (as
-:func:`qd_models.quant.core.clip_range`), ``extra_bits`` (storage beyond codes + scales + zeros,
+:func:`clip_range`), ``extra_bits`` (storage beyond codes + scales + zeros,
 e.g. a group index per column), ``storage_bits`` (the layer's whole storage when its format
 defines it, in place of codes + scales + zeros + ``extra_bits``) and ``report`` (JSON scalars
 added to the layer's report entry).
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import QuantConfig, num_blocks
+from .config import METHODS, QuantConfig, num_blocks
 from .quant.awq import awq_quantize
 from .quant.core import aciq_range, fake_quantize, full_range, mse_range
 from .quant.gguf_presets import tensor_types
@@ -81,6 +81,31 @@ class Quantizer:
 
     layer: LayerFn
     plan: PlanFn | None = None
+
+
+RANGE_ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor, dict[str, Tensor]]]] = {
+    "rtn": full_range,
+    "aciq": aciq_range,
+    "mse": mse_range,
+}
+"""Method -> its per-block range estimator (:mod:`qd_models.quant.core`), each taking
+``(blocks, bits, symmetric, clip, valid, grid)``."""
+
+
+def clip_range(
+    blocks: Tensor, method: str, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
+    grid: str = "int",
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Per-block quantization range ``(low, high, info)`` of ``method`` (rtn | aciq | mse, see
+    :data:`RANGE_ESTIMATORS`) for ``blocks`` ``[n_blocks, len]``: ``info`` holds per-block ``alpha``
+    (half-width), ``sigma`` (RMS about 0, or about the mean when asymmetric), ``[n_blocks, 1]`` each,
+    and, for clip=auto, ``laplace`` (bool), for mse ``ratio``."""
+    if method not in RANGE_ESTIMATORS:
+        raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(RANGE_ESTIMATORS)}")
+    clips = METHODS[method].clips
+    if clips != ("none",) and clip not in clips:
+        raise ValueError(f"clip={clip!r} is not allowed for method={method}; allowed: {', '.join(clips)}")
+    return RANGE_ESTIMATORS[method](blocks, bits, symmetric, clip, valid, grid)
 
 
 def _range_layer(estimator, weight, blocks, valid, config: QuantConfig, inputs: LayerInputs):
@@ -190,9 +215,7 @@ def _gguf_layer(weight, blocks, valid, config: QuantConfig, inputs: LayerInputs)
 
 
 QUANTIZERS: dict[str, Quantizer] = {
-    "rtn": Quantizer(functools.partial(_range_layer, full_range)),
-    "aciq": Quantizer(functools.partial(_range_layer, aciq_range)),
-    "mse": Quantizer(functools.partial(_range_layer, mse_range)),
+    **{method: Quantizer(functools.partial(_range_layer, estimator)) for method, estimator in RANGE_ESTIMATORS.items()},
     "laaciq": Quantizer(_laaciq_layer),
     "gptq": Quantizer(_gptq_layer),
     "awq": Quantizer(_awq_layer),
