@@ -10,19 +10,21 @@ Method families: :data:`METHODS` is the one registry of methods. A :class:`Metho
 how a method is applied (``kind``), which calibration it needs (``calibration``) and which
 family options type validates its own arguments (``options``: a frozen dataclass such as
 :class:`GPTQOptions`, whose field names are also :class:`QuantConfig` fields, ``None`` = unset).
-The torch side of the registry (method -> quantize-layer function) is
-:data:`qd_models.methods.QUANTIZERS`.
+A family whose format fixes bits, blocks and grid itself (``gguf``) resolves the shared arguments
+with its own ``MethodSpec.resolve``. The torch side of the registry (method -> quantize-layer
+function and optional per-model plan) is :data:`qd_models.methods.QUANTIZERS`.
 
 Extending: (1) add the method's own arguments as fields at the end of :class:`QuantConfig`
 (default ``None``) with a converter in ``_CONVERTERS`` (``QD_ARGS`` is derived from the
 dataclass fields); (2) write their options type (defaults + checks in ``__post_init__``);
-(3) add ``METHODS[name] = MethodSpec(kind=..., options=TheOptions, calibration=...)``; (4) add its layer function to ``qd_models.methods.QUANTIZERS``.
+(3) add ``METHODS[name] = MethodSpec(kind=..., options=TheOptions, calibration=...)``; (4) add its layer function (and plan, if any) to ``qd_models.methods.QUANTIZERS``.
 Arguments of another family are rejected with one line naming the methods that take them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -66,12 +68,36 @@ class AWQOptions:
             raise ValueError(f"awq_clip={self.awq_clip!r} is not allowed; allowed: true, false")
 
 
+GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+              "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m")
+"""``method=gguf`` types: llama.cpp block types (pure: every tensor) and mixed presets (per-tensor rules,
+:mod:`qd_models.quant.gguf_presets`)."""
+GGUF_DEFAULT_TYPE = "q4_k_m"
+GGUF_IMATRIX_MODE = "pooled"
+"""``calib_mode`` recorded for ``method=gguf`` with calibration: one importance matrix, the mean x^2 over all
+calibration tokens of the selected languages (token-weighted mean of the per-language moments)."""
+
+
+@dataclass(frozen=True)
+class GGUFOptions:
+    """``method=gguf`` (llama.cpp's block formats): ``gguf_type``, one of :data:`GGUF_TYPES`."""
+
+    gguf_type: str = GGUF_DEFAULT_TYPE
+
+    def __post_init__(self):
+        if self.gguf_type not in GGUF_TYPES:
+            raise ValueError(f"gguf_type={self.gguf_type!r} is not allowed; allowed: {_allowed(GGUF_TYPES)}")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """How a method is applied: ``kind`` is ``none``, ``fake`` (our weight-only
     quantize->dequantize) or ``bnb`` (bitsandbytes at load time); ``calibration``: one of
     :data:`CALIBRATIONS`; ``options``: the family's options type (module doc);
-    ``default_granularity``; ``keep_top``: whether ``keep_top`` is supported."""
+    ``default_granularity``; ``keep_top``: whether ``keep_top`` is supported; ``resolve``: the
+    family's own resolution of the shared and calibration arguments (after its own options), for a
+    format that fixes bits, blocks and grid itself, in place of the fake-quant rules;
+    ``load_quantization``: ``BitsAndBytesConfig`` arguments (``bnb``)."""
 
     kind: str
     clips: tuple[str, ...] = ("none",)
@@ -81,6 +107,30 @@ class MethodSpec:
     options: type | None = None
     default_granularity: str = "channel"
     keep_top: bool = True
+    resolve: Callable[[QuantConfig], None] | None = None
+    load_quantization: dict[str, Any] | None = None
+
+
+def _resolve_gguf(config: QuantConfig) -> None:
+    """``method=gguf``: the type fixes bits, blocks, grid and clip (given ones are rejected); ``bits`` is
+    the nominal width of the base type (q4_k_m -> 4; real bits per weight in the report); calibration
+    arguments (optional) give one importance matrix, ``calib_mode`` :data:`GGUF_IMATRIX_MODE`."""
+    given = [name for name in ("bits", "granularity", "group_size", "symmetric", "grid", "clip", "keep_by", "keep_top_scope")
+             if getattr(config, name) is not None]
+    given += ["keep_top"] if config.keep_top else []
+    if given:
+        raise ValueError(f"{', '.join(given)} not allowed with method=gguf; allowed: gguf_type, keep_layers, keep, "
+                         "quantize_embeddings, quantize_lm_head, kept_value_bits, calib_langs, calib_data, calib_samples")
+    config._set("bits", int(config.gguf_type[1]))
+    config._resolve_kept_value_bits()
+    config._set("clip", "none")
+    config._check_keep_layers()
+    if config.calib_mode is not None:
+        raise ValueError(f"calib_mode={config.calib_mode!r} is not allowed with method=gguf; allowed: unset (the importance "
+                         "matrix is the mean x^2 over all calibration tokens of calib_langs)")
+    config._check_calib_samples()
+    if any(getattr(config, name) not in (None, ()) for name in CALIB_FIELDS):
+        config._set("calib_mode", GGUF_IMATRIX_MODE)
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -91,10 +141,10 @@ METHODS: dict[str, MethodSpec] = {
     "laaciq": MethodSpec(kind="fake", calibration="stats"),
     "gptq": MethodSpec(kind="fake", calibration="inputs", options=GPTQOptions, default_granularity="group", keep_top=False),
     "awq": MethodSpec(kind="fake", calibration="inputs", options=AWQOptions, default_granularity="group", keep_top=False),
-    "gguf": MethodSpec(kind="fake", keep_top=False),  # own resolution (QuantConfig._resolve_gguf); importance matrix with calib args
-    "nf4": MethodSpec(kind="bnb", fixed_bits=4),
-    "fp4": MethodSpec(kind="bnb", fixed_bits=4),
-    "int8": MethodSpec(kind="bnb", fixed_bits=8),
+    "gguf": MethodSpec(kind="fake", options=GGUFOptions, keep_top=False, resolve=_resolve_gguf),
+    "nf4": MethodSpec(kind="bnb", fixed_bits=4, load_quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}),
+    "fp4": MethodSpec(kind="bnb", fixed_bits=4, load_quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "fp4"}),
+    "int8": MethodSpec(kind="bnb", fixed_bits=8, load_quantization={"load_in_8bit": True}),
 }
 
 FAKE_QUANT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
@@ -112,14 +162,6 @@ CALIB_FIELDS = ("calib_mode", "calib_langs", "calib_data", "calib_samples")
 ALL_LANGS = "all"
 """``calib_langs=all``: every language of the calibration source (the same as unset)."""
 KEEP_TOP_SCOPES = ("layer", "global")
-GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-              "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m")
-"""``method=gguf`` types: llama.cpp block types (pure: every tensor) and mixed presets (per-tensor rules,
-:mod:`qd_models.quant.gguf_presets`)."""
-GGUF_DEFAULT_TYPE = "q4_k_m"
-GGUF_IMATRIX_MODE = "pooled"
-"""``calib_mode`` recorded for ``method=gguf`` with calibration: one importance matrix, the mean x^2 over all
-calibration tokens of the selected languages (token-weighted mean of the per-language moments)."""
 IDENTITY_BITS = 16
 
 
@@ -176,16 +218,17 @@ class QuantConfig:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not allowed; allowed: {_allowed(METHODS)}")
         spec = METHODS[self.method]
-        if self.method == "gguf":
-            self._resolve_gguf()
-        elif self.gguf_type is not None:
-            raise ValueError(f"gguf_type={self.gguf_type!r} is not allowed with method={self.method}; allowed with method=gguf")
-        elif spec.kind == "fake":
-            self._resolve_fake(spec)
+        if spec.resolve is not None:  # a format that fixes the shared arguments itself
+            self._resolve_own_options(spec)
+            spec.resolve(self)
+            self._reject_foreign_options(spec)
         else:
-            self._reject_fake_options(spec)
-        self._resolve_options(spec)
-        self._resolve_calibration()
+            if spec.kind == "fake":
+                self._resolve_fake(spec)
+            else:
+                self._reject_fake_options(spec)
+            self._resolve_options(spec)
+            self._resolve_calibration()
         for name in ("quantize_embeddings", "quantize_lm_head", "save_overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
@@ -196,6 +239,19 @@ class QuantConfig:
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
+
+    def _resolve_kept_value_bits(self) -> None:
+        self._set("kept_value_bits", 16 if self.kept_value_bits is None else self.kept_value_bits)
+        if self.kept_value_bits not in KEPT_VALUE_BITS:
+            raise ValueError(f"kept_value_bits={self.kept_value_bits!r} is not allowed; allowed: {_allowed(KEPT_VALUE_BITS)}")
+
+    def _check_keep_layers(self) -> None:
+        if any(layer < 0 for layer in self.keep_layers):
+            raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
+
+    def _check_calib_samples(self) -> None:
+        if self.calib_samples is not None and self.calib_samples < 1:
+            raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
 
     def _resolve_fake(self, spec: MethodSpec) -> None:
         self._set("bits", 4 if self.bits is None else self.bits)
@@ -218,9 +274,7 @@ class QuantConfig:
             raise ValueError(f"grid={self.grid!r} is not allowed; allowed: {_allowed(GRIDS)}")
         if self.grid == "midrise" and not self.symmetric:
             raise ValueError("grid=midrise is not allowed with symmetric=false; allowed: grid=int (the asymmetric grid has an integer zero point)")
-        self._set("kept_value_bits", 16 if self.kept_value_bits is None else self.kept_value_bits)
-        if self.kept_value_bits not in KEPT_VALUE_BITS:
-            raise ValueError(f"kept_value_bits={self.kept_value_bits!r} is not allowed; allowed: {_allowed(KEPT_VALUE_BITS)}")
+        self._resolve_kept_value_bits()
         self._set("clip", self.clip or spec.default_clip)
         if self.clip not in spec.clips:
             raise ValueError(f"clip={self.clip!r} is not allowed for method={self.method}; allowed: {_allowed(spec.clips)}")
@@ -237,50 +291,29 @@ class QuantConfig:
             raise ValueError(f"keep_top_scope={self.keep_top_scope!r} is not allowed; allowed: {_allowed(KEEP_TOP_SCOPES)}")
         if self.keep_top == 0 and (self.keep_by is not None or self.keep_top_scope is not None):
             raise ValueError("keep_by/keep_top_scope are not allowed without keep_top; allowed: set keep_top in (0, 100]")
-        if any(layer < 0 for layer in self.keep_layers):
-            raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
+        self._check_keep_layers()
 
     def _resolve_options(self, spec: MethodSpec) -> None:
-        """Validate the method's own options (defaults filled in) and reject other families'."""
+        """Reject other families' options, validate the method's own (defaults filled in)."""
+        self._reject_foreign_options(spec)
+        self._resolve_own_options(spec)
+
+    def _reject_foreign_options(self, spec: MethodSpec) -> None:
         own = {field.name for field in fields(spec.options)} if spec.options else set()
         foreign = {name: owners for name, owners in option_owners().items() if name not in own and getattr(self, name) is not None}
         if foreign:
             name, owners = next(iter(foreign.items()))
             raise ValueError(f"{', '.join(foreign)} not allowed with method={self.method}; allowed with method={'|'.join(owners)}")
+
+    def _resolve_own_options(self, spec: MethodSpec) -> None:
+        own = {field.name for field in fields(spec.options)} if spec.options else set()
         if spec.options is not None:
             options = spec.options(**{name: getattr(self, name) for name in own if getattr(self, name) is not None})
             for name in own:
                 self._set(name, getattr(options, name))
 
-    def _resolve_gguf(self) -> None:
-        self._set("gguf_type", self.gguf_type or GGUF_DEFAULT_TYPE)
-        if self.gguf_type not in GGUF_TYPES:
-            raise ValueError(f"gguf_type={self.gguf_type!r} is not allowed; allowed: {_allowed(GGUF_TYPES)}")
-        given = [name for name in ("bits", "granularity", "group_size", "symmetric", "grid", "clip", "keep_by", "keep_top_scope")
-                 if getattr(self, name) is not None]
-        given += ["keep_top"] if self.keep_top else []
-        if given:
-            raise ValueError(f"{', '.join(given)} not allowed with method=gguf; allowed: gguf_type, keep_layers, keep, "
-                             "quantize_embeddings, quantize_lm_head, kept_value_bits, calib_langs, calib_data, calib_samples")
-        self._set("bits", int(self.gguf_type[1]))  # nominal width of the base type (q4_k_m -> 4); real bits per weight in the report
-        self._set("kept_value_bits", 16 if self.kept_value_bits is None else self.kept_value_bits)
-        if self.kept_value_bits not in KEPT_VALUE_BITS:
-            raise ValueError(f"kept_value_bits={self.kept_value_bits!r} is not allowed; allowed: {_allowed(KEPT_VALUE_BITS)}")
-        self._set("clip", "none")
-        if any(layer < 0 for layer in self.keep_layers):
-            raise ValueError(f"keep_layers={list(self.keep_layers)} is not allowed; allowed: non-negative block indices")
-
     def _resolve_calibration(self) -> None:
         given = [name for name in CALIB_FIELDS if getattr(self, name) not in (None, ())]
-        if self.method == "gguf":
-            if self.calib_mode is not None:
-                raise ValueError(f"calib_mode={self.calib_mode!r} is not allowed with method=gguf; allowed: unset (the importance "
-                                 "matrix is the mean x^2 over all calibration tokens of calib_langs)")
-            if self.calib_samples is not None and self.calib_samples < 1:
-                raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
-            if given:
-                self._set("calib_mode", GGUF_IMATRIX_MODE)
-            return
         calibration = METHODS[self.method].calibration
         if not (calibration != "none" or self.keep_by == "activation"):
             if given:
@@ -290,16 +323,14 @@ class QuantConfig:
         if calibration == "inputs" and self.keep_by != "activation":
             if self.calib_mode is not None:
                 raise ValueError(f"calib_mode={self.calib_mode!r} is not allowed with method={self.method}; allowed: unset (calib_mode is laaciq's)")
-            if self.calib_samples is not None and self.calib_samples < 1:
-                raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
+            self._check_calib_samples()
             return
         self._set("calib_mode", self.calib_mode or "mean")
         if self.calib_mode not in CALIB_MODES:
             raise ValueError(f"calib_mode={self.calib_mode!r} is not allowed; allowed: {_allowed(CALIB_MODES)}")
         if self.calib_mode == "target" and len(self.calib_langs) != 1:
             raise ValueError(f"calib_langs={';'.join(self.calib_langs) or 'unset'} is not allowed with calib_mode=target; allowed: exactly one language, e.g. calib_langs=he")
-        if self.calib_samples is not None and self.calib_samples < 1:
-            raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
+        self._check_calib_samples()
         if self.keep_by == "activation" and self.keep_top_scope == "global":
             raise ValueError("keep_top_scope=global is not allowed with keep_by=activation; allowed: layer")
 

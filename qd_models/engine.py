@@ -22,14 +22,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from . import __version__
-from .config import QuantConfig, validate_for_model
-from .methods import QUANTIZERS, LayerInputs
+from .config import METHODS, QuantConfig, validate_for_model
+from .methods import QUANTIZERS, LayerInputs, PlanTarget
 from .quant.core import check_group_size, to_blocks, top_fraction_mask, weight_stats
 from .quant.weighted import activation_keep_scores, mode_weights, normalise_second_moments
 from .report import json_safe, quantized_layer_bits, summarize_report
@@ -82,9 +82,7 @@ def bnb_from_pretrained_kwargs(config: QuantConfig) -> dict:
         return {}
     from transformers import BitsAndBytesConfig
 
-    if config.method == "int8":
-        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
-    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.method)}
+    return {"quantization_config": BitsAndBytesConfig(**METHODS[config.method].load_quantization)}
 
 
 def block_module_name(name: str) -> str | None:
@@ -109,6 +107,12 @@ def _layer_inputs(model: nn.Module, targets: list[_Target], target: _Target, cal
         grams.update(collect_input_grams(model, calib, names, block))
     gram, mean_abs = grams.pop(target.name)
     return LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
+
+
+def _plan_target(target: _Target) -> PlanTarget:
+    weight = target.module.weight
+    in_features = weight.shape[0] if target.layout == "conv1d" else weight.shape[1]
+    return PlanTarget(target.name, in_features, block_index(target.name), target.status == "quantize")
 
 
 def _layout(module: nn.Module) -> str | None:
@@ -223,11 +227,12 @@ def quantize_(
     ``filter_fn(module, name) -> bool``: False keeps the module in original precision.
     ``originals_for_restore``: if a dict, receives CPU copies of every modified weight (by parameter
     name) for :func:`restore_`. ``act_stats``: a :class:`qd_models.calibration.ActivationStats`
-    over :func:`quantization_targets`, required by ``method=laaciq`` and ``keep_by=activation``
-    (activation-weighted clip search / keep scores; adds ``calibration`` blocks to the report).
+    over :func:`quantization_targets`, required when ``config.needs_calibration`` (``method=laaciq``,
+    ``keep_by=activation``, a gguf importance matrix; adds ``calibration`` blocks to the report).
     ``calib``: a :class:`qd_models.calibration.CalibrationBatches`, required by methods whose
     calibration is ``inputs`` (GPTQ, AWQ: block by block, see :func:`_layer_inputs`).
-    Each layer is quantized by ``QUANTIZERS[config.method]`` (:mod:`qd_models.methods`).
+    Each layer is quantized by ``QUANTIZERS[config.method].layer`` (:mod:`qd_models.methods`),
+    after the method's ``plan`` (if any) saw every target once.
     For bitsandbytes methods (already quantized at load) only the report is built.
     """
     if config.kind == "bnb":
@@ -249,9 +254,11 @@ def quantize_(
     sequential = active and config.calibration == "inputs"
     if sequential and calib is None:
         raise ValueError(f"calib is required with method={config.method}; allowed: qd_models.calibration.CalibrationBatches.from_texts(...)")
-    quantize_layer = QUANTIZERS.get(config.method) if active else None  # gguf: its own path below
+    quantizer = QUANTIZERS[config.method] if active else None
     grams: dict = {}
-    gguf_plan = _gguf_plan(model, targets, config) if active and config.method == "gguf" else {}
+    plans = {}
+    if quantizer is not None and quantizer.plan is not None:
+        plans = quantizer.plan(model, [_plan_target(target) for target in targets], config, act_stats)
     threshold = None
     if active and config.keep_top > 0 and config.keep_top_scope == "global":
         threshold = _global_threshold(targets, config.keep_top)
@@ -270,16 +277,7 @@ def quantize_(
             counts["kept"] += param.numel()
             layers.append(layer)
             continue
-        if config.method == "gguf":
-            quantized = _gguf_layer(target.name, weight, param, gguf_plan[target.name], act_stats, config, layer)
-            if originals_for_restore is not None:
-                originals_for_restore[target.param_name] = param.detach().to("cpu", copy=True)
-            target.write(quantized)
-            storage_bits += layer["bits_per_weight"] * param.numel()
-            counts["quantized"] += param.numel()
-            layers.append(layer)
-            continue
-        blocks = to_blocks(weight, config.granularity, config.group_size)
+        blocks = to_blocks(weight, config.granularity, config.group_size) if config.granularity else None
         inputs = degenerate = None
         if act_stats is not None and config.needs_calibration:
             inputs, degenerate = normalise_second_moments(act_stats.inputs(target.name, config.calib_langs).to(weight.device))
@@ -293,7 +291,8 @@ def quantize_(
             kept = None
         valid = None if kept is None else (~kept).float().view_as(blocks)
         layer_inputs = _layer_inputs(model, targets, target, calib, grams) if sequential else LayerInputs(stats=inputs)
-        quantized, info = quantize_layer(weight, blocks, valid, config, layer_inputs)
+        layer_inputs = replace(layer_inputs, plan=plans.get(target.name))
+        quantized, info = quantizer.layer(weight, blocks, valid, config, layer_inputs)
         n_kept = 0
         if kept is not None:
             n_kept = int(kept.sum())
@@ -302,11 +301,15 @@ def quantize_(
             quantized = quantized.to(param.dtype).float()
         norm = float(weight.square().sum())
         error = float((quantized - weight).square_().sum())
-        bits = quantized_layer_bits(param.numel(), blocks.shape[0], config.bits, config.symmetric, n_kept, value_bits)
-        bits += info.get("extra_bits", 0)
+        if "storage_bits" in info:
+            bits = info["storage_bits"]
+        else:
+            bits = quantized_layer_bits(param.numel(), blocks.shape[0], config.bits, config.symmetric, n_kept, value_bits)
+            bits += info.get("extra_bits", 0)
+        layer["status"] = "quantized"
+        if blocks is not None:
+            layer["n_blocks"] = blocks.shape[0]
         layer.update(
-            status="quantized",
-            n_blocks=blocks.shape[0],
             rel_mse=error / norm if norm > 0 else float("nan"),
             kept_fraction=n_kept / param.numel(),
             bits_per_weight=bits / param.numel(),
@@ -365,56 +368,6 @@ def quantize_(
         report["calibration"] = calib.report()
     report["wall_seconds"] = time.perf_counter() - start  # not in totals: totals are equal across identical runs
     return json_safe(report)
-
-
-def _gguf_plan(model: nn.Module, targets: list[_Target], config: QuantConfig) -> dict[str, dict]:
-    """GGUF type of every target (llama.cpp's per-tensor rules for presets, input dim fallbacks)."""
-    from .config import num_blocks
-    from .quant.gguf_presets import tensor_types
-
-    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    tied = head is not None and embedding is not None and head.weight is embedding.weight
-    shapes = [(t.name, t.module.weight.shape[0] if t.layout == "conv1d" else t.module.weight.shape[1]) for t in targets]
-    n_layer = num_blocks(model.config) if hasattr(model, "config") else None
-    n_layer = n_layer or 1 + max((block_index(t.name) or 0 for t in targets), default=0)
-    return tensor_types(shapes, config.gguf_type, n_layer, tied)
-
-
-def gguf_imatrix(act_stats, name: str, langs: tuple[str, ...]) -> torch.Tensor | None:
-    """Importance matrix ``[in]`` of module ``name``: mean x^2 over all calibration tokens of ``langs``
-    (per-language E[x^2] weighted by token counts); None when there are no tokens."""
-    langs = act_stats.select_langs(langs)
-    rows = [act_stats.langs.index(lang) for lang in langs]
-    tokens = torch.tensor([float(act_stats.tokens[lang]) for lang in langs], dtype=torch.float64)
-    if not tokens.sum() > 0:
-        return None
-    return (act_stats.second_moments[name][rows].double() * tokens[:, None]).sum(0) / tokens.sum()
-
-
-def _gguf_layer(name: str, weight: torch.Tensor, param: torch.Tensor, plan: dict, act_stats, config: QuantConfig, layer: dict) -> torch.Tensor:
-    """Quantize ``weight`` ``[out, in]`` to GGUF blocks of ``plan["type"]`` (rows along the input dim),
-    dequantize with gguf's dequantizer; fills ``layer``; returns the value the parameter will hold."""
-    from .quant.gguf_quants import bits_per_weight, dequantize, quantize_blocks
-
-    imatrix = None
-    if act_stats is not None and config.needs_calibration:
-        imatrix = gguf_imatrix(act_stats, name, config.calib_langs)
-    data = quantize_blocks(weight.cpu().numpy(), plan["type"], None if imatrix is None else imatrix.float().numpy())
-    quantized = torch.from_numpy(dequantize(data, plan["type"])).to(weight.device)
-    if param.dtype != quantized.dtype:
-        quantized = quantized.to(param.dtype).float()
-    norm = float(weight.square().sum())
-    error = float((quantized - weight).square_().sum())
-    layer.update(status="quantized", gguf_type=plan["type"], gguf_role=plan["role"], gguf_rule=plan["rule"],
-                 imatrix=imatrix is not None, rel_mse=error / norm if norm > 0 else float("nan"), kept_fraction=0.0,
-                 bits_per_weight=bits_per_weight(plan["type"]))
-    if imatrix is not None:
-        from .calibration import layer_calibration_report
-
-        inputs, degenerate = normalise_second_moments(act_stats.inputs(name, config.calib_langs).to(weight.device))
-        layer["calibration"] = layer_calibration_report(weight, quantized, inputs, degenerate, act_stats.select_langs(config.calib_langs))
-    return quantized
 
 
 def _bnb_report(model: nn.Module, config: QuantConfig) -> dict:

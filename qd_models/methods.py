@@ -1,16 +1,20 @@
-"""The torch side of the method registry: method -> quantize-layer function.
+"""The torch side of the method registry: method -> :class:`Quantizer` (layer function, optional plan).
 
 :data:`qd_models.config.METHODS` says what a method needs (kind, calibration, options type);
 :data:`QUANTIZERS` says how one layer is quantized. :func:`qd_models.engine.quantize_` selects
-the layers, runs the calibration the method's ``MethodSpec.calibration`` names and calls
-``QUANTIZERS[config.method]`` for every layer; it knows no method names.
+the layers, runs the calibration the method's ``MethodSpec.calibration`` names, calls the
+method's ``plan`` once per model (when it has one) and its ``layer`` for every layer; it knows
+no method names.
 
-A layer function takes ``(weight [out, in] float32, blocks [n_blocks, len] view of weight,
-valid [n_blocks, len] 0/1 or None, config, inputs: LayerInputs)`` and returns
-``(quantized [out, in], info)``. ``info`` keys the engine reads (all optional): ``alpha`` and
-``sigma`` (``[n_blocks, 1]``: the report's alpha/sigma), ``laplace``, ``ratio`` (as
-:func:`qd_models.quant.core.clip_range`), ``extra_bits`` (storage beyond codes + scales + zeros,
-e.g. a group index per column) and ``report`` (JSON scalars added to the layer's report entry).
+A layer function takes ``(weight [out, in] float32, blocks [n_blocks, len] view of weight or
+None, valid [n_blocks, len] 0/1 or None, config, inputs: LayerInputs)`` and returns
+``(quantized [out, in], info)``. ``blocks`` is ``None`` for a format that fixes its own blocks
+(``config.granularity`` unset: gguf). ``info`` keys the engine reads (all optional): ``alpha``
+and ``sigma`` (``[n_blocks, 1]``: the report's alpha/sigma), ``laplace``, ``ratio`` (as
+:func:`clip_range`), ``extra_bits`` (storage beyond codes + scales + zeros,
+e.g. a group index per column), ``storage_bits`` (the layer's whole storage when its format
+defines it, in place of codes + scales + zeros + ``extra_bits``) and ``report`` (JSON scalars
+added to the layer's report entry).
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from .config import QuantConfig
+from .config import METHODS, QuantConfig, num_blocks
 from .quant.awq import awq_quantize
 from .quant.core import aciq_range, fake_quantize, full_range, mse_range
+from .quant.gguf_presets import tensor_types
+from .quant.gguf_quants import bits_per_weight, dequantize, quantize_blocks
 from .quant.gptq import gptq_quantize, output_error
 from .quant.weighted import weighted_clip_range
 
@@ -44,9 +52,60 @@ class LayerInputs:
     stats: Tensor | None = None
     gram: Tensor | None = None
     mean_abs: Tensor | None = None
+    plan: Any = None
+    """This layer's entry of the method's per-model plan (:class:`Quantizer`), or ``None``."""
 
 
-LayerFn = Callable[[Tensor, Tensor, Tensor | None, QuantConfig, LayerInputs], tuple[Tensor, dict]]
+@dataclass(frozen=True)
+class PlanTarget:
+    """What a method's plan sees of one selected module (model order): its ``name``, the input dim
+    ``in_features`` of its ``[out, in]`` weight, its transformer ``block`` index (or ``None``) and
+    whether it is ``quantized`` (``False``: kept in original precision)."""
+
+    name: str
+    in_features: int
+    block: int | None
+    quantized: bool
+
+
+LayerFn = Callable[[Tensor, Tensor | None, Tensor | None, QuantConfig, LayerInputs], tuple[Tensor, dict]]
+PlanFn = Callable[[nn.Module, list[PlanTarget], QuantConfig, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """One method's torch side: ``layer`` quantizes one layer (module doc); ``plan``, when set, is
+    called once per model before the first layer as ``plan(model, targets, config, act_stats)``
+    (``act_stats``: the activation statistics or ``None``) and returns ``{module name: plan}``;
+    each quantized layer gets its entry as ``LayerInputs.plan``."""
+
+    layer: LayerFn
+    plan: PlanFn | None = None
+
+
+RANGE_ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor, dict[str, Tensor]]]] = {
+    "rtn": full_range,
+    "aciq": aciq_range,
+    "mse": mse_range,
+}
+"""Method -> its per-block range estimator (:mod:`qd_models.quant.core`), each taking
+``(blocks, bits, symmetric, clip, valid, grid)``."""
+
+
+def clip_range(
+    blocks: Tensor, method: str, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
+    grid: str = "int",
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Per-block quantization range ``(low, high, info)`` of ``method`` (rtn | aciq | mse, see
+    :data:`RANGE_ESTIMATORS`) for ``blocks`` ``[n_blocks, len]``: ``info`` holds per-block ``alpha``
+    (half-width), ``sigma`` (RMS about 0, or about the mean when asymmetric), ``[n_blocks, 1]`` each,
+    and, for clip=auto, ``laplace`` (bool), for mse ``ratio``."""
+    if method not in RANGE_ESTIMATORS:
+        raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(RANGE_ESTIMATORS)}")
+    clips = METHODS[method].clips
+    if clips != ("none",) and clip not in clips:
+        raise ValueError(f"clip={clip!r} is not allowed for method={method}; allowed: {', '.join(clips)}")
+    return RANGE_ESTIMATORS[method](blocks, bits, symmetric, clip, valid, grid)
 
 
 def _range_layer(estimator, weight, blocks, valid, config: QuantConfig, inputs: LayerInputs):
@@ -116,13 +175,51 @@ def _awq_layer(weight, blocks, valid, config: QuantConfig, inputs: LayerInputs):
     return quantized, info
 
 
-QUANTIZERS: dict[str, LayerFn] = {
-    "rtn": functools.partial(_range_layer, full_range),
-    "aciq": functools.partial(_range_layer, aciq_range),
-    "mse": functools.partial(_range_layer, mse_range),
-    "laaciq": _laaciq_layer,
-    "gptq": _gptq_layer,
-    "awq": _awq_layer,
+def gguf_imatrix(act_stats, name: str, langs: tuple[str, ...]) -> Tensor | None:
+    """Importance matrix ``[in]`` float64 of module ``name``: mean x^2 over all calibration tokens of ``langs``
+    (per-language E[x^2] weighted by token counts); None when there are no tokens."""
+    langs = act_stats.select_langs(langs)
+    rows = [act_stats.langs.index(lang) for lang in langs]
+    tokens = torch.tensor([float(act_stats.tokens[lang]) for lang in langs], dtype=torch.float64)
+    if not tokens.sum() > 0:
+        return None
+    return (act_stats.second_moments[name][rows].double() * tokens[:, None]).sum(0) / tokens.sum()
+
+
+def _gguf_plan(model: nn.Module, targets: list[PlanTarget], config: QuantConfig, act_stats) -> dict[str, dict]:
+    """``{name: {"type", "role", "rule"[, "imatrix"]}}``: the GGUF type of every target (llama.cpp's
+    per-tensor rules for presets, input dim fallbacks) and, with calibration, each quantized
+    target's importance matrix (:func:`gguf_imatrix`)."""
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = head is not None and embedding is not None and head.weight is embedding.weight
+    n_layer = num_blocks(model.config) if hasattr(model, "config") else None
+    n_layer = n_layer or 1 + max((target.block or 0 for target in targets), default=0)
+    plans = tensor_types([(target.name, target.in_features) for target in targets], config.gguf_type, n_layer, tied)
+    if act_stats is not None and config.needs_calibration:
+        for target in targets:
+            if target.quantized:
+                plans[target.name]["imatrix"] = gguf_imatrix(act_stats, target.name, config.calib_langs)
+    return plans
+
+
+def _gguf_layer(weight, blocks, valid, config: QuantConfig, inputs: LayerInputs):
+    """``weight`` ``[out, in]`` as GGUF blocks of the planned type (rows along the input dim),
+    quantized by :mod:`qd_models.quant.gguf_quants` and dequantized by gguf's dequantizer."""
+    plan = inputs.plan
+    imatrix = plan.get("imatrix")
+    data = quantize_blocks(weight.cpu().numpy(), plan["type"], None if imatrix is None else imatrix.float().numpy())
+    quantized = torch.from_numpy(dequantize(data, plan["type"])).to(weight.device)
+    report = {"gguf_type": plan["type"], "gguf_role": plan["role"], "gguf_rule": plan["rule"], "imatrix": imatrix is not None}
+    return quantized, {"storage_bits": bits_per_weight(plan["type"]) * weight.numel(), "report": report}
+
+
+QUANTIZERS: dict[str, Quantizer] = {
+    **{method: Quantizer(functools.partial(_range_layer, estimator)) for method, estimator in RANGE_ESTIMATORS.items()},
+    "laaciq": Quantizer(_laaciq_layer),
+    "gptq": Quantizer(_gptq_layer),
+    "awq": Quantizer(_awq_layer),
+    "gguf": Quantizer(_gguf_layer, plan=_gguf_plan),
 }
-"""Method -> quantize-layer function (module doc); every ``fake`` method of
+"""Method -> :class:`Quantizer` (module doc); every ``fake`` method of
 :data:`qd_models.config.METHODS` has one."""

@@ -4,7 +4,6 @@ from .aciq import aciq_constant, expected_mse, grid_expected_mse, grid_optimal_a
 from .core import (
     AUTO_LAPLACE_KURTOSIS,
     block_moments,
-    clip_range,
     fake_quantize,
     grid_steps,
     min_max,
@@ -18,7 +17,6 @@ __all__ = [
     "AUTO_LAPLACE_KURTOSIS",
     "aciq_constant",
     "block_moments",
-    "clip_range",
     "expected_mse",
     "fake_quantize",
     "grid_expected_mse",

@@ -37,7 +37,7 @@ GRIDS = ("int", "midrise")
 """Symmetric grids (module doc)."""
 
 MSE_COARSE_STEPS = 20
-"""``method=mse``: coarse grid of clip ratios r = k/20, k = 1..20, times the block's absmax
+"""MSE clip search (:func:`mse_clip_ratio`): coarse grid of clip ratios r = k/20, k = 1..20, times the block's absmax
 (symmetric) or its [min, max] (asymmetric) ..."""
 
 MSE_REFINE_STEPS = 12
@@ -153,7 +153,7 @@ def coarse_ratios(n_blocks: int, like: Tensor) -> list[Tensor]:
 def search_clip_ratio(objective: Callable[[Tensor], Tensor], n_blocks: int, like: Tensor,
                       coarse: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per-block ratio r in (0, 1] minimising ``objective(r [n, 1]) -> [n, 1]`` on the
-    ``method=mse`` grid; returns (best ratio, best objective), ``[n, 1]`` each. ``coarse``:
+    MSE clip-search grid; returns (best ratio, best objective), ``[n, 1]`` each. ``coarse``:
     the objective already evaluated on :func:`coarse_ratios`, ``[steps, n, 1]``."""
     if coarse is None:
         coarse = torch.stack([objective(ratio) for ratio in coarse_ratios(n_blocks, like)], dim=0)
@@ -238,7 +238,7 @@ def aciq_range(blocks: Tensor, bits: int, symmetric: bool, clip: str, valid: Ten
         info["laplace"] = laplace
         alpha = torch.where(laplace, alpha_laplace, alpha_gauss)
     else:
-        raise ValueError(f"clip={clip!r} is not allowed for method=aciq; allowed: gauss, laplace, auto")
+        raise ValueError(f"clip={clip!r} is not allowed; allowed: gauss, laplace, auto")
     center = moments["center"]
     low = torch.maximum(low, center - alpha).clamp_max_(0.0)
     high = torch.minimum(high, center + alpha).clamp_min_(0.0)
@@ -252,28 +252,6 @@ def mse_range(blocks: Tensor, bits: int, symmetric: bool, clip: str, valid: Tens
     ratio = mse_clip_ratio(blocks, bits, symmetric, valid, grid)
     info = {"sigma": block_moments(blocks, valid, centered=not symmetric, kurtosis=False)["sigma"], "ratio": ratio}
     return _with_alpha(low * ratio, high * ratio, info)
-
-
-RANGE_ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor, dict[str, Tensor]]]] = {
-    "rtn": full_range,
-    "aciq": aciq_range,
-    "mse": mse_range,
-}
-"""Per-block range estimators by name (the one table :func:`clip_range` looks up); each takes
-``(blocks, bits, symmetric, clip, valid, grid)``."""
-
-
-def clip_range(
-    blocks: Tensor, method: str, bits: int, symmetric: bool, clip: str = "none", valid: Tensor | None = None,
-    grid: str = "int",
-) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-    """Per-block quantization range ``(low, high, info)`` from the estimator ``method``
-    (rtn | aciq | mse, see :data:`RANGE_ESTIMATORS`): ``info`` holds per-block ``alpha``
-    (half-width), ``sigma`` (RMS about 0, or about the mean when asymmetric) and, for
-    clip=auto, ``laplace`` (bool), for mse ``ratio``."""
-    if method not in RANGE_ESTIMATORS:
-        raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(RANGE_ESTIMATORS)}")
-    return RANGE_ESTIMATORS[method](blocks, bits, symmetric, clip, valid, grid)
 
 
 def top_fraction_mask(scores: Tensor, percent: float) -> Tensor | None:

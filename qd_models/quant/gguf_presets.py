@@ -83,14 +83,14 @@ def _mixed(preset: str, role: str, i_v: int, n_v: int, i_down: int, n_layer: int
     return None
 
 
-def tensor_types(tensors: list[tuple[str, int]], gguf_type: str, n_layer: int, tied_embeddings: bool = False) -> dict[str, dict]:
-    """Type of each ``(module name, input dim)`` (in model order) under ``gguf_type`` (a type or
+def tensor_types(tensors: list[tuple[str, int]], type_name: str, n_layer: int, tied_embeddings: bool = False) -> dict[str, dict]:
+    """Type of each ``(module name, input dim)`` (in model order) under ``type_name`` (a type or
     a preset): ``{name: {"role", "type", "rule"}}``; ``rule`` says why (base, preset rule, output
     rule, fallback). ``n_layer``: transformer blocks (llama.cpp's ``n_ffn_down``).
     Output (and a tied token embedding): q6_k, or q8_0 when the input dim is not a multiple of 256
     (llama.cpp's rule for presets); an untied token embedding keeps the base type."""
-    preset = gguf_type if gguf_type in PRESETS else None
-    base = PRESETS.get(gguf_type, gguf_type)
+    preset = type_name if type_name in PRESETS else None
+    base = PRESETS.get(type_name, type_name)
     roles = [tensor_role(name) for name, _ in tensors]
     n_v = sum(role in ("attn_v", "attn_qkv") for role in roles)
     i_v = i_down = 0

@@ -13,7 +13,7 @@ and a clip ratio r_b the language-l weighted error is
 
 the diagonal approximation of the squared output error ``E||(W - Q(W)) x||^2`` on language l;
 the layer's relative weighted error on l is R_l = sum_b E_lb / sum_ij s_hat_l[j] W_ij^2.
-Every mode picks one r per block; grid and search are those of ``method=mse``
+Every mode picks one r per block; grid and search are those of the MSE clip search
 (``MSE_COARSE_STEPS`` ratios, then ``MSE_REFINE_STEPS`` golden-section steps):
 
 * ``target``: minimise E_lb for the single calibration language;
@@ -43,7 +43,7 @@ MODES = ("target", "mean", "minimax")
 """The objectives of :func:`weighted_clip_range` (module doc)."""
 
 MINIMAX_STEPS = 100
-"""Exponentiated-gradient steps on the language weights (``calib_mode=minimax``); step t
+"""Exponentiated-gradient steps on the language weights (mode ``minimax``); step t
 moves log(lambda) by at most ``MINIMAX_STEP / sqrt(t + 1)``."""
 MINIMAX_STEP = 0.5
 MINIMAX_WINDOW = 3
@@ -97,7 +97,7 @@ def weighted_clip_range(
     ``blocks``: ``[n_blocks, block_len]`` view of an ``[out_dim, in]`` weight; ``second_moments``:
     normalised ``[in, L]`` (``target`` needs L == 1); ``valid``: 0/1 like ``blocks`` (0 =
     kept in original precision, excluded from the error); ``grid``: see :mod:`qd_models.quant.core`.
-    ``info``: ``ratio``, ``alpha``, ``sigma`` (as :func:`qd_models.quant.core.clip_range`) and ``errors`` ``[n_blocks, L]``
+    ``info``: ``ratio``, ``alpha``, ``sigma`` (as :func:`qd_models.quant.core.mse_range`) and ``errors`` ``[n_blocks, L]``
     (per-language weighted errors at the chosen ratio).
     """
     if mode not in MODES:
@@ -167,7 +167,7 @@ def minimax_language_weights(relative: Tensor) -> Tensor:
 
 
 def mode_weights(second_moments: Tensor, mode: str) -> Tensor:
-    """One input-channel weight vector ``[in]`` for a mode (used by ``keep_by=activation``):
+    """One input-channel weight vector ``[in]`` for a mode (activation-based keep scores):
     target: the language's column; mean: the column mean; minimax: the column max (a channel
     that matters to any language counts)."""
     if mode == "minimax":
@@ -176,7 +176,7 @@ def mode_weights(second_moments: Tensor, mode: str) -> Tensor:
 
 
 def activation_keep_scores(weight: Tensor, channel_weights: Tensor) -> Tensor:
-    """Salience ``|W_ij| * sqrt(s[j])`` for ``keep_by=activation``, ``[out, in]``."""
+    """Salience ``|W_ij| * sqrt(s[j])`` (activation-based keep scores), ``[out, in]``."""
     return weight.abs() * channel_weights.clamp_min(0.0).sqrt()
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from qd_models.quant import clip_range, fake_quantize, mse_clip_ratio, to_blocks
+from qd_models.methods import clip_range
+from qd_models.quant import fake_quantize, mse_clip_ratio, to_blocks
 from qd_models.quant.weighted import (
     activation_keep_scores,
     activation_weighted_kurtosis,

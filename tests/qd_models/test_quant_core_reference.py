@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from qd_models.quant import clip_range, fake_quantize, grid_optimal_alpha, grid_steps, to_blocks
+from qd_models.methods import clip_range
+from qd_models.quant import fake_quantize, grid_optimal_alpha, grid_steps, to_blocks
 
 
 def test_grid_steps_count_the_intervals_between_levels():

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from qd_models.methods import clip_range
 from qd_models.quant import (
     aciq_constant,
-    clip_range,
     expected_mse,
     fake_quantize,
     grid_optimal_alpha,

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from qd_models.quant import clip_range, fake_quantize
+from qd_models.methods import clip_range
+from qd_models.quant import fake_quantize
 
 SETTINGS = settings(max_examples=int(os.environ.get("QD_HYPOTHESIS_EXAMPLES", "60")), deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])  # the 2 shared cores are often busy
