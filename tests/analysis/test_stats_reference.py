@@ -319,7 +319,7 @@ def test_correlation_p_values_over_finite_pairs():
     rng = np.random.default_rng(7)
     x = rng.normal(size=12)
     y = 0.6 * x + rng.normal(size=12)
-    x_in, y_in = list(x) + [NAN, 1.0], list(y) + [2.0, None]
+    x_in, y_in = list(x) + [NAN, None, 1.0], list(y) + [2.0, 3.0, None]
     result = stats.correlation(x_in, y_in)
     r, rho = np.corrcoef(x, y)[0, 1], np.corrcoef(sps.rankdata(x), sps.rankdata(y))[0, 1]
     assert result["n"] == 12
