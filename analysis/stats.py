@@ -1,7 +1,8 @@
 """Statistics used by the analysis: paired document bootstrap with studentized intervals,
 language-level permutation tests and hierarchical bootstrap, correlations and slope fits.
 Every function returns NaN (never raises) for degenerate inputs that can legitimately occur
-(too few points, zero variance)."""
+(too few points, zero variance). Array inputs are read as float64, so a None entry is a missing
+value (NaN)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def bootstrap_degradation_draws(nll_quant, nll_base, n_resamples: int, rng: np.r
     nll_base = np.asarray(nll_base, dtype=float)
     if nll_quant.shape != nll_base.shape or nll_quant.ndim != 1 or nll_quant.size == 0:
         raise ValueError(f"nll_quant/nll_base must be equal-length non-empty 1-D arrays; got {nll_quant.shape} and {nll_base.shape}")
-    idx = rng.integers(0, nll_quant.size, size=(n_resamples, nll_quant.size))
+    idx = rng.integers(nll_quant.size, size=(n_resamples, nll_quant.size))
     draws = relative_increase(nll_quant[idx].sum(axis=1), nll_base[idx].sum(axis=1))
     return (draws, ratio_standard_error(nll_quant[idx], nll_base[idx])) if with_se else draws
 
@@ -67,7 +68,9 @@ def studentized_interval(estimate: float, se: float, draws, draw_se, confidence:
     draws, draw_se: (n_resamples,) bootstrap estimates and their standard errors; t_lo, t_hi
     are the (1 ± confidence)/2 quantiles (inverted CDF) of t. A resample with draw_se = 0 has
     t = ±inf (0 when draw = est), which can make a bound infinite. se = 0 (to rounding) means every
-    document has the same ratio, so the interval collapses to the estimate. NaN bounds when undefined.
+    document has the same ratio, so the interval collapses to the estimate. "To rounding" is
+    within 1e-12 * (1 + |est|), for se and for draw - est alike. NaN bounds when undefined
+    (a non-finite est, se or draw, no draws, a NaN draw_se).
     """
     draws, draw_se = np.asarray(draws, dtype=float), np.asarray(draw_se, dtype=float)
     if not (math.isfinite(estimate) and math.isfinite(se)) or draws.size == 0 or not np.all(np.isfinite(draws)):
@@ -95,7 +98,7 @@ def percentile_interval(estimate: float, draws: np.ndarray, confidence: float = 
     return Interval(float(estimate), float(low), float(high))
 
 
-def permutation_test(values, is_low, max_exact: int = 20000, n_resamples: int = 20000, random_state: int = 0) -> dict:
+def permutation_test(values, is_low, max_exact: int, n_resamples: int = 20000, random_state: int = 0) -> dict:
     """Label-permutation test of mean(values[is_low]) - mean(values[~is_low]) over units (languages).
 
     values: (n,) one number per unit; is_low: (n,) bool group labels. Every relabelling that
@@ -138,8 +141,8 @@ def hierarchical_draws(draws, n_resamples: int, rng: np.random.Generator) -> np.
     """
     draws = np.asarray(draws, dtype=float)
     n_langs, n_doc = draws.shape
-    langs = rng.integers(0, n_langs, size=(n_resamples, n_langs))
-    columns = rng.integers(0, n_doc, size=(n_resamples, n_langs))
+    langs = rng.integers(n_langs, size=(n_resamples, n_langs))
+    columns = rng.integers(n_doc, size=(n_resamples, n_langs))
     return draws[langs, columns].mean(axis=1)
 
 

@@ -129,7 +129,7 @@ def test_studentized_interval_covers_better_than_percentile_at_five_documents():
 def test_permutation_test_exact_matches_scipy_and_brute_force():
     values = np.array([0.02, 0.05, 0.04, 0.30, 0.03, 0.06, 0.01, 0.08])
     is_low = np.array([False, False, False, True, True, True, False, False])  # 3 LR of 8: C(8, 3) = 56 splits
-    ours = stats.permutation_test(values, is_low)
+    ours = stats.permutation_test(values, is_low, max_exact=20000)
     # two-sided as P(|T| >= |T_obs|): scipy's one-sided test of |T|
     ref = sps.permutation_test((values[is_low], values[~is_low]), lambda a, b: abs(a.mean() - b.mean()),
                                permutation_type="independent", n_resamples=np.inf, alternative="greater")
@@ -140,18 +140,18 @@ def test_permutation_test_exact_matches_scipy_and_brute_force():
     brute = np.mean([abs(values[s].mean() - values[~s].mean()) >= observed - 1e-12 for s in splits])
     assert ours["p"] == pytest.approx(brute)
     # dropping the one extreme language (index 3) removes the evidence
-    assert stats.permutation_test(np.delete(values, 3), np.delete(is_low, 3))["p"] > ours["p"]
+    assert stats.permutation_test(np.delete(values, 3), np.delete(is_low, 3), max_exact=20000)["p"] > ours["p"]
 
 
 def test_permutation_test_monte_carlo_is_seeded_and_close_to_exact():
     rng = np.random.default_rng(0)
     values = rng.normal(0, 1, 14) + np.r_[np.zeros(7), np.full(7, 0.8)]
     is_low = np.r_[np.zeros(7, bool), np.ones(7, bool)]
-    exact = stats.permutation_test(values, is_low)  # C(14, 7) = 3432 splits
+    exact = stats.permutation_test(values, is_low, max_exact=20000)  # C(14, 7) = 3432 splits
     mc = stats.permutation_test(values, is_low, max_exact=100, n_resamples=20000, random_state=5)
     assert mc["method"].startswith("Monte Carlo") and mc == stats.permutation_test(values, is_low, max_exact=100, n_resamples=20000, random_state=5)
     assert mc["p"] == pytest.approx(exact["p"], abs=4 * math.sqrt(exact["p"] * (1 - exact["p"]) / 20000) + 1e-4)
-    assert math.isnan(stats.permutation_test([0.1, np.nan], [True, False])["p"])  # one group left empty
+    assert math.isnan(stats.permutation_test([0.1, np.nan], [True, False], max_exact=20000)["p"])  # one group left empty
 
 
 def test_hierarchical_draws_match_exact_language_enumeration():
