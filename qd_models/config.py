@@ -7,7 +7,7 @@ strings ("4", "true", "0;11", "[0, 11]") to typed values, validates them and ret
 allowed values, before any model is loaded.
 
 Method families: :data:`METHODS` is the one registry of methods. A :class:`MethodSpec` says
-how a method is applied (``kind``), which calibration it needs (``calibration``) and which
+how a method is applied (``mechanism``), which calibration it needs (``calibration``) and which
 family options type validates its own arguments (``options``: a frozen dataclass such as
 :class:`GPTQOptions`, whose field names are also :class:`QuantConfig` fields, ``None`` = unset).
 A family whose format fixes bits, blocks and grid itself (``gguf``) resolves the shared arguments
@@ -17,7 +17,7 @@ function and optional per-model plan) is :data:`qd_models.methods.QUANTIZERS`.
 Extending: (1) add the method's own arguments as fields at the end of :class:`QuantConfig`
 (default ``None``) with a converter in ``_CONVERTERS`` (``QD_ARGS`` is derived from the
 dataclass fields); (2) write their options type (defaults + checks in ``__post_init__``);
-(3) add ``METHODS[name] = MethodSpec(kind=..., options=TheOptions, calibration=...)``; (4) add its layer function (and plan, if any) to ``qd_models.methods.QUANTIZERS``.
+(3) add ``METHODS[name] = MethodSpec(mechanism=..., options=TheOptions, calibration=...)``; (4) add its layer function (and plan, if any) to ``qd_models.methods.QUANTIZERS``.
 Arguments of another family are rejected with one line naming the methods that take them.
 """
 
@@ -91,7 +91,7 @@ class GGUFOptions:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How a method is applied: ``kind`` is ``none``, ``fake`` (our weight-only
+    """How a method is applied: ``mechanism`` is ``none``, ``fake`` (our weight-only
     quantize->dequantize) or ``bnb`` (bitsandbytes at load time); ``calibration``: one of
     :data:`CALIBRATIONS`; ``options``: the family's options type (module doc);
     ``default_granularity``; ``keep_top``: whether ``keep_top`` is supported; ``resolve``: the
@@ -99,7 +99,7 @@ class MethodSpec:
     format that fixes bits, blocks and grid itself, in place of the fake-quant rules;
     ``load_quantization``: ``BitsAndBytesConfig`` arguments (``bnb``)."""
 
-    kind: str
+    mechanism: str
     clips: tuple[str, ...] = ("none",)
     default_clip: str = "none"
     fixed_bits: int | None = None
@@ -134,17 +134,17 @@ def _resolve_gguf(config: QuantConfig) -> None:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "none": MethodSpec(kind="none"),
-    "rtn": MethodSpec(kind="fake"),
-    "aciq": MethodSpec(kind="fake", clips=("gauss", "laplace", "auto"), default_clip="auto"),
-    "mse": MethodSpec(kind="fake"),
-    "laaciq": MethodSpec(kind="fake", calibration="stats"),
-    "gptq": MethodSpec(kind="fake", calibration="inputs", options=GPTQOptions, default_granularity="group", keep_top=False),
-    "awq": MethodSpec(kind="fake", calibration="inputs", options=AWQOptions, default_granularity="group", keep_top=False),
-    "gguf": MethodSpec(kind="fake", options=GGUFOptions, keep_top=False, resolve=_resolve_gguf),
-    "nf4": MethodSpec(kind="bnb", fixed_bits=4, load_quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}),
-    "fp4": MethodSpec(kind="bnb", fixed_bits=4, load_quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "fp4"}),
-    "int8": MethodSpec(kind="bnb", fixed_bits=8, load_quantization={"load_in_8bit": True}),
+    "none": MethodSpec(mechanism="none"),
+    "rtn": MethodSpec(mechanism="fake"),
+    "aciq": MethodSpec(mechanism="fake", clips=("gauss", "laplace", "auto"), default_clip="auto"),
+    "mse": MethodSpec(mechanism="fake"),
+    "laaciq": MethodSpec(mechanism="fake", calibration="stats"),
+    "gptq": MethodSpec(mechanism="fake", calibration="inputs", options=GPTQOptions, default_granularity="group", keep_top=False),
+    "awq": MethodSpec(mechanism="fake", calibration="inputs", options=AWQOptions, default_granularity="group", keep_top=False),
+    "gguf": MethodSpec(mechanism="fake", options=GGUFOptions, keep_top=False, resolve=_resolve_gguf),
+    "nf4": MethodSpec(mechanism="bnb", fixed_bits=4, load_quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}),
+    "fp4": MethodSpec(mechanism="bnb", fixed_bits=4, load_quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "fp4"}),
+    "int8": MethodSpec(mechanism="bnb", fixed_bits=8, load_quantization={"load_in_8bit": True}),
 }
 
 FAKE_QUANT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
@@ -223,7 +223,7 @@ class QuantConfig:
             spec.resolve(self)
             self._reject_foreign_options(spec)
         else:
-            if spec.kind == "fake":
+            if spec.mechanism == "fake":
                 self._resolve_fake(spec)
             else:
                 self._reject_fake_options(spec)
@@ -232,7 +232,7 @@ class QuantConfig:
         for name in ("quantize_embeddings", "quantize_lm_head", "save_overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
-        if self.save_to is not None and spec.kind == "none":
+        if self.save_to is not None and spec.mechanism == "none":
             raise ValueError(f"save_to={self.save_to} is not allowed with method=none; allowed: a quantization method (the original model is already saved)")
         if self.save_overwrite and self.save_to is None:
             raise ValueError("save_overwrite=true is not allowed without save_to; allowed: save_to=FOLDER,save_overwrite=true")
@@ -337,7 +337,7 @@ class QuantConfig:
     def _reject_fake_options(self, spec: MethodSpec) -> None:
         if spec.fixed_bits is not None and self.bits is not None and self.bits != spec.fixed_bits:
             raise ValueError(f"bits={self.bits!r} is not allowed for method={self.method}; allowed: {spec.fixed_bits} (or unset)")
-        if spec.kind == "none" and self.bits not in (None, IDENTITY_BITS):
+        if spec.mechanism == "none" and self.bits not in (None, IDENTITY_BITS):
             raise ValueError(f"bits={self.bits!r} is not allowed for method=none; allowed: unset or 16")
         self._set("bits", spec.fixed_bits or IDENTITY_BITS)
         given = [
@@ -350,7 +350,7 @@ class QuantConfig:
         if given:
             raise ValueError(
                 f"{', '.join(given)} not allowed with method={self.method}; allowed with methods: "
-                f"{_allowed(m for m, s in METHODS.items() if s.kind == 'fake')}"
+                f"{_allowed(m for m, s in METHODS.items() if s.mechanism == 'fake')}"
             )
         self._set("clip", "none")
 
@@ -369,7 +369,7 @@ class QuantConfig:
     @property
     def uses_calibration_texts(self) -> bool:
         """Calibration texts are read (and checked before the model loads)."""
-        return self.kind == "fake" and (self.needs_calibration or (self.calibration == "inputs" and self.bits != IDENTITY_BITS))
+        return self.mechanism == "fake" and (self.needs_calibration or (self.calibration == "inputs" and self.bits != IDENTITY_BITS))
 
     @property
     def options(self):
@@ -380,9 +380,9 @@ class QuantConfig:
         return spec.options(**{field.name: getattr(self, field.name) for field in fields(spec.options)})
 
     @property
-    def kind(self) -> str:
+    def mechanism(self) -> str:
         """``none`` | ``fake`` | ``bnb``."""
-        return METHODS[self.method].kind
+        return METHODS[self.method].mechanism
 
     def to_dict(self) -> dict:
         """JSON-serialisable resolved config."""

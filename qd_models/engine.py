@@ -78,7 +78,7 @@ def block_index(name: str) -> int | None:
 
 def bnb_from_pretrained_kwargs(config: QuantConfig) -> dict:
     """``from_pretrained`` kwargs for bitsandbytes methods (``{}`` for the others)."""
-    if config.kind != "bnb":
+    if config.mechanism != "bnb":
         return {}
     from transformers import BitsAndBytesConfig
 
@@ -235,20 +235,20 @@ def quantize_(
     after the method's ``plan`` (if any) saw every target once.
     For bitsandbytes methods (already quantized at load) only the report is built.
     """
-    if config.kind == "bnb":
+    if config.mechanism == "bnb":
         return _bnb_report(model, config)
     start = time.perf_counter()
     targets, target_ids = _select(model, config, filter_fn)
-    if config.kind == "fake" and not any(target.status == "quantize" for target in targets):
+    if config.mechanism == "fake" and not any(target.status == "quantize" for target in targets):
         logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
                        config.method, ", ".join(sorted({t.reason for t in targets})) or "no quantizable module")
-    if config.kind == "fake" and config.granularity == "group":
+    if config.mechanism == "fake" and config.granularity == "group":
         for target in targets:
             if target.status == "quantize":
                 shape = target.module.weight.shape
                 in_dim = shape[0] if target.layout == "conv1d" else shape[1]
                 check_group_size(config.group_size, in_dim, target.name)
-    active = config.kind == "fake" and config.bits != 16
+    active = config.mechanism == "fake" and config.bits != 16
     if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
     sequential = active and config.calibration == "inputs"

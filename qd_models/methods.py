@@ -1,6 +1,6 @@
 """The torch side of the method registry: method -> :class:`Quantizer` (layer function, optional plan).
 
-:data:`qd_models.config.METHODS` says what a method needs (kind, calibration, options type);
+:data:`qd_models.config.METHODS` says what a method needs (mechanism, calibration, options type);
 :data:`QUANTIZERS` says how one layer is quantized. :func:`qd_models.engine.quantize_` selects
 the layers, runs the calibration the method's ``MethodSpec.calibration`` names, calls the
 method's ``plan`` once per model (when it has one) and its ``layer`` for every layer; it knows

@@ -63,7 +63,7 @@ class QDHFLM(HFLM):
 
         fidelity_args = {name: kwargs.pop(name) for name in FIDELITY_ARGS if name in kwargs}
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
-        fidelity = parse_fidelity_args(fidelity_args, config.kind == "none")
+        fidelity = parse_fidelity_args(fidelity_args, config.mechanism == "none")
         self.fidelity = None
         hf_kwargs.setdefault("softmax_dtype", "float32")
         self._rolling = False
@@ -78,11 +78,11 @@ class QDHFLM(HFLM):
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
         self._load_overrides: dict = {}
-        if config.kind == "bnb":
+        if config.mechanism == "bnb":
             from qd_models.engine import bnb_from_pretrained_kwargs
 
             self._load_overrides = bnb_from_pretrained_kwargs(config)
-        elif config.kind == "fake" and isinstance(pretrained, str):
+        elif config.mechanism == "fake" and isinstance(pretrained, str):
             from qd_models.config import load_hf_config, validate_for_model
 
             validate_for_model(config, load_hf_config(pretrained, hf_kwargs))
@@ -132,7 +132,7 @@ class QDHFLM(HFLM):
         """
         self.quant_config: QuantConfig = config
         self.quant_report: dict | None = None
-        if config.kind == "none":
+        if config.mechanism == "none":
             return
         from qd_models.engine import quantize_, summarize_report
 

@@ -106,7 +106,7 @@ def _setting_parts(config: dict) -> list[str]:
     saved by another quantizer) shows its settings as recorded."""
     method = str(config.get("method"))
     args: dict[str, Any] = {"method": method}
-    if METHODS.get(method) is not None and METHODS[method].kind == "fake" and method != "gguf" and config.get("bits") is not None:
+    if METHODS.get(method) is not None and METHODS[method].mechanism == "fake" and method != "gguf" and config.get("bits") is not None:
         args["bits"] = config["bits"]
     defaults = _resolve(args) if method in METHODS else {}
     scanned = config.get(SCAN) is not None

@@ -163,7 +163,7 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
 
     model_kwargs = simple_parse_args_string(model_args)
     quant = simple_parse_args_string(quant_args)
-    if parse_qd_args(model_kwargs)[0].kind != "none":  # validates before loading
+    if parse_qd_args(model_kwargs)[0].mechanism != "none":  # validates before loading
         raise ValueError("model_args method is not allowed in diagnose; allowed: hf args only (use --quant_args)")
     config, rest = parse_qd_args(quant)
     if rest:

@@ -71,7 +71,7 @@ def expand_grid(grid: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, A
     for values in itertools.product(*axes):
         combo = dict(zip(keys, values))
         method = str(combo.get("method", "none")).lower()
-        if method in METHODS and METHODS[method].kind != "fake":
+        if method in METHODS and METHODS[method].mechanism != "fake":
             combo = {k: v for k, v in combo.items() if k not in FAKE_ONLY_ARGS and k != "bits"}
         combos.append(combo)
     return _dedupe(combos)
@@ -97,4 +97,4 @@ def build_items(combos: Iterable[dict[str, Any]], baseline: bool = True) -> list
     for item in items:
         unique.setdefault(json.dumps([item.config.to_dict(), item.scan], sort_keys=True), item)
     order = {"none": 0, "fake": 1, "bnb": 2}
-    return sorted(unique.values(), key=lambda item: order[item.config.kind])
+    return sorted(unique.values(), key=lambda item: order[item.config.mechanism])

@@ -119,7 +119,7 @@ def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
     degradation is the analysis' (:func:`analysis.stats.relative_increase`), NaN without a finite baseline."""
     from analysis.stats import relative_increase
 
-    baseline = next(o for o in outcomes if o.item.config.kind == "none")
+    baseline = next(o for o in outcomes if o.item.config.mechanism == "none")
     base = _per_language_bpb(baseline.results)
     rows = []
     for outcome in outcomes:
@@ -165,7 +165,7 @@ def write_csvs(rows: list[dict], mode: str, folder: Path) -> list[Path]:
 def run_scan(settings: EvalSettings, mode: str, modules: tuple[str, ...], quant: dict[str, Any]) -> tuple[list[SweepOutcome], list[Path]]:
     """Build the items (meta-device model, no weights), run them as one sweep, write CSVs."""
     make_item(quant)  # validate the shared quant args before anything heavy
-    if make_item(quant).config.kind != "fake":
+    if make_item(quant).config.mechanism != "fake":
         raise ValueError(f"method={quant.get('method')} is not allowed in a scan; allowed: fake-quant methods (rtn, aciq, mse, ...)")
     sweep = Sweep(settings)
     items = scan_items(block_modules(meta_model(sweep.hf_config())), mode, modules, quant)

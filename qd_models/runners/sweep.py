@@ -66,7 +66,7 @@ class EvalSettings:
         if not self.tasks:
             raise ValueError("tasks=[] is not allowed; allowed: one or more lm-eval task or group names")
         base, _ = parse_qd_args(parse_model_args(self.model_args))
-        if base.kind != "none":
+        if base.mechanism != "none":
             raise ValueError(f"model_args method={base.method} is not allowed in a sweep; allowed: hf args only (methods come from the grid)")
         if self.fidelity_topk < 1:
             raise ValueError(f"fidelity_topk={self.fidelity_topk} is not allowed; allowed: an integer >= 1")
@@ -144,7 +144,7 @@ class Sweep:
         hf_config = self.hf_config()
         skeleton = None
         for item in items:
-            if item.config.kind == "fake":
+            if item.config.mechanism == "fake":
                 validate_for_model(item.config, hf_config)
                 if item.config.keep:
                     skeleton = skeleton or _meta_model(hf_config, self.settings.model_args)
@@ -179,7 +179,7 @@ class Sweep:
         the LM (for bitsandbytes items: a freshly loaded one)."""
         from qd_models.engine import restore_
 
-        if item.config.kind == "bnb":
+        if item.config.mechanism == "bnb":
             from qd_models.qd_hf import QDHFLM
 
             self.release_model()  # bnb items come last: free the shared model's memory
@@ -278,7 +278,7 @@ class Sweep:
         from tqdm import tqdm
 
         if self.settings.fidelity:
-            self._baseline_item = next((item for item in items if item.config.kind == "none" and item.scan is None), None)
+            self._baseline_item = next((item for item in items if item.config.mechanism == "none" and item.scan is None), None)
             if self._baseline_item is None:
                 raise ValueError("--fidelity needs the baseline config; allowed: --fidelity without --no_baseline")
         self.validate(items)

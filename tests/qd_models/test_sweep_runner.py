@@ -50,7 +50,7 @@ def test_sweep_matches_separate_qd_hf_runs(arch, tiny_model_dir, evaluate_in_pro
     items = build_items(GRID)
     outcomes = Sweep(_settings(model_dir, tmp_path / "runs", log_samples=True)).run(items)
     assert [o.status for o in outcomes] == ["done"] * 6
-    assert outcomes[-1].item.config.kind == "bnb"
+    assert outcomes[-1].item.config.mechanism == "bnb"
     assert outcomes[0].item.config.method == "none"
     bpb_by_method = {}
     for outcome in outcomes:
