@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 declare -A TESTS=(
   [qd_models/quant/core.py]="tests/qd_models/test_quant_math.py tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_properties.py tests/qd_models/test_quant_core_reference.py"
   [qd_models/quant/aciq.py]="tests/qd_models/test_aciq_reference.py tests/qd_models/test_quant_math.py"
-  [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq_weighted.py"
+  [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq_weighted.py tests/qd_models/test_weighted_reference.py"
   [qd_models/engine.py]="tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_math.py"
   [qd_models/qd_hf.py]="tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation"
   [analysis/stats.py]="tests/analysis/test_analysis_stats.py"
