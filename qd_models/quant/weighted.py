@@ -194,7 +194,7 @@ def activation_weighted_kurtosis(weight: Tensor, second_moments: Tensor) -> Tens
     mu = E_p[W], m_k = E_p[(W - mu)^k], kappa_l = m4 / m2^2 - 3. Uniform ``s`` gives the
     plain (population) excess kurtosis. ``weight`` ``[out, in]``, ``second_moments`` ``[in, L]``."""
     w = weight.double()
-    p = second_moments.double() / (second_moments.double().sum(0, keepdim=True) * w.shape[0])  # [in, L]
+    p = second_moments.double() / (second_moments.double().sum(0) * w.shape[0])  # [in, L]
     mu = w.sum(0) @ p  # [L]
     out = []
     for lang in range(p.shape[1]):
