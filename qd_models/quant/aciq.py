@@ -113,4 +113,4 @@ def _grid_optimal_alpha(bits: int, prior: str, grid: str) -> float:
 grid_optimal_alpha = cache(_grid_optimal_alpha)
 """Cached :func:`_grid_optimal_alpha` (defined undecorated so that mutation testing mutates its body)."""
 CACHED = (aciq_constant, grid_optimal_alpha)
-"""Every cache of this module (tests clear them per session: mutation testing forks sessions from one process)."""
+"""Every cache of this module (``tests/conftest.py`` clears them under mutation testing, whose sessions fork from one process)."""
