@@ -89,6 +89,7 @@ def test_scoring_record_save_overwrite_and_the_saved_report(tiny_model_dir, tmp_
     assert block["quant_totals"]["params_quantized"] == 2 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 128) and block["quant_report"]["totals"] == block["quant_totals"]
     # outside rolling scoring the tokenizer's own default holds: this one prepends <bos> (id 1)
     assert lm.tok_encode("ab")[0] == 1 and lm.tok_encode("ab", add_special_tokens=False)[0] != 1
+    assert lm.tok_encode("abcd", left_truncate_len=2) == lm.tok_encode("abcd")[-2:] and len(lm.tok_encode("abcd")) == 5
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -142,3 +143,26 @@ def test_fidelity_needs_one_process_and_a_causal_model_and_rolling_state_is_rese
             lm.loglikelihood_rolling([])
         setattr(lm, attr, kept)
         assert lm.tok_encode("ab")[0] == 1
+
+
+def test_seq2seq_model_calls_pass_the_encoder_mask_and_labels(tmp_path):
+    """A tiny random T5 (byte tokenizer): qd-hf's logits for (input ids, encoder mask, labels)
+    equal a direct forward pass of the same model."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from qd_models.qd_hf import QDHFLM
+    from qd_models.tiny_models import BYTE_VOCAB_SIZE, build_byte_tokenizer
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=BYTE_VOCAB_SIZE, d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2,
+                      pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path)
+    build_byte_tokenizer().save_pretrained(tmp_path)
+    lm = QDHFLM(pretrained=str(tmp_path), device="cpu", dtype="float32")
+    assert lm.backend == "seq2seq"
+    inps, labels = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([[12, 13], [14, 15]])
+    mask = (inps != 0).long()
+    direct = T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = direct(input_ids=inps, attention_mask=mask, labels=labels).logits
+    torch.testing.assert_close(lm._model_call(inps, attn_mask=mask, labels=labels), expected, rtol=0, atol=1e-6)
