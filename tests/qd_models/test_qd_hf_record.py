@@ -35,6 +35,19 @@ def test_pretrained_written_as_a_missing_path_is_refused_in_one_line(pretrained,
     assert str(err.value).startswith(f"pretrained={pretrained} does not exist; allowed:") and "\n" not in str(err.value)
 
 
+def test_qd_hf_applies_the_path_rule_before_loading(monkeypatch):
+    from lm_eval.models.huggingface import HFLM
+
+    from qd_models.qd_hf import QDHFLM
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("HFLM started loading")
+
+    monkeypatch.setattr(HFLM, "__init__", no_loading)
+    with pytest.raises(ValueError, match=r"^pretrained=\./nonexistent-qd-model does not exist; allowed:"):
+        QDHFLM(pretrained="./nonexistent-qd-model", device="cpu")
+
+
 def test_existing_paths_and_model_objects_pass_the_path_rule(tmp_path):
     from qd_models.qd_hf import check_pretrained_path
 
@@ -57,7 +70,7 @@ def test_without_pretrained_the_default_model_is_loaded_and_noted(tiny_model_dir
     monkeypatch.setattr(qd_hf, "default_model_path", lambda: folder)
     caplog.set_level(logging.WARNING, logger="qd_models.qd_hf")
     lm = qd_hf.QDHFLM(dtype="float32")
-    assert lm.pretrained == str(folder) and lm.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert lm.pretrained == str(folder) and str(lm.device) == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert [r.getMessage() for r in caplog.records if r.name == "qd_models.qd_hf"] == [f"qd-hf: {DEFAULT_MODEL_NOTE}"]
     block = lm.get_model_info()["quant_disparity"]
     assert block["baseline_note"] == DEFAULT_MODEL_NOTE and block["model_source"] == str(folder)
