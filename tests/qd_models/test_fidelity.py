@@ -136,7 +136,7 @@ def test_rolling_windows_and_reordered_batches_map_to_the_right_positions(tiny_m
         assert np.all(data["kl"] == 0.0) and np.all(data["agree"])
 
 
-@pytest.mark.parametrize("change", ["dtype=bfloat16", "softmax_dtype=float64", "other_model"])
+@pytest.mark.parametrize("change", ["dtype=bfloat16", "softmax_dtype=float64", "revision=v2", "other_model"])
 def test_mismatched_baseline_is_refused_in_one_line(change, runs, tiny_model_dir):
     from qd_models.qd_hf import QDHFLM
 
@@ -191,7 +191,26 @@ def test_results_record_the_fidelity_files(runs):
     for name in info["files"].values():
         meta = json.loads(str(np.load(runs["root"] / "rtn" / name)["meta"]))
         assert meta["role"] == "compare" and meta["identity"]["scoring"]["softmax_dtype"] == "float32"
-        assert "/" not in meta["identity"]["model"]
+        assert meta["identity"]["model"] == Path(runs["model_dir"]).resolve().name and meta["identity"]["revision"] == "main"
+    assert all(name.startswith(f"fidelity_{task}__rtn-") for task, name in info["files"].items())
+
+
+def test_identity_carries_the_folder_name_and_revision_and_each_config_its_own_compare_files(runs, tmp_path):
+    """A local folder loads with ``revision=`` given; the identity a recorder stores has the
+    folder's name and that revision. Compare files are named per config: equal configs share a
+    name, configs that differ in any setting do not."""
+    from qd_models.config import parse_qd_args
+    from qd_models.qd_hf import QDHFLM
+
+    lm = QDHFLM(pretrained=str(runs["model_dir"]), dtype="float32", device="cpu", revision="v2", fidelity_out=str(tmp_path))
+    identity = lm.fidelity.identity
+    assert identity["model"] == Path(runs["model_dir"]).resolve().name and identity["revision"] == "v2"
+    assert identity["scoring"]["revision"] == "v2"
+    tags = [lm.fidelity_recorder("store", tmp_path, 32, None, parse_qd_args(dict(args))[0]).tag
+            for args in ({"method": "rtn", "bits": "3"}, {"method": "rtn", "bits": "4"}, {"method": "rtn", "bits": "3"},
+                         {"method": "rtn", "bits": "3", "granularity": "tensor"})]
+    assert tags[0] == tags[2] and len({tags[0], tags[1], tags[3]}) == 3
+    assert all(tag.startswith("rtn-") for tag in tags)
 
 
 def test_sweep_fidelity_flag_and_the_analysis_report(tiny_model_dir, tmp_path, capsys):
