@@ -548,3 +548,188 @@ def test_write_report_is_strict_indented_json(tmp_path):
 
 def test_direct_config_without_kept_value_bits_is_resolved():
     assert QuantConfig(method="rtn").kept_value_bits == 16
+
+
+# ---------------------------------------------------------------------------- method hooks
+
+
+def _recording_quantizer(calls, info=None, plan=None):
+    """A method that halves every weight, records what the engine passed it and returns ``info``."""
+    from qd_models.methods import Quantizer
+
+    def layer(weight, blocks, valid, config, inputs):
+        calls.append({"shape": tuple(weight.shape), "blocks": None if blocks is None else tuple(blocks.shape),
+                      "valid": valid, "inputs": inputs})
+        return weight * 0.5, dict(info or {})
+
+    return Quantizer(layer, plan=plan)
+
+
+def test_plan_sees_every_target_and_each_layer_gets_its_entry(monkeypatch):
+    from qd_models import methods
+
+    seen, calls = [], []
+
+    def plan(model, targets, config, act_stats):
+        seen.extend(targets)
+        return {target.name: f"plan of {target.name}" for target in targets}
+
+    monkeypatch.setitem(methods.QUANTIZERS, "rtn", _recording_quantizer(calls, plan=plan))
+    model = _Toy()
+    quantize_(model, parse_qd_args({"method": "rtn", "keep": "layers.1.conv"})[0])
+    assert [(t.name, t.in_features, t.block, t.quantized) for t in seen] == [
+        ("layers.0.proj", 8, 0, True), ("layers.0.conv", 16, 0, True),
+        ("layers.1.proj", 8, 1, True), ("layers.1.conv", 16, 1, False)]
+    assert [c["inputs"].plan for c in calls] == ["plan of layers.0.proj", "plan of layers.0.conv", "plan of layers.1.proj"]
+    assert all(c["inputs"].gram is None and c["inputs"].stats is None for c in calls)
+    assert [c["shape"] for c in calls] == [(16, 8), (8, 16), (16, 8)]  # Conv1D passed as [out, in]
+
+
+@pytest.mark.parametrize(("info", "bits", "extra"), [
+    ({"storage_bits": 1000}, lambda numel, rows: 1000, {}),
+    ({"extra_bits": 7}, lambda numel, rows: 4 * numel + 16 * rows + 7, {}),
+    ({"report": {"custom": 1}, "laplace": torch.tensor([True, False, False, False])}, lambda numel, rows: 4 * numel + 16 * rows,
+     {"custom": 1, "laplace_fraction": 0.25}),
+    ({"ratio": torch.tensor([0.5, 1.0, 0.75])}, lambda numel, rows: 4 * numel + 16 * rows,
+     {"clip_ratio": {"mean": 0.75, "min": 0.5, "max": 1.0}}),
+    ({"alpha": torch.tensor([2.0, 6.0]), "sigma": torch.tensor([1.0, 2.0])}, lambda numel, rows: 4 * numel + 16 * rows,
+     {"alpha_over_sigma": {"mean": 2.5, "min": 2.0, "max": 3.0}}),
+    ({"alpha": torch.tensor([2.0])}, lambda numel, rows: 4 * numel + 16 * rows, {}),  # no sigma: no ratio
+])
+def test_method_info_reaches_the_report(monkeypatch, info, bits, extra):
+    from qd_models import methods
+
+    calls = []
+    monkeypatch.setitem(methods.QUANTIZERS, "rtn", _recording_quantizer(calls, info=info))
+    model = nn.Linear(8, 4, bias=False)
+    w = model.weight.detach().double().numpy().copy()
+    report = quantize_(model, parse_qd_args({"method": "rtn"})[0])
+    layer = report["layers"][0]
+    expected = {"name": "", "kind": "linear", "shape": [4, 8], "numel": 32, **_stats(w), "status": "quantized",
+                "n_blocks": 4, "rel_mse": 0.25, "kept_fraction": 0.0, "bits_per_weight": bits(32, 4) / 32, **extra}
+    _assert_same(layer, expected)
+    np.testing.assert_allclose(model.weight.detach().double().numpy(), w * 0.5, rtol=1e-7)
+    assert calls[0]["blocks"] == (4, 8) and calls[0]["valid"] is None
+
+
+def test_keep_top_passes_the_unkept_mask_to_the_method(monkeypatch):
+    from qd_models import methods
+
+    calls = []
+    monkeypatch.setitem(methods.QUANTIZERS, "rtn", _recording_quantizer(calls))
+    model = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.1, -0.9, 0.2, 0.3], [0.4, 0.5, -0.6, 0.05]]))
+    report = quantize_(model, parse_qd_args({"method": "rtn", "keep_top": 25, "granularity": "group", "group_size": 2})[0])
+    # 25 % of 8 = 2 largest |w| (0.9 and 0.6) kept; groups of 2 along the input dim
+    assert torch.equal(calls[0]["valid"], torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]]))
+    assert torch.equal(model.weight.detach(), torch.tensor([[0.05, -0.9, 0.1, 0.15], [0.2, 0.25, -0.6, 0.025]]))
+    layer = report["layers"][0]
+    assert layer["n_blocks"] == 4 and layer["kept_fraction"] == 0.25
+    assert layer["bits_per_weight"] * 8 == pytest.approx(4 * 8 + 16 * 4 + 2 * 16 + min(2 * 32, 8))
+
+
+class _FakeCalib:
+    def report(self):
+        return {"kind": "inputs", "marker": 1}
+
+
+def test_inputs_calibration_collects_each_block_once_in_order(monkeypatch):
+    """gptq-style methods: the Gram matrices of all quantized targets of a block are collected
+    when its first target is reached; embeddings get none; the report carries calib.report()."""
+    from qd_models import calibration, methods
+
+    collected, calls = [], []
+
+    def fake_grams(model, calib, names, block):
+        collected.append((list(names), block))
+        return {name: (torch.eye(model.get_submodule(name).weight.shape[1 if name.endswith("proj") else 0],
+                                 dtype=torch.float64) * (1 + len(collected)),
+                       torch.full((3,), 2.0, dtype=torch.float64)) for name in names}
+
+    monkeypatch.setattr(calibration, "collect_input_grams", fake_grams)
+    monkeypatch.setitem(methods.QUANTIZERS, "gptq", _recording_quantizer(calls))
+    model = _Toy()
+    config = parse_qd_args({"method": "gptq", "group_size": 8, "quantize_embeddings": "true",
+                            "keep": "layers.1.proj"})[0]
+    with pytest.raises(ValueError, match="^calib is required with method=gptq; allowed: "):
+        quantize_(_Toy(), config)
+    report = quantize_(model, config, calib=_FakeCalib())
+    assert collected == [(["layers.0.proj", "layers.0.conv"], "layers.0"), (["layers.1.conv"], "layers.1")]
+    inputs = [c["inputs"] for c in calls]
+    assert inputs[0].gram is None and inputs[0].mean_abs is None  # the embedding
+    assert [None if i.gram is None else (i.gram.dtype, float(i.gram[0, 0]), i.gram.shape[0]) for i in inputs[1:]] == [
+        (torch.float32, 2.0, 8), (torch.float32, 2.0, 16), (torch.float32, 3.0, 16)]
+    assert all(i.mean_abs.dtype == torch.float32 for i in inputs[1:])
+    assert report["calibration"] == {"kind": "inputs", "marker": 1}
+
+
+def test_missing_act_stats_is_a_one_line_error():
+    config = parse_qd_args({"method": "laaciq"})[0]
+    with pytest.raises(ValueError) as error:
+        quantize_(_Toy(), config)
+    assert str(error.value) == (f"act_stats is required with method=laaciq, keep_by={config.keep_by}; allowed: "
+                                "qd_models.calibration.collect_activation_stats(...)")
+
+
+def test_group_size_must_divide_every_quantized_input_dim():
+    with pytest.raises(ValueError, match="the input dim 8 of layers.1.proj;"):  # the first quantized misfit
+        quantize_(_Toy(), parse_qd_args({"method": "rtn", "granularity": "group", "group_size": 16, "keep": "layers.0.proj"})[0])
+    # kept layers are not checked (16 does not divide layers.*.proj's 8 inputs); Conv1D's input dim
+    # is its weight's shape[0] (16)
+    report = quantize_(_Toy(), parse_qd_args({"method": "rtn", "granularity": "group", "group_size": 16, "keep": "re:layers.*proj"})[0])
+    assert [layer["n_blocks"] for layer in report["layers"] if layer["status"] == "quantized"] == [8, 8]
+
+
+# ---------------------------------------------------------------------------- save target
+
+
+def test_check_save_target_refusals(tmp_path):
+    from qd_models.engine import check_save_target
+
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+
+    def message(save_to, pretrained=str(source), overwrite=False):
+        with pytest.raises(ValueError) as error:
+            check_save_target(str(save_to), pretrained, overwrite)
+        return str(error.value)
+
+    assert message(afile) == f"save_to={afile} is an existing file; allowed: a new or empty folder"
+    assert message(afile, overwrite=True) == f"save_to={afile} is an existing file; allowed: a new or empty folder"
+    assert message(source) == (f"save_to={source} is the source model folder; allowed: another folder, "
+                               "or save_overwrite=true to replace it")
+    assert message(tmp_path) == (f"save_to={tmp_path} is a non-empty folder; allowed: a new or empty folder, "
+                                 "or save_overwrite=true to replace it")
+    assert message(source, pretrained="hub/id") == message(tmp_path / "model", pretrained=None)
+    assert "non-empty folder" in message(source, pretrained="hub/id")
+    assert message(afile / "sub" / "x") == f"save_to={afile / 'sub' / 'x'}: {afile} is a file; allowed: a folder path"
+    check_save_target(str(source), str(source), overwrite=True)
+    check_save_target(str(tmp_path), str(source), overwrite=True)
+    check_save_target(str(tmp_path / "new" / "deeper"), str(source))
+    (tmp_path / "empty").mkdir()
+    check_save_target(str(tmp_path / "empty"), str(source))
+
+
+def test_check_save_target_unwritable_parent(tmp_path, monkeypatch):
+    """The nearest existing parent must allow writing and entering (os.access faked: root passes any check)."""
+    from qd_models.engine import check_save_target
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    asked = []
+
+    def access(path, mode):
+        asked.append((str(path), mode))
+        return str(path) != str(locked)
+
+    monkeypatch.setattr(os, "access", access)
+    with pytest.raises(ValueError) as error:
+        check_save_target(str(locked / "a" / "b"), None)
+    assert str(error.value) == (f"save_to={locked / 'a' / 'b'} is not writable ({locked} does not allow writing); "
+                                "allowed: a folder you can write to")
+    assert asked == [(str(locked), os.W_OK | os.X_OK)]
+    check_save_target(str(tmp_path / "other"), None)
