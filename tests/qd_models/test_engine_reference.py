@@ -641,9 +641,12 @@ def test_inputs_calibration_collects_each_block_once_in_order(monkeypatch):
 
     collected, calls = [], []
 
-    def fake_grams(model, calib, names, block):
+    calib = _FakeCalib()
+
+    def fake_grams(model, batches, names, block):
+        assert batches is calib
         collected.append((list(names), block))
-        return {name: (torch.eye(model.get_submodule(name).weight.shape[1 if name.endswith("proj") else 0],
+        return {name: (torch.eye(model.get_submodule(name).weight.shape[0 if name.endswith("conv") else 1],
                                  dtype=torch.float64) * (1 + len(collected)),
                        torch.full((3,), 2.0, dtype=torch.float64)) for name in names}
 
@@ -651,17 +654,27 @@ def test_inputs_calibration_collects_each_block_once_in_order(monkeypatch):
     monkeypatch.setitem(methods.QUANTIZERS, "gptq", _recording_quantizer(calls))
     model = _Toy()
     config = parse_qd_args({"method": "gptq", "group_size": 8, "quantize_embeddings": "true",
-                            "keep": "layers.1.proj"})[0]
+                            "quantize_lm_head": "true", "keep": "layers.1.proj"})[0]
     with pytest.raises(ValueError, match="^calib is required with method=gptq; allowed: "):
         quantize_(_Toy(), config)
-    report = quantize_(model, config, calib=_FakeCalib())
-    assert collected == [(["layers.0.proj", "layers.0.conv"], "layers.0"), (["layers.1.conv"], "layers.1")]
+    report = quantize_(model, config, calib=calib)
+    assert collected == [(["layers.0.proj", "layers.0.conv"], "layers.0"), (["layers.1.conv"], "layers.1"),
+                         (["lm_head"], None)]  # outside the blocks: block None
     inputs = [c["inputs"] for c in calls]
     assert inputs[0].gram is None and inputs[0].mean_abs is None  # the embedding
     assert [None if i.gram is None else (i.gram.dtype, float(i.gram[0, 0]), i.gram.shape[0]) for i in inputs[1:]] == [
-        (torch.float32, 2.0, 8), (torch.float32, 2.0, 16), (torch.float32, 3.0, 16)]
+        (torch.float32, 2.0, 8), (torch.float32, 2.0, 16), (torch.float32, 3.0, 16), (torch.float32, 4.0, 8)]
     assert all(i.mean_abs.dtype == torch.float32 for i in inputs[1:])
     assert report["calibration"] == {"kind": "inputs", "marker": 1}
+
+
+def test_block_module_name():
+    from qd_models.engine import block_module_name
+
+    assert block_module_name("model.layers.3.mlp.down_proj") == "model.layers.3"
+    assert block_module_name("transformer.h.11.attn.c_attn") == "transformer.h.11"
+    assert block_module_name("layers.0") == "layers.0"
+    assert block_module_name("lm_head") is None and block_module_name("model.embed_tokens") is None
 
 
 def test_missing_act_stats_is_a_one_line_error():
@@ -733,3 +746,46 @@ def test_check_save_target_unwritable_parent(tmp_path, monkeypatch):
                                 "allowed: a folder you can write to")
     assert asked == [(str(locked), os.W_OK | os.X_OK)]
     check_save_target(str(tmp_path / "other"), None)
+
+
+def test_global_keep_top_keeps_a_weight_on_the_threshold():
+    """Magnitudes k/128 (exact bin edges of 65536 bins over [0, 1]): the 32nd largest, 97/128,
+    is the threshold itself and is kept (``>=``)."""
+    rng = np.random.default_rng(5)
+    values = (rng.permutation(np.arange(1, 129) / 128.0) * rng.choice([-1.0, 1.0], 128)).astype(np.float32)
+    model = _two_layer_model(values)
+    report = quantize_(model, parse_qd_args({"method": "rtn", "keep_top": 25, "keep_top_scope": "global"})[0])
+    after = np.concatenate([model[0].weight.detach().numpy().reshape(-1), model[1].weight.detach().numpy().reshape(-1)])
+    top = np.abs(values) >= 97 / 128
+    np.testing.assert_array_equal(after[top], values[top])
+    assert report["totals"]["params_kept"] == 32
+
+
+def test_activation_keep_top_uses_the_selected_language_moments():
+    """keep_by=activation: salience |w_ij| * sqrt(s_j) of the calib_langs moments (here he only).
+    he weights input 0 by 100: the 2 kept are w[1,0] (0.4 * 10) and w[0,1] (0.9 * 1); with both
+    languages' mean, w[0,3] would replace w[0,1]."""
+    from qd_models.calibration import ActivationStats
+
+    model = nn.Linear(4, 2, bias=False)
+    weight = torch.tensor([[0.1, -0.9, 0.2, 0.3], [0.4, 0.5, -0.6, 0.04]])
+    with torch.no_grad():
+        model.weight.copy_(weight)
+    moments = torch.tensor([[1.0, 1.0, 1.0, 100.0], [100.0, 1.0, 1.0, 1.0]], dtype=torch.float64)  # [L=2, in]
+    stats = ActivationStats(langs=("en", "he"), tokens={"en": 5, "he": 7}, second_moments={"": moments})
+    config = parse_qd_args({"method": "rtn", "keep_top": 25, "keep_by": "activation", "calib_langs": "he"})[0]
+    with pytest.raises(ValueError, match="^act_stats is required"):
+        quantize_(nn.Linear(4, 2, bias=False), config)
+    report = quantize_(model, config, act_stats=stats)
+    after = model.weight.detach()
+    kept = torch.tensor([[False, True, False, False], [True, False, False, False]])
+    assert torch.equal(after[kept], weight[kept]) and not torch.equal(after[~kept], weight[~kept])
+    layer = report["layers"][0]
+    assert layer["kept_fraction"] == 0.25
+    s = moments[1].numpy()
+    w, q = weight.double().numpy(), after.double().numpy()
+    expected_error = float((s * (w - q) ** 2).sum() / (s * w**2).sum())
+    assert list(layer["calibration"]["weighted_rel_error"]) == ["he"]
+    assert layer["calibration"]["weighted_rel_error"]["he"] == pytest.approx(expected_error, rel=1e-5)
+    assert list(report["calibration"]["per_language"]) == ["he"]
+    assert report["calibration"]["per_language"]["he"]["tokens"] == 7
