@@ -322,9 +322,13 @@ def test_all_kept_warns_and_leaves_weights(caplog):
     assert report["totals"]["effective_bits_per_weight"] == 16.0
 
 
-def test_nothing_quantizable_warns_and_reports_nan():
+def test_nothing_quantizable_warns_and_reports_nan(caplog):
     model = nn.Sequential(nn.LayerNorm(4))
-    report = quantize_(model, parse_qd_args({"method": "rtn"})[0])
+    with caplog.at_level("WARNING", logger="qd_models.engine"):
+        report = quantize_(model, parse_qd_args({"method": "rtn"})[0])
+    assert [r.getMessage() for r in caplog.records] == [
+        "qd-hf: method=rtn quantizes 0 parameters: every quantizable module is kept (no quantizable module); "
+        "results equal the baseline"]
     assert report["layers"] == [] and report["totals"]["effective_bits_per_weight"] is None
     assert [s["reason"] for s in report["skipped"]] == ["other", "bias"]  # "0.weight": no norm in the name
 
@@ -595,6 +599,7 @@ def test_plan_sees_every_target_and_each_layer_gets_its_entry(monkeypatch):
     ({"alpha": torch.tensor([2.0, 6.0]), "sigma": torch.tensor([1.0, 2.0])}, lambda numel, rows: 4 * numel + 16 * rows,
      {"alpha_over_sigma": {"mean": 2.5, "min": 2.0, "max": 3.0}}),
     ({"alpha": torch.tensor([2.0])}, lambda numel, rows: 4 * numel + 16 * rows, {}),  # no sigma: no ratio
+    ({"sigma": torch.tensor([2.0])}, lambda numel, rows: 4 * numel + 16 * rows, {}),  # no alpha: no ratio
 ])
 def test_method_info_reaches_the_report(monkeypatch, info, bits, extra):
     from qd_models import methods
@@ -789,3 +794,25 @@ def test_activation_keep_top_uses_the_selected_language_moments():
     assert layer["calibration"]["weighted_rel_error"]["he"] == pytest.approx(expected_error, rel=1e-5)
     assert list(report["calibration"]["per_language"]) == ["he"]
     assert report["calibration"]["per_language"]["he"]["tokens"] == 7
+
+
+def test_activation_moments_reach_the_method_normalised(monkeypatch):
+    """The method gets the calib_langs columns of the moments, each scaled to mean 1: ``[in, L]``."""
+    from qd_models import methods
+    from qd_models.calibration import ActivationStats
+
+    calls = []
+    monkeypatch.setitem(methods.QUANTIZERS, "rtn", _recording_quantizer(calls))
+    moments = torch.tensor([[1.0, 2.0, 3.0, 4.0], [8.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    stats = ActivationStats(langs=("en", "he", "sw"), tokens={"en": 5, "he": 7, "sw": 1}, second_moments={"": moments})
+    config = parse_qd_args({"method": "rtn", "keep_top": 25, "keep_by": "activation", "calib_langs": "sw;en"})[0]
+    quantize_(nn.Linear(4, 2, bias=False), config, act_stats=stats)
+    expected = torch.tensor([[1.0, 0.4], [1.0, 0.8], [1.0, 1.2], [1.0, 1.6]])  # sw all zero: degenerate -> ones
+    assert torch.allclose(calls[0]["inputs"].stats, expected)
+
+
+def test_no_warning_when_something_is_quantized_or_nothing_is_asked(caplog):
+    with caplog.at_level("WARNING", logger="qd_models.engine"):
+        quantize_(_Toy(), parse_qd_args({"method": "rtn", "keep_layers": "1"})[0])
+        quantize_(_Toy(), parse_qd_args({"method": "none"})[0])
+    assert caplog.records == []
