@@ -792,6 +792,11 @@ def test_activation_keep_top_uses_the_selected_language_moments():
     expected_error = float((s * (w - q) ** 2).sum() / (s * w**2).sum())
     assert list(layer["calibration"]["weighted_rel_error"]) == ["he"]
     assert layer["calibration"]["weighted_rel_error"]["he"] == pytest.approx(expected_error, rel=1e-5)
+    p = np.broadcast_to(s / (2 * s.sum()), w.shape)  # probability of w_ij: s_j / (out * sum s)
+    mu = (p * w).sum()
+    kurtosis = (p * (w - mu) ** 4).sum() / (p * (w - mu) ** 2).sum() ** 2 - 3.0
+    assert layer["calibration"]["activation_weighted_kurtosis"] == {"he": pytest.approx(kurtosis, rel=1e-5)}
+    assert layer["calibration"]["degenerate_langs"] == []
     assert list(report["calibration"]["per_language"]) == ["he"]
     assert report["calibration"]["per_language"]["he"]["tokens"] == 7
 
@@ -806,9 +811,19 @@ def test_activation_moments_reach_the_method_normalised(monkeypatch):
     moments = torch.tensor([[1.0, 2.0, 3.0, 4.0], [8.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     stats = ActivationStats(langs=("en", "he", "sw"), tokens={"en": 5, "he": 7, "sw": 1}, second_moments={"": moments})
     config = parse_qd_args({"method": "rtn", "keep_top": 25, "keep_by": "activation", "calib_langs": "sw;en"})[0]
-    quantize_(nn.Linear(4, 2, bias=False), config, act_stats=stats)
+    model = nn.Linear(4, 2, bias=False)
+    w = model.weight.detach().double().numpy().copy()
+    report = quantize_(model, config, act_stats=stats)
+    q = model.weight.detach().double().numpy()
     expected = torch.tensor([[1.0, 0.4], [1.0, 0.8], [1.0, 1.2], [1.0, 1.6]])  # sw all zero: degenerate -> ones
     assert torch.allclose(calls[0]["inputs"].stats, expected)
+    calibration = report["layers"][0]["calibration"]
+    assert calibration["degenerate_langs"] == ["sw"]
+    # sum_ij s_j (w - q)^2 / sum_ij s_j w^2, sw weighted as plain MSE (degenerate)
+    weighted = {lang: (column * (w - q) ** 2).sum() / (column * w**2).sum()
+                for lang, column in (("sw", np.ones(4)), ("en", np.array([1.0, 2.0, 3.0, 4.0])))}
+    assert calibration["weighted_rel_error"] == {lang: pytest.approx(value, rel=1e-5) for lang, value in weighted.items()}
+    assert list(calibration["weighted_rel_error"]) == ["sw", "en"]
 
 
 def test_no_warning_when_something_is_quantized_or_nothing_is_asked(caplog):
