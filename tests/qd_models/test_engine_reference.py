@@ -831,3 +831,11 @@ def test_no_warning_when_something_is_quantized_or_nothing_is_asked(caplog):
         quantize_(_Toy(), parse_qd_args({"method": "rtn", "keep_layers": "1"})[0])
         quantize_(_Toy(), parse_qd_args({"method": "none"})[0])
     assert caplog.records == []
+
+
+def test_act_stats_are_ignored_when_the_config_needs_none():
+    from qd_models.calibration import ActivationStats
+
+    stats = ActivationStats(langs=("en",), tokens={"en": 3}, second_moments={"": torch.ones(1, 4, dtype=torch.float64)})
+    report = quantize_(nn.Linear(4, 2, bias=False), parse_qd_args({"method": "rtn", "keep_top": 25})[0], act_stats=stats)
+    assert "calibration" not in report and "calibration" not in report["layers"][0]
