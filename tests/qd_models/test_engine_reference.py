@@ -839,3 +839,18 @@ def test_act_stats_are_ignored_when_the_config_needs_none():
     stats = ActivationStats(langs=("en",), tokens={"en": 3}, second_moments={"": torch.ones(1, 4, dtype=torch.float64)})
     report = quantize_(nn.Linear(4, 2, bias=False), parse_qd_args({"method": "rtn", "keep_top": 25})[0], act_stats=stats)
     assert "calibration" not in report and "calibration" not in report["layers"][0]
+
+
+def test_bnb_report_lists_a_tied_weight_once(tiny_model_dir):
+    """BLOOM ties lm_head to the word embeddings: one skipped parameter, biases skipped as bias."""
+    path = tiny_model_dir("bloom")
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    linear_weights = {f"{name}.weight" for name, m in reference.named_modules() if isinstance(m, nn.Linear) and name != "lm_head"}
+    config = parse_qd_args({"method": "int8"})[0]
+    model = AutoModelForCausalLM.from_pretrained(path, device_map="cpu", **bnb_from_pretrained_kwargs(config))
+    report = quantize_(model, config)
+    distinct = dict(reference.named_parameters())  # one entry per tensor
+    assert "lm_head.weight" not in distinct
+    assert [s["name"] for s in report["skipped"]] == [name for name in distinct if name not in linear_weights]
+    assert {s["reason"] for s in report["skipped"] if s["name"].endswith("bias")} == {"bias"}
+    assert report["totals"]["params_skipped"] + report["totals"]["params_quantized"] == sum(p.numel() for p in distinct.values())
