@@ -380,15 +380,16 @@ class _NoAccessors(nn.Module):
         self.body = nn.Linear(8, 8)
         self.decoder = nn.Module()
         self.decoder.lm_head = nn.Linear(8, 10)
+        self.tail = nn.Linear(10, 4)  # after the head: skipping the head goes on to the next module
 
 
 def test_head_by_name_without_accessors():
     model = _NoAccessors()
-    assert quantization_targets(model, parse_qd_args({"method": "rtn"})[0]) == ["body"]
+    assert quantization_targets(model, parse_qd_args({"method": "rtn"})[0]) == ["body", "tail"]
     assert quantization_targets(model, parse_qd_args({"method": "rtn", "quantize_lm_head": "true"})[0]) == [
-        "body", "decoder.lm_head"]
+        "body", "decoder.lm_head", "tail"]
     assert quantization_targets(model, parse_qd_args({"method": "rtn", "quantize_embeddings": "true"})[0]) == [
-        "embed", "body"]
+        "embed", "body", "tail"]
 
 
 def test_keep_rules_reasons_and_precedence():
@@ -428,6 +429,7 @@ def test_matches():
     assert _matches("abc", ("x", "re:a.*", "abc")) == "re:a.*"  # the first matching pattern
     assert _matches("", ("re:",)) is None  # an empty regex matches nothing
     assert _matches("re:abc", ("re:abc",)) is None
+    assert _matches("a", ("re:a",)) == "re:a"  # a one-character regex
 
 
 @pytest.mark.parametrize(("name", "reason"), [
@@ -574,13 +576,17 @@ def test_plan_sees_every_target_and_each_layer_gets_its_entry(monkeypatch):
 
     seen, calls = [], []
 
-    def plan(model, targets, config, act_stats):
+    model = _Toy()
+    config = parse_qd_args({"method": "rtn", "keep": "layers.1.conv"})[0]
+    marker = object()  # rtn needs no statistics: passed through to the plan untouched
+
+    def plan(planned_model, targets, planned_config, act_stats):
+        assert planned_model is model and planned_config is config and act_stats is marker
         seen.extend(targets)
         return {target.name: f"plan of {target.name}" for target in targets}
 
     monkeypatch.setitem(methods.QUANTIZERS, "rtn", _recording_quantizer(calls, plan=plan))
-    model = _Toy()
-    quantize_(model, parse_qd_args({"method": "rtn", "keep": "layers.1.conv"})[0])
+    quantize_(model, config, act_stats=marker)
     assert [(t.name, t.in_features, t.block, t.quantized) for t in seen] == [
         ("layers.0.proj", 8, 0, True), ("layers.0.conv", 16, 0, True),
         ("layers.1.proj", 8, 1, True), ("layers.1.conv", 16, 1, False)]
@@ -726,6 +732,8 @@ def test_check_save_target_refusals(tmp_path):
     assert "non-empty folder" in message(source, pretrained="hub/id")
     assert message(afile / "sub" / "x") == f"save_to={afile / 'sub' / 'x'}: {afile} is a file; allowed: a folder path"
     check_save_target(str(source), str(source), overwrite=True)
+    with pytest.raises(ValueError, match="is a non-empty folder"):
+        check_save_target(str(tmp_path), str(source))  # overwrite defaults to False
     check_save_target(str(tmp_path), str(source), overwrite=True)
     check_save_target(str(tmp_path / "new" / "deeper"), str(source))
     (tmp_path / "empty").mkdir()
@@ -854,3 +862,90 @@ def test_bnb_report_lists_a_tied_weight_once(tiny_model_dir):
     assert [s["name"] for s in report["skipped"]] == [name for name in distinct if name not in linear_weights]
     assert {s["reason"] for s in report["skipped"] if s["name"].endswith("bias")} == {"bias"}
     assert report["totals"]["params_skipped"] + report["totals"]["params_quantized"] == sum(p.numel() for p in distinct.values())
+
+
+def test_keep_top_of_one_percent():
+    """keep_top=1: global keeps round(1 % of 128) = 1 weight in all; per layer round(1 % of 64) = 1 each."""
+    values = ((np.arange(1, 129) - 0.3) / 128.0).astype(np.float32)
+    report = quantize_(_two_layer_model(values), parse_qd_args({"method": "rtn", "keep_top": 1, "keep_top_scope": "global"})[0])
+    assert report["totals"]["params_kept"] == 1 and [layer["kept_fraction"] for layer in report["layers"]] == [0.0, 1 / 64]
+    report = quantize_(_two_layer_model(values), parse_qd_args({"method": "rtn", "keep_top": 1})[0])
+    assert report["totals"]["params_kept"] == 2
+
+
+@pytest.mark.parametrize("mode", ["minimax", "mean"])
+def test_activation_keep_top_of_one_percent_by_mode(mode):
+    """Salience |w_ij| * sqrt(s_j), s_j = max (minimax) or mean over languages of the moments
+    scaled to mean 1 per language: the single kept weight (1 % of 100) is its argmax."""
+    from qd_models.calibration import ActivationStats
+
+    rng = np.random.default_rng(11)
+    w = rng.uniform(-0.3, 0.3, size=(10, 10)).astype(np.float32)
+    w[0, 0], w[0, 3] = 1.0, 1.13
+    # input 0 large for en only, input 3 fairly large for both: minimax favours w[0, 0], mean w[0, 3]
+    moments = np.stack([np.r_[50.0, 1, 1, 10, np.ones(6)], np.r_[1.0, 1, 1, 10, np.ones(6)]])  # [L=2, in]
+    scaled = moments / moments.mean(axis=1, keepdims=True)
+    salience = {m: np.abs(w) * np.sqrt(f(scaled, axis=0)) for m, f in (("minimax", np.max), ("mean", np.mean))}
+    assert salience["minimax"].argmax() != salience["mean"].argmax()  # the modes disagree here
+    model = nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.from_numpy(w))
+    stats = ActivationStats(langs=("en", "he"), tokens={"en": 1, "he": 1}, second_moments={"": torch.from_numpy(moments)})
+    config = parse_qd_args({"method": "rtn", "keep_top": 1, "keep_by": "activation", "calib_mode": mode})[0]
+    quantize_(model, config, act_stats=stats)
+    after = model.weight.detach().numpy()
+    assert np.unravel_index(salience[mode].argmax(), w.shape) == ((0, 0) if mode == "minimax" else (0, 3))
+    # row 0: the kept weight exact, the rest round-to-nearest over a range that excludes it
+    kept = 0 if mode == "minimax" else 3
+    row = w[0].astype(np.float64)
+    step = np.abs(np.delete(row, kept)).max() / 7
+    expected = np.clip(np.round(row / step), -8, 7) * step
+    expected[kept] = row[kept]
+    np.testing.assert_allclose(after[0], expected, rtol=1e-6)
+
+
+def test_gguf_layer_has_no_blocks_and_its_own_bits():
+    """q8_0: blocks of 32 weights stored as 32 int8 codes + one fp16 scale = 8.5 bits per weight."""
+    model = nn.Linear(32, 2, bias=False)
+    report = quantize_(model, parse_qd_args({"method": "gguf", "gguf_type": "q8_0"})[0])
+    layer = report["layers"][0]
+    assert "n_blocks" not in layer and layer["bits_per_weight"] == 8.5
+
+
+def test_size_in_bytes_rounds_down_the_bits():
+    """Linear(5, 1), 3 bits: 15 code bits + one 16-bit scale = 31 bits -> 3 bytes."""
+    report = quantize_(nn.Linear(5, 1, bias=False), parse_qd_args({"method": "rtn", "bits": 3})[0])
+    assert report["totals"]["estimated_size_bytes"] == 3
+
+
+def test_bnb_report_without_bnb_layers_and_with_another_blocksize(tiny_model_dir):
+    """A model without bitsandbytes layers: nothing quantized, effective bits undefined (null).
+    Llama with one layer's quant_state at blocksize 128: its absmax bits follow."""
+    config = parse_qd_args({"method": "nf4"})[0]
+    report = quantize_(nn.Linear(4, 2, bias=False), config)
+    assert report["layers"] == [] and report["totals"]["effective_bits_per_weight"] is None
+    assert report["skipped"] == [{"name": "weight", "numel": 8, "reason": "other"}]
+    llama = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"), device_map="cpu", **bnb_from_pretrained_kwargs(config))
+    llama.model.layers[0].self_attn.q_proj.weight.quant_state.blocksize = 128
+    layer = quantize_(llama, config)["layers"][0]
+    assert layer["name"] == "model.layers.0.self_attn.q_proj" and layer["bits_per_weight"] == 4 + 32 / 128
+
+
+def test_save_quantized_stages_in_hidden_sibling_folders(tmp_path, monkeypatch):
+    """The new folder is built as a hidden sibling (same file system: the final rename is atomic)
+    and the old one is moved to another hidden sibling before removal."""
+    import tempfile
+
+    made = []
+    original = tempfile.mkdtemp
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("x")
+    save_quantized(_TinySaveable(), None, tmp_path / "out", {})
+    assert made == [{"prefix": ".out.tmp-", "dir": str(tmp_path)}, {"prefix": ".out.old-", "dir": str(tmp_path)}]
+    assert sorted(os.listdir(tmp_path)) == ["out"] and "old.txt" not in os.listdir(tmp_path / "out")
