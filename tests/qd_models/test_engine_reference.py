@@ -949,3 +949,22 @@ def test_save_quantized_stages_in_hidden_sibling_folders(tmp_path, monkeypatch):
     save_quantized(_TinySaveable(), None, tmp_path / "out", {})
     assert made == [{"prefix": ".out.tmp-", "dir": str(tmp_path)}, {"prefix": ".out.old-", "dir": str(tmp_path)}]
     assert sorted(os.listdir(tmp_path)) == ["out"] and "old.txt" not in os.listdir(tmp_path / "out")
+
+
+def test_global_threshold_counts_exactly_past_float32_integers():
+    """2^24 + 4096 weights: one 1.0, 2^23 at 0.9, 2^23 + 2 at 0.8, 4 at 0.5, the rest 0.1. Running
+    counts from the top: 1, 2^23 + 1, 2^24 + 3, 2^24 + 7 — 2^24 + 3 is not a float32. Wanting
+    2^24 + 4 reaches into the 0.5 bin (2^24 + 7 kept); wanting 2^24 + 3 stops in the 0.8 bin."""
+    model = nn.Linear(4096, 4097, bias=False)
+    with torch.no_grad():
+        flat = model.weight.view(-1)
+        flat.fill_(0.8)
+        flat[0] = 1.0
+        flat[1:5] = 0.5
+        flat[5:4094] = 0.1
+        flat[4094:4094 + 2**23] = 0.9
+    total = 4097 * 4096
+    targets, _ = _select(model, parse_qd_args({"method": "rtn"})[0], None)
+    for wanted, kept in ((2**24 + 4, 2**24 + 7), (2**24 + 3, 2**24 + 3)):
+        threshold = _global_threshold(targets, 100.0 * wanted / total)
+        assert int((model.weight.detach().abs() >= threshold).sum()) == kept, wanted
