@@ -168,10 +168,11 @@ def _select(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None) -
     return targets, seen
 
 
-def quantization_targets(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None) -> list[str]:
+def quantization_targets(model: nn.Module, config: QuantConfig) -> list[str]:
     """Names of the modules :func:`quantize_` considers (quantized or kept), in model order:
-    the modules whose inputs a calibration pass must observe."""
-    return [target.name for target in _select(model, config, filter_fn)[0]]
+    the modules whose inputs a calibration pass must observe (a ``filter_fn`` would only turn
+    some of them from quantized to kept, so it takes none)."""
+    return [target.name for target in _select(model, config, None)[0]]
 
 
 def _skip_reason(param_name: str) -> str:

@@ -21,7 +21,7 @@ declare -A TESTS=(
   [qd_models/quant/core.py]="tests/qd_models/test_quant_math.py tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_properties.py tests/qd_models/test_quant_core_reference.py"
   [qd_models/quant/aciq.py]="tests/qd_models/test_aciq_reference.py tests/qd_models/test_quant_math.py"
   [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq_weighted.py tests/qd_models/test_weighted_reference.py"
-  [qd_models/engine.py]="tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_math.py"
+  [qd_models/engine.py]="tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_math.py tests/qd_models/test_engine_reference.py"
   [qd_models/qd_hf.py]="tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation tests/qd_models/test_qd_hf_model.py::test_method_none_equals_plain_hf_in_process tests/qd_models/test_qd_hf_model.py::test_unknown_method_fails_before_loading tests/qd_models/test_fidelity.py tests/qd_models/test_methods_reference.py::test_qd_hf_scores_equal_a_direct_pass_over_quantize_of_a_fresh_model tests/qd_models/test_qd_hf_calibration.py tests/qd_models/test_qd_hf_record.py tests/qd_models/test_sweep_runner.py::test_restore_gives_back_the_loaded_weights tests/qd_models/test_laaciq_calibration.py::test_qd_hf_checks_calibration_data_before_loading_weights"
   [analysis/stats.py]="tests/analysis/test_analysis_stats.py tests/analysis/test_stats_reference.py"
 )
