@@ -272,3 +272,10 @@ def test_golden_section_refines_only_within_one_coarse_step_of_the_coarse_best()
     torch.testing.assert_close(calls[20], best + 0.05 - golden * 0.1, atol=1e-6, rtol=0)
     torch.testing.assert_close(calls[21], best - 0.05 + golden * 0.1, atol=1e-6, rtol=0)
     assert len(calls) == 20 + 2 + 12
+
+
+def test_aciq_range_called_directly_rejects_an_unknown_clip_by_name():
+    from qd_models.quant.core import aciq_range
+
+    with pytest.raises(ValueError, match=r"^clip='none' is not allowed; allowed: gauss, laplace, auto$"):
+        aciq_range(torch.ones(1, 4), 4, True, "none", None, "int")
