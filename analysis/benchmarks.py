@@ -35,6 +35,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.loading import _RESULTS_RE, AGGREGATE_METRICS, RunSet
+from analysis.pairing import same_weights
 from analysis.task_languages import UserRule, task_language
 from qd_models.run_record import leaf_tasks
 
@@ -226,7 +227,8 @@ def _baseline_for(runset: RunSet, quant_id: str, task: str, chosen: dict, forced
         return forced if any(run_id == forced for (_, t), run_id in chosen.items() if t == task) else None
     quant = runset.runs[quant_id]
     candidates = [runset.runs[run_id] for (_, t), run_id in chosen.items() if t == task]
-    candidates = [run for run in candidates if run.is_baseline and run.model == quant.model and run.scoring_for("other") == quant.scoring_for("other")]
+    candidates = [run for run in candidates if run.is_baseline and run.model == quant.model and same_weights(run, quant)
+                  and run.scoring_for("other") == quant.scoring_for("other")]
     if not candidates:
         return None
     return max(candidates, key=lambda run: (run.lm_eval_model == quant.lm_eval_model, run.date or 0.0, run.run_id)).run_id

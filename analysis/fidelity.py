@@ -3,7 +3,10 @@
 
 A run's ``results_*.json`` lists its files under ``config.quant_disparity.fidelity.files``; they
 are looked up next to the results file and one folder up (a ``qd-sweep`` config folder, or the
-``--output_path`` given to lm-eval as ``fidelity_out``). Per language the documents are the
+``--output_path`` given to lm-eval as ``fidelity_out``). Each file's embedded identity is checked
+against the results that list it (:func:`file_mismatch`: task, role, weights, quant config, number
+of documents); a file of another run, or one that cannot be read, is a flagged problem, not used.
+Per language the documents are the
 bootstrap unit, as for D_L: each ratio of sums (KL/token = ΣKL/Σtokens, ...) gets a studentized
 document-bootstrap CI, clipped to the value's range (KL >= 0, rates in [0, 1]: with few documents
 a studentized bound can leave it); Δp percentiles over positions get a percentile CI from documents resampled
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 import zlib
 
 import numpy as np
@@ -21,6 +25,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.loading import RunSet
+from qd_models import run_record
 from qd_tasks.languages import split_task_name
 
 PERCENTILES = (1, 5, 50, 95, 99)
@@ -49,10 +54,11 @@ def read_fidelity_docs(runset: RunSet) -> tuple[dict, list[str]]:
     out, problems = {}, []
     for run in runset.runs.values():
         try:
-            block = json.loads(run.path.read_text(encoding="utf-8")).get("config", {}).get("quant_disparity", {}).get("fidelity")
-        except (OSError, ValueError):
+            results = json.loads(run.path.read_text(encoding="utf-8"))
+            block = results.get("config", {}).get("quant_disparity", {}).get("fidelity")
+        except (OSError, ValueError, AttributeError):
             continue
-        if not block or block.get("role") != "compare":
+        if not isinstance(block, dict) or block.get("role") != "compare" or not isinstance(block.get("files") or {}, dict):
             continue
         for task, name in sorted((block.get("files") or {}).items()):
             path = next((folder / name for folder in (run.path.parent, run.path.parent.parent) if (folder / name).is_file()), None)
@@ -62,11 +68,42 @@ def read_fidelity_docs(runset: RunSet) -> tuple[dict, list[str]]:
             try:
                 with np.load(path, allow_pickle=False) as data:
                     arrays = {key: data[key] for key in ("kl", "agree", "dp", "base_tail", "offsets", "n_bytes", "langs")}
-            except (OSError, ValueError, KeyError) as err:
-                problems.append(f"{path}: unreadable fidelity file ({err!r}); fidelity of {task} skipped — re-run this config")
+                    meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                problems.append(f"{runset.relative(str(path))}: unreadable fidelity file ({type(err).__name__}: {str(err)[:120] or 'empty'}); "
+                                f"fidelity of {task} skipped — re-run this config")
+                continue
+            mismatch = file_mismatch(meta, results, task, len(arrays["offsets"]) - 1)
+            if mismatch:
+                problems.append(f"{runset.relative(str(path))}: belongs to another run than {run.run_id} ({mismatch}); fidelity of {task} "
+                                "not used — re-run this config with its own fidelity_out")
                 continue
             _add_task(out, run.run_id, task, arrays, int(block.get("topk") or 0))
     return out, problems
+
+
+def file_mismatch(meta, results: dict, task: str, n_docs: int) -> str | None:
+    """The first difference between a compare file's ``meta`` and the results that list it (task,
+    role, the weights' fingerprint and quant config of their ``quant_disparity`` block, the number
+    of documents scored), else None. A field a file (or results) of an older version lacks is not compared."""
+    block = run_record.qd_block(results)
+    if not isinstance(meta, dict):
+        return "its meta is not a JSON object"
+    if meta.get("task", task) != task or meta.get("role", "compare") != "compare":
+        return f"task {meta.get('task')} / role {meta.get('role')} in the file"
+    weights = (meta.get("identity") or {}).get("weights") if isinstance(meta.get("identity"), dict) else None
+    recorded = block.get(run_record.MODEL_FINGERPRINT)
+    if weights is not None and recorded is not None and weights != recorded:
+        return "other weights (weight fingerprints differ)"
+    config, own = meta.get("quant_config"), block.get(run_record.QUANT_CONFIG)
+    if isinstance(config, dict) and isinstance(own, dict):
+        differing = sorted(k for k, v in config.items() if own.get(k) != v)
+        if differing:
+            return f"quant config differs in {', '.join(differing)}"
+    effective = ((results.get("n-samples") or {}).get(task) or {}).get("effective") if isinstance(results.get("n-samples"), dict) else None
+    if isinstance(effective, int) and effective != n_docs:
+        return f"{n_docs} documents in the file, {effective} in the results"
+    return None
 
 
 def _add_task(out: dict, run_id: str, task: str, arrays: dict, topk: int) -> None:
@@ -144,6 +181,16 @@ def _percentiles(docs: dict, idx, confidence: float) -> dict:
         interval = stats.percentile_interval(float(estimate[j]), draws[:, j], confidence)
         out.update({f"dp_p{pct}": interval.estimate, f"dp_p{pct}_ci_low": interval.low, f"dp_p{pct}_ci_high": interval.high})
     return out
+
+
+def series_names(table: pd.DataFrame) -> dict[str, str]:
+    """{quant_id: legend name} of a fidelity table: the label, ``model · label`` when several
+    models are present, the run id where names still repeat (same model name, other weights)."""
+    runs = table.drop_duplicates("quant_id")
+    several = runs.model.nunique() > 1
+    names = {r.quant_id: f"{r.model} · {r.label}" if several else str(r.label) for r in runs.itertuples()}
+    counts = pd.Series(list(names.values())).value_counts()
+    return {run: name if counts[name] == 1 else run for run, name in names.items()}
 
 
 def languages_by_baseline(table: pd.DataFrame) -> list[str]:

@@ -52,6 +52,9 @@ class Run:
     lm_eval_version: str | None
     scoring: dict = field(default_factory=dict)
     model_path: str | None = None
+    model_fingerprint: str | None = None
+    """The weights' fingerprint (``quant_disparity.model_fingerprint``; a saved model: its source's);
+    ``None`` for results written before it was recorded or by other models than ``qd-hf``."""
 
     @property
     def method(self) -> str:
@@ -74,7 +77,8 @@ class Run:
     @property
     def config_key(self) -> str:
         """Model + resolved quant config + scoring as one canonical string (equal key = same run)."""
-        return json.dumps({"model": self.model, "quant": self.quant_config, "scoring": self.scoring}, sort_keys=True, default=str)
+        return json.dumps({"model": self.model, "weights": self.model_fingerprint, "quant": self.quant_config, "scoring": self.scoring},
+                          sort_keys=True, default=str)
 
     def scoring_for(self, request: str) -> dict:
         """The scoring fields a score of one request type depends on: ``rolling`` (perplexity:
@@ -269,10 +273,12 @@ def _make_run(file: Path, results: dict, root: Path) -> Run:
         quant_config = {"method": "none"}
     model = str(qd.get(run_record.MODEL_SOURCE) or model_args.get("pretrained") or lm_eval_model)
     report = qd.get(run_record.QUANT_REPORT) if isinstance(qd.get(run_record.QUANT_REPORT), dict) else None
+    fingerprint = qd.get(run_record.MODEL_FINGERPRINT)
     saved = _saved_quantization(model_args.get("pretrained")) if quant_config.get("method") == "none" else None
     if saved is not None:  # a folder written by qd-hf save_to (or another quantizer), evaluated as a plain model
         quant_config, report = saved
         model = str((report or {}).get(run_record.MODEL_SOURCE) or model)
+        fingerprint = (report or {}).get(run_record.MODEL_FINGERPRINT)  # the weights it was quantized from
     totals = dict(qd.get(run_record.QUANT_TOTALS) or (report or {}).get("totals") or {})
     return Run(
         run_id=run_record.run_id(file.relative_to(root).with_suffix("").parts),
@@ -288,6 +294,7 @@ def _make_run(file: Path, results: dict, root: Path) -> Run:
         date=_as_float(results.get("date")),
         lm_eval_version=results.get("lm_eval_version"),
         scoring=scoring_identity(config, model_args, qd),
+        model_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
     )
 
 

@@ -1,5 +1,9 @@
-"""Which runs are compared: duplicates, each quantized run paired with its baseline (same model
-and scoring, or one forced ``--baseline``), and the families of runs that differ only in bits."""
+"""Which runs are compared: duplicates, each quantized run paired with its baseline (same model,
+weights and scoring, or one forced ``--baseline``), and the families of runs that differ only in bits.
+
+Weights: a run is never paired with a baseline whose weight fingerprint
+(:attr:`analysis.loading.Run.model_fingerprint`) differs; a pair where either run has none
+(results of an older version, ``--model hf``) is paired by model name as before and flagged."""
 
 from __future__ import annotations
 
@@ -59,9 +63,17 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
                 )
             if base.model != run.model:
                 problems.append(f"{run.run_id}: compared with --baseline {base.run_id} as asked, a different model ({base.model} vs {run.model})")
+            elif not same_weights(base, run):
+                problems.append(f"{run.run_id}: compared with --baseline {base.run_id} as asked, other weights of {run.model} (weight fingerprints differ)")
         else:
-            same_model = [b for b in runs if b.is_baseline and b.model == run.model]
+            named = [b for b in runs if b.is_baseline and b.model == run.model]
+            same_model = [b for b in named if same_weights(b, run)]
             candidates = [b for b in same_model if b.rolling_scoring_key == run.rolling_scoring_key]
+            if not candidates and len(same_model) < len(named):
+                problems.append(f"{run.run_id} (model {run.model}): no baseline run of the same weights; left out of degradation tables — "
+                                f"baselines {', '.join(b.run_id for b in named if b not in same_model)} have other weights (weight fingerprints differ); "
+                                "evaluate the baseline of these weights")
+                continue
             if not candidates:
                 problems.append(
                     f"{run.run_id} (model {run.model}): no baseline run of the same model and scoring; left out of degradation tables — "
@@ -71,11 +83,20 @@ def pair_runs(runset: RunSet, baseline: str | None = None) -> tuple[list[Pair], 
                 )
                 continue
             base = max(candidates, key=lambda b: (len(tasks.get(b.run_id, set()) & tasks.get(run.run_id, set())), b.date or 0.0))
+        unchecked = [r.run_id for r in (run, base) if r.model_fingerprint is None]
+        if unchecked and not (forced is not None and base.model != run.model):
+            problems.append(f"{run.run_id} paired with {base.run_id} by model name only: {', '.join(unchecked)} records no weight fingerprint "
+                            "(results of an older version or of --model hf); re-run with qd-hf to pair by weights")
         missing = tasks.get(run.run_id, set()) - tasks.get(base.run_id, set())
         if missing:
             problems.append(f"{run.run_id}: baseline {base.run_id} lacks tasks {sorted(missing)}; those are left out — evaluate the baseline on them")
         pairs.append(Pair(run.run_id, base.run_id))
     return pairs, problems
+
+
+def same_weights(a: Run, b: Run) -> bool:
+    """Equal weight fingerprints, or either run records none (paired by name, flagged)."""
+    return a.model_fingerprint is None or b.model_fingerprint is None or a.model_fingerprint == b.model_fingerprint
 
 
 def scoring_difference(a: Run, b: Run) -> str:

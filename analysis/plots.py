@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from analysis.fidelity import series_names
+
 RESOURCE_COLOURS = {"high": "#1f77b4", "low": "#d62728"}
 OTHER_COLOUR = "#7f7f7f"
 LABEL_INCHES_PER_CHAR = 0.07
@@ -56,20 +58,23 @@ def degradation_by_language(table: pd.DataFrame, groups: dict[str, str], title: 
 def fidelity_by_language(table: pd.DataFrame, languages: list[str], title: str = ""):
     """Two panels per language, the configs side by side with 95% CI whiskers: KL(base ‖ quant)
     per byte (top-k + tail lower bound) and the same-top-token rate. table: rows of one suite
-    (columns label, lang, kl_per_byte, same_top_token and their _ci_low/_ci_high); languages: x order."""
-    labels = list(dict.fromkeys(table.label))
+    (columns quant_id, model, label, lang, kl_per_byte, same_top_token and their _ci_low/_ci_high),
+    one bar series per run (quant_id), named by its label, with its model when several are present;
+    languages: x order."""
+    series = series_names(table)
+    labels = list(series)
     fig, axes = plt.subplots(2, 1, figsize=(max(5.0, 0.35 * len(languages) * max(1, len(labels)) + 2.5), 6.0), sharex=True)
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(languages))
     colours = plt.get_cmap("tab10").colors
     for ax, column, scale, ylabel in ((axes[0], "kl_per_byte", 1.0, "KL per byte (nats)"),
                                       (axes[1], "same_top_token", 100.0, "same top token (%)")):
-        for i, label in enumerate(labels):
-            block = table[table.label == label].set_index("lang").reindex(languages)
+        for i, run in enumerate(labels):
+            block = table[table.quant_id == run].set_index("lang").reindex(languages)
             values = scale * block[column].to_numpy(dtype=float)
             low, high = scale * block[f"{column}_ci_low"].to_numpy(dtype=float), scale * block[f"{column}_ci_high"].to_numpy(dtype=float)
             xs = x - 0.4 + width * (i + 0.5)
-            ax.bar(xs, np.where(np.isfinite(values), values, 0.0), width, color=colours[i % len(colours)], label=label)
+            ax.bar(xs, np.where(np.isfinite(values), values, 0.0), width, color=colours[i % len(colours)], label=series[run])
             has_ci = np.isfinite(low) & np.isfinite(high) & np.isfinite(values)
             if has_ci.any():
                 ax.errorbar(xs[has_ci], values[has_ci], yerr=[values[has_ci] - low[has_ci], high[has_ci] - values[has_ci]],

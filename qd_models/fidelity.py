@@ -9,10 +9,13 @@ Per scored token t of a document (p = baseline, q = quantized next-token distrib
 * ``agree_t``: argmax q == argmax p ("same top token"). ``dp_t`` = q(true) − p(true).
 
 The baseline pass stores per position only the top-k log-probs + ids, the tail log-mass, the
-argmax, the true token's log-prob and id (``fidelity_base_<task>.npz``); a quantized pass computes
-its log-probs at those ids and its own tail mass on the model's device and writes per-position
-KL/agree/Δp (``fidelity_<task>__<tag>.npz``). Both files carry ``meta`` (JSON): the model and
-scoring identity, so a baseline of another model or other scoring args is refused.
+argmax, the true token's log-prob and id (``fidelity_base_<task>__<run>.npz``); a quantized pass
+computes its log-probs at those ids and its own tail mass on the model's device and writes
+per-position KL/agree/Δp (``fidelity_<task>__<tag>__<run>.npz``). ``<run>`` hashes the whole run
+identity (model with its weight fingerprint, scoring, quant config, task, documents), so runs that
+share a ``fidelity_out`` never overwrite each other's files. Both files carry ``meta`` (JSON): that
+identity, so a baseline of other weights or other scoring args is refused, and ``qd-analyze``
+checks each file against the results that list it.
 
 Hooked into :class:`qd_models.qd_hf.QDHFLM`: :meth:`FidelityRecorder.plan` lists lm-eval's
 rolling windows per (task, doc), :meth:`expect` checks each batch of windows lm-eval scores, and
@@ -24,11 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TOPK = 32
 FORMAT_VERSION = 1
@@ -38,12 +45,22 @@ METRICS_PREFIX = "fidelity_"
 IDENTITY_CONFIG_SKIP = ("_name_or_path", "quantization_config", "torch_dtype", "dtype", "transformers_version")
 
 
-def baseline_file(task: str) -> str:
-    return f"{BASE_PREFIX}{task}.npz"
+def baseline_file(task: str, run: str) -> str:
+    return f"{BASE_PREFIX}{task}__{run}.npz"
 
 
-def metrics_file(task: str, tag: str) -> str:
-    return f"{METRICS_PREFIX}{task}__{tag}.npz"
+def metrics_file(task: str, tag: str, run: str) -> str:
+    return f"{METRICS_PREFIX}{task}__{tag}__{run}.npz"
+
+
+def run_hash(meta: dict) -> str:
+    """10 hex of the run identity in a file's ``meta``: identity, role, quant config, task, documents."""
+    keys = ("role", "identity", "quant_config", "task", "doc_keys_sha1")
+    return hashlib.sha1(json.dumps({k: meta.get(k) for k in keys}, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+class FidelityFileError(ValueError):
+    """A fidelity file that cannot be read (truncated, empty, not an ``.npz``, no ``meta``)."""
 
 
 # ----------------------------------------------------------------------------- math (torch)
@@ -125,8 +142,14 @@ def parse_fidelity_args(args: dict, is_baseline_method: bool) -> FidelitySetting
     if baseline is not None:
         if topk is not None:
             raise ValueError("fidelity_topk with fidelity_baseline is not allowed; allowed: fidelity_topk when storing a baseline (k comes from it)")
-        if not sorted(Path(str(baseline)).glob(f"{BASE_PREFIX}*.npz")):
+        files = sorted(Path(str(baseline)).glob(f"{BASE_PREFIX}*.npz"))
+        if not files:
             raise ValueError(f"fidelity_baseline={baseline} holds no {BASE_PREFIX}<task>.npz; allowed: the fidelity_out folder of a method=none run")
+        for file in files:  # a truncated or empty file is named before the model loads
+            try:
+                read_meta(file)
+            except FidelityFileError as err:
+                raise ValueError(f"fidelity_baseline={baseline}: {err}; allowed: the complete files of a method=none run (re-run it)") from None
     elif not is_baseline_method:
         raise ValueError("fidelity_out without fidelity_baseline is only allowed with method=none; allowed: add fidelity_baseline=DIR of a stored baseline")
     try:
@@ -138,15 +161,16 @@ def parse_fidelity_args(args: dict, is_baseline_method: bool) -> FidelitySetting
     return FidelitySettings(str(out), None if baseline is None else str(baseline), k)
 
 
-def model_identity(pretrained, revision, hf_config, scoring: dict) -> dict:
+def model_identity(pretrained, revision, hf_config, scoring: dict, weights: str | None) -> dict:
     """What a baseline must share with a compared run: model name, revision, architecture
-    config (hash, without the path, dtype and quantization entries) and the scoring args."""
+    config (hash, without the path, dtype and quantization entries), the weights' fingerprint
+    (:func:`qd_models.model_identity.model_fingerprint`) and the scoring args."""
     name = str(pretrained)
     if Path(name).exists():
         name = Path(name).resolve().name
     config = {k: v for k, v in hf_config.to_dict().items() if k not in IDENTITY_CONFIG_SKIP}
     digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"model": name, "revision": revision or "main", "model_config_sha1": digest, "scoring": dict(scoring)}
+    return {"model": name, "revision": revision or "main", "model_config_sha1": digest, "weights": weights, "scoring": dict(scoring)}
 
 
 def identity_mismatch(stored: dict, current: dict) -> str | None:
@@ -186,14 +210,18 @@ class FidelityRecorder:
 
     mode ``store``: keep the baseline summary (``topk``); mode ``compare``: compare with the
     baseline files in ``baseline_dir``. ``identity``: :func:`model_identity` of this run; ``tag``
-    names compare files (one per config). Files go to ``out_dir`` when :meth:`write` is called.
+    names compare files (one per config), ``quant_config`` (its dict) is stored in their ``meta``.
+    Files go to ``out_dir`` when :meth:`write` is called.
     """
 
-    def __init__(self, mode: str, out_dir, identity: dict, topk: int = DEFAULT_TOPK, baseline_dir=None, tag: str = ""):
+    def __init__(self, mode: str, out_dir, identity: dict, topk: int = DEFAULT_TOPK, baseline_dir=None, tag: str = "",
+                 quant_config: dict | None = None):
         self.mode, self.out_dir, self.identity, self.topk = mode, Path(out_dir), identity, topk
         self.tag = re.sub(r"[^A-Za-z0-9._=+-]+", "_", tag) or "run"
+        self.quant_config = json.loads(json.dumps(quant_config or {}, default=str))
         self.baseline_dir = None if baseline_dir is None else Path(baseline_dir)
         self._baselines: dict[str, dict] = {}
+        self._baseline_files: dict[str, list[Path]] = {}
         self.docs: dict[tuple[str, int], _Doc] = {}
         self.files: dict[str, str] = {}
         self._plan: list[_Window] = []
@@ -206,22 +234,40 @@ class FidelityRecorder:
 
     # -- baseline files ------------------------------------------------------------------
     def check_baseline(self) -> None:
-        """Refuse (``ValueError``, one line) baseline files made with another model or scoring args."""
+        """Keep the baseline files of this model (same weights) and scoring; refuse (``ValueError``,
+        one line) a folder holding none, naming the first difference."""
         files = sorted(self.baseline_dir.glob(f"{BASE_PREFIX}*.npz"))
         if not files:
             raise ValueError(f"fidelity_baseline={self.baseline_dir} holds no {BASE_PREFIX}<task>.npz; allowed: the fidelity_out folder of a method=none run")
+        problem = None
         for file in files:
-            meta = read_meta(file)
+            try:
+                meta = read_meta(file)
+            except FidelityFileError as err:
+                raise ValueError(f"fidelity_baseline={self.baseline_dir}: {err}; allowed: the complete files of a method=none run (re-run it)") from None
+            mismatch = identity_mismatch(meta.get("identity", {}), self.identity)
+            if mismatch:
+                problem = problem or mismatch
+                continue
             self.topk = int(meta.get("topk", self.topk))
-            problem = identity_mismatch(meta.get("identity", {}), self.identity)
-            if problem:
-                raise ValueError(f"fidelity_baseline={self.baseline_dir} does not match this run ({problem}); allowed: a baseline of the same model and scoring args")
+            self._baseline_files.setdefault(str(meta.get("task")), []).append(file)
+        if not self._baseline_files:
+            raise ValueError(f"fidelity_baseline={self.baseline_dir} does not match this run ({problem}); allowed: a baseline of the same model and scoring args")
 
     def _baseline(self, task: str) -> dict:
+        """The baseline arrays of ``task``: of the matching files, the first holding every planned document."""
         if task not in self._baselines:
-            file = self.baseline_dir / baseline_file(task)
-            if not file.is_file():
-                raise ValueError(f"fidelity_baseline={self.baseline_dir} has no {file.name}; allowed: a baseline evaluated on task {task}")
+            files = self._baseline_files.get(task)
+            if not files:
+                raise ValueError(f"fidelity_baseline={self.baseline_dir} has no {BASE_PREFIX}{task}__*.npz of this model; allowed: a baseline evaluated on task {task}")
+            needed = {doc_id for (name, doc_id) in self.docs if name == task}
+            chosen = None
+            for file in files:
+                with np.load(file, allow_pickle=False) as data:
+                    if needed <= set(map(int, data["doc_ids"])):
+                        chosen = file
+                        break
+            file = chosen or files[0]  # none covers them: the missing document is named below
             with np.load(file, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files if name != "meta"}
             arrays["index"] = {int(d): i for i, d in enumerate(arrays["doc_ids"])}
@@ -309,11 +355,14 @@ class FidelityRecorder:
 
     # -- output --------------------------------------------------------------------------
     def write(self) -> dict[str, str]:
-        """Write one file per task to ``out_dir``; return {task: file name}."""
+        """Write one file per task to ``out_dir``, named by the run identity (module doc); return
+        {task: file name}. A file of that name that belongs to another run is refused (one line)
+        before any is written; an unreadable one is replaced with a warning."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         by_task: dict[str, list[_Doc]] = {}
         for doc in self.docs.values():
             by_task.setdefault(doc.task, []).append(doc)
+        staged = []
         for task, docs in sorted(by_task.items()):
             docs.sort(key=lambda d: d.doc_id)
             arrays = {}
@@ -335,13 +384,31 @@ class FidelityRecorder:
                 offsets=np.concatenate([[0], np.cumsum([d.n_tokens for d in docs])]).astype(np.int64),
             )
             meta = {"format": FORMAT_VERSION, "role": "baseline" if self.mode == "store" else "compare", "task": task,
-                    "topk": int(arrays["top_lp"].shape[1]) if "top_lp" in arrays else self.topk, "identity": self.identity}
-            name = baseline_file(task) if self.mode == "store" else metrics_file(task, self.tag)
+                    "topk": int(arrays["top_lp"].shape[1]) if "top_lp" in arrays else self.topk, "identity": self.identity,
+                    "quant_config": self.quant_config, "n_docs": len(docs),
+                    "doc_keys_sha1": hashlib.sha1(json.dumps([[d.doc_id, d.doc_key] for d in docs]).encode()).hexdigest()}
+            run = run_hash(meta)
+            name = baseline_file(task, run) if self.mode == "store" else metrics_file(task, self.tag, run)
+            self._check_replaceable(self.out_dir / name, run)
+            staged.append((task, name, meta, arrays))
+        for task, name, meta, arrays in staged:
             tmp = self.out_dir / f".{name}.tmp.npz"
             np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
             tmp.replace(self.out_dir / name)
             self.files[task] = name
         return dict(self.files)
+
+    def _check_replaceable(self, path: Path, run: str) -> None:
+        """``ValueError`` when ``path`` holds the file of another run."""
+        if not path.exists():
+            return
+        try:
+            other = run_hash(read_meta(path))
+        except FidelityFileError as err:
+            logger.warning("qd-hf fidelity: replacing %s", err)
+            return
+        if other != run:
+            raise ValueError(f"fidelity_out={self.out_dir}: {path.name} belongs to another run; allowed: another fidelity_out folder, or remove that file")
 
     def info(self) -> dict:
         """The ``quant_disparity.fidelity`` block of results["config"]."""
@@ -350,6 +417,13 @@ class FidelityRecorder:
 
 
 def read_meta(path) -> dict:
-    """The ``meta`` JSON of a fidelity file."""
-    with np.load(path, allow_pickle=False) as data:
-        return json.loads(str(data["meta"]))
+    """The ``meta`` JSON of a fidelity file; :class:`FidelityFileError` naming the file when it
+    cannot be read (truncated, empty, not an ``.npz``, no ``meta``)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise FidelityFileError(f"{path} is not a readable fidelity file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'empty'})") from None
+    if not isinstance(meta, dict):
+        raise FidelityFileError(f"{path} is not a readable fidelity file (its meta is not a JSON object)")
+    return meta

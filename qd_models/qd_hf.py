@@ -91,6 +91,9 @@ class QDHFLM(HFLM):
             from qd_models.calibration import load_calibration_texts
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
+        from qd_models.model_identity import model_fingerprint
+
+        self.model_fingerprint = model_fingerprint(pretrained, hf_kwargs.get("revision"))  # the weights as loaded (before quantizing)
         super().__init__(pretrained=pretrained, device=device, **hf_kwargs)
         self.scoring = {
             **{name: _plain(hf_kwargs.get(name)) for name in SCORING_ARGS},
@@ -108,7 +111,7 @@ class QDHFLM(HFLM):
         """Model + scoring identity that a stored fidelity baseline must match."""
         from qd_models.fidelity import model_identity
 
-        return model_identity(self.pretrained, getattr(self, "revision", None), self.model.config, self.scoring)
+        return model_identity(self.pretrained, getattr(self, "revision", None), self.model.config, self.scoring, self.model_fingerprint)
 
     def fidelity_recorder(self, mode: str, out_dir, topk: int, baseline_dir, config: QuantConfig):
         """A :class:`qd_models.fidelity.FidelityRecorder` for this model; compare files are tagged
@@ -119,7 +122,8 @@ class QDHFLM(HFLM):
         from qd_models.fidelity import FidelityRecorder
 
         tag = f"{config.method}-" + hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return FidelityRecorder(mode, out_dir, self.fidelity_identity(), topk=topk, baseline_dir=baseline_dir, tag=tag)
+        return FidelityRecorder(mode, out_dir, self.fidelity_identity(), topk=topk, baseline_dir=baseline_dir, tag=tag,
+                                quant_config=config.to_dict())
 
     def apply_quantization(
         self, config: QuantConfig, calib_texts: dict | None = None, originals_for_restore: dict | None = None
@@ -154,7 +158,8 @@ class QDHFLM(HFLM):
             from qd_models.engine import save_quantized
 
             source = self.pretrained if isinstance(self.pretrained, str) else None  # lets qd-analyze pair the saved model
-            save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, "model_source": source})
+            save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, record.MODEL_SOURCE: source,
+                                                                        record.MODEL_FINGERPRINT: self.model_fingerprint})
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -209,6 +214,7 @@ class QDHFLM(HFLM):
         block = info[record.QD_BLOCK] = {
             record.VERSION: __version__,
             record.MODEL_SOURCE: self.pretrained if isinstance(self.pretrained, str) else None,
+            record.MODEL_FINGERPRINT: self.model_fingerprint,
             record.BASELINE_NOTE: self.model_note,
             record.SCORING: self.scoring,
             record.QUANT_CONFIG: self.quant_config.to_dict(),

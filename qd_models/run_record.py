@@ -30,13 +30,16 @@ QD_BLOCK = "quant_disparity"
 
 VERSION = "version"
 MODEL_SOURCE = "model_source"
+MODEL_FINGERPRINT = "model_fingerprint"
+"""The weights' fingerprint (:func:`qd_models.model_identity.model_fingerprint`); in a saved model's
+``quant_report.json``: the fingerprint of the model it was quantized from."""
 BASELINE_NOTE = "baseline_note"
 SCORING = "scoring"
 QUANT_CONFIG = "quant_config"
 QUANT_TOTALS = "quant_totals"
 QUANT_REPORT = "quant_report"
 FIDELITY = "fidelity"
-BLOCK_FIELDS = (VERSION, MODEL_SOURCE, BASELINE_NOTE, SCORING, QUANT_CONFIG, QUANT_TOTALS, QUANT_REPORT, FIDELITY)
+BLOCK_FIELDS = (VERSION, MODEL_SOURCE, MODEL_FINGERPRINT, BASELINE_NOTE, SCORING, QUANT_CONFIG, QUANT_TOTALS, QUANT_REPORT, FIDELITY)
 """Fields of the ``quant_disparity`` block (``fidelity`` only with fidelity on)."""
 
 SCAN = "scan"

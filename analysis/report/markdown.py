@@ -255,8 +255,9 @@ def _fidelity_markdown(analysis: Analysis, figures: list[Path], level: str) -> l
 
     for suite, block in analysis.fidelity.groupby("suite"):
         order = {lang: i for i, lang in enumerate(fidelity.languages_by_baseline(block))}
-        block = block.assign(order=block.lang.map(order)).sort_values(["order", "label"])
-        rows = [[r.lang, r.label, _pct(r.degradation) + (f" [{_pct(r.degradation_ci_low)}, {_pct(r.degradation_ci_high)}]" if not math.isnan(r.degradation_ci_low) else ""),
+        names = fidelity.series_names(block)
+        block = block.assign(order=block.lang.map(order), name=block.quant_id.map(names)).sort_values(["order", "name"])
+        rows = [[r.lang, r.name, _pct(r.degradation) + (f" [{_pct(r.degradation_ci_low)}, {_pct(r.degradation_ci_high)}]" if not math.isnan(r.degradation_ci_low) else ""),
                  ci(r, "kl_per_token"), ci(r, "kl_per_byte"), ci(r, "same_top_token", 100, "{:.2f}%"), ci(r, "dp_mean", 1, "{:+.2e}"),
                  " / ".join(f"{getattr(r, f'dp_p{p}'):+.2e}" for p in fidelity.PERCENTILES), f"{r.base_tail:.2e} (k={r.topk})", r.n_docs, r.n_tokens]
                 for r in block.itertuples()]

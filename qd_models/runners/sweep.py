@@ -13,7 +13,8 @@ lm-eval output (``<model>/results_*.json`` + ``samples_*.jsonl``, readable by ``
 and ``sweep_complete.json``. Each folder is written under ``.tmp-<label>-<hash>`` and renamed
 when complete, so a crash or Ctrl-C leaves no half-written config; rerunning the same command
 skips completed configs. The hash covers everything that changes a result: the model args
-(scoring args included), the config, the eval settings (tasks, limit, few-shot,
+(scoring args included), the model's weights (:func:`qd_models.model_identity.model_fingerprint`:
+new weights in the same folder rerun every config), the config, the eval settings (tasks, limit, few-shot,
 ``--log_samples``, ``--include_path``), the lm-eval version, a fingerprint of this package's
 code and bundled data (:func:`code_fingerprint`: a code fix or a new corpus reruns every config)
 and the content of a ``calib_data`` file.
@@ -101,6 +102,7 @@ class Sweep:
         calib = item.config.calib_data
         return {
             "model_args": item.model_args(s.model_args),
+            "model_weights": self.model_fingerprint(),
             "tasks": list(s.tasks),
             "limit": s.limit,
             "num_fewshot": s.num_fewshot,
@@ -113,6 +115,13 @@ class Sweep:
             # other folders than a sweep without fidelity (whose baseline has no top-k files)
             **({"fidelity_topk": s.fidelity_topk} if s.fidelity else {}),
         }
+
+    def model_fingerprint(self) -> str:
+        """The weights' fingerprint of the sweep's model (file hashes are cached on disk)."""
+        from qd_models.model_identity import model_fingerprint
+
+        kwargs = parse_model_args(self.settings.model_args)
+        return model_fingerprint(self.pretrained(), kwargs.get("revision"))
 
     def folder_name(self, item: SweepItem) -> str:
         """``<label>-<10 hex>`` (the label as in reports, :func:`qd_models.run_record.config_label`;
@@ -128,19 +137,30 @@ class Sweep:
         """The model's ``PretrainedConfig`` (no weights loaded)."""
         from qd_models.config import load_hf_config
 
-        kwargs = parse_model_args(self.settings.model_args)
-        pretrained = kwargs.get("pretrained")
+        return load_hf_config(self.pretrained(), parse_model_args(self.settings.model_args))
+
+    def pretrained(self) -> str:
+        """The ``pretrained`` model argument (the embedded default model's folder when none)."""
+        pretrained = parse_model_args(self.settings.model_args).get("pretrained")
         if pretrained is None:
             from qd_models.default_model import default_model_path
 
             pretrained = str(default_model_path())
-        return load_hf_config(pretrained, kwargs)
+        return str(pretrained)
 
     def validate(self, items: list[SweepItem]) -> None:
         """Model-dependent checks of every item (e.g. keep_layers range), before any load."""
         from qd_models.config import validate_for_model
 
         self.task_manager()  # unknown tasks fail here, before any weight loads
+        if self.settings.fidelity and self._baseline_item is not None:  # a completed baseline's files are read later
+            from qd_models.fidelity import BASE_PREFIX, FidelityFileError, read_meta
+
+            for file in sorted((self.output / self.folder_name(self._baseline_item)).glob(f"{BASE_PREFIX}*.npz")):
+                try:
+                    read_meta(file)
+                except FidelityFileError as err:
+                    raise ValueError(f"{err}; allowed: the complete files of the baseline (remove its folder to re-run it)") from None
         hf_config = self.hf_config()
         skeleton = None
         for item in items:

@@ -227,8 +227,9 @@ def test_sweep_fidelity_flag_and_the_analysis_report(tiny_model_dir, tmp_path, c
     assert "--fidelity with --no_baseline is not allowed" in capsys.readouterr().err
     assert main([*common, "--methods", "rtn,nf4", "--bits", "3", "--fidelity", "--fidelity_topk", "8"]) == 0
     (base_dir,) = runs.glob("baseline-*")
-    assert sorted(p.name for p in base_dir.glob("fidelity_base_*.npz")) == sorted(f"fidelity_base_{t}.npz" for t in TASKS)
-    assert np.load(base_dir / f"fidelity_base_{TASKS[0]}.npz")["top_lp"].shape[1] == 8
+    assert sorted(p.name.split("__")[0] for p in base_dir.glob("fidelity_base_*.npz")) == sorted(f"fidelity_base_{t}" for t in TASKS)
+    (first_base,) = base_dir.glob(f"fidelity_base_{TASKS[0]}__*.npz")  # named by the run identity
+    assert np.load(first_base)["top_lp"].shape[1] == 8
     expected = {}
     for label in ("rtn-w3", "nf4-w4"):  # sweep folders are named by the report's label
         (folder,) = runs.glob(f"{label}-*")
