@@ -54,6 +54,10 @@ class GPTQOptions:
             raise ValueError(f"gptq_block={self.gptq_block!r} is not allowed; allowed: a positive integer")
 
 
+MAX_AWQ_GRID = 1000
+"""Largest ``awq_grid``: each exponent costs one pass over every block's calibration inputs (llm-awq uses 20)."""
+
+
 @dataclass(frozen=True)
 class AWQOptions:
     """``method=awq`` (Lin et al. 2024): ``awq_grid`` exponents alpha = k / awq_grid,
@@ -63,8 +67,8 @@ class AWQOptions:
     awq_clip: bool = False
 
     def __post_init__(self):
-        if not (isinstance(self.awq_grid, int) and self.awq_grid > 0):
-            raise ValueError(f"awq_grid={self.awq_grid!r} is not allowed; allowed: a positive integer")
+        if not (isinstance(self.awq_grid, int) and 0 < self.awq_grid <= MAX_AWQ_GRID):
+            raise ValueError(f"awq_grid={self.awq_grid!r} is not allowed; allowed: an integer in 1..{MAX_AWQ_GRID}")
         if not isinstance(self.awq_clip, bool):
             raise ValueError(f"awq_clip={self.awq_clip!r} is not allowed; allowed: true, false")
 
