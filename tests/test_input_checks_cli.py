@@ -97,3 +97,14 @@ def test_an_error_in_the_middle_of_the_evaluation_is_the_last_stderr_line(tiny_m
     assert proc.returncode != 0 and "Running loglikelihood requests" in proc.stderr
     assert last_line(proc).startswith("ValueError: fidelity_baseline=") and f"lacks doc 1 of {TASK}" in last_line(proc)
     assert not os.path.exists(tmp_path / "r1")
+
+
+def test_awq_grid_bound_and_calib_data_case_are_one_line(tiny_model_dir, tmp_path):
+    model = tiny_model_dir("llama")
+    cases = {"method=awq,awq_grid=100000": "awq_grid=100000 is not allowed; allowed: an integer in 1..1000",
+             "method=gptq,group_size=32,calib_data=UDHR": "allowed: udhr (the bundled UDHR articles, lowercase) or a JSONL file"}
+    for args, words in cases.items():
+        proc = lm_eval("--model", "qd-hf", "--model_args", f"pretrained={model},{args}", "--tasks", TASK, "--limit", "1",
+                       "--output_path", str(tmp_path / "r"))
+        assert proc.returncode != 0 and words in last_line(proc), (args, proc.stderr[-2000:])
+        assert "Loading weights" not in proc.stderr and not (tmp_path / "r").exists()
