@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.loading import _RESULTS_RE, AGGREGATE_METRICS, RunSet
+from analysis.loading import _RESULTS_RE, AGGREGATE_METRICS, RunSet, checked_results
 from analysis.pairing import same_weights
 from analysis.task_languages import UserRule, task_language
 from qd_models.run_record import leaf_tasks
@@ -91,8 +91,10 @@ def load_benchmarks(runset: RunSet, task_rules: list[UserRule] | tuple = ()) -> 
     aggregates, items, problems, unmapped = [], [], [], set()
     for run in runset.runs.values():
         try:
-            results = json.loads(run.path.read_text(encoding="utf-8"))
+            results = checked_results(run.path, json.loads(run.path.read_text(encoding="utf-8")), [])
         except (OSError, ValueError):
+            continue  # already reported by load_runs
+        if results is None:
             continue  # already reported by load_runs
         higher = results.get("higher_is_better") or {}
         n_samples = results.get("n-samples") or {}

@@ -55,11 +55,11 @@ def read_fidelity_docs(runset: RunSet) -> tuple[dict, list[str]]:
     for run in runset.runs.values():
         try:
             results = json.loads(run.path.read_text(encoding="utf-8"))
-            block = results.get("config", {}).get("quant_disparity", {}).get("fidelity")
+            block = run_record.qd_block(results).get(run_record.FIDELITY)
         except (OSError, ValueError, AttributeError):
             continue
         if not isinstance(block, dict) or block.get("role") != "compare" or not isinstance(block.get("files") or {}, dict):
-            continue
+            continue  # a block of another form is reported by loading.checked_results
         for task, name in sorted((block.get("files") or {}).items()):
             path = next((folder / name for folder in (run.path.parent, run.path.parent.parent) if (folder / name).is_file()), None)
             if path is None:
@@ -162,6 +162,9 @@ def fidelity_table(runset: RunSet, deg_table: pd.DataFrame, n_resamples: int = 2
                         f"{column}_ci_high": min(interval.high, highest) if not math.isnan(interval.high) else math.nan})
         row["base_tail"] = float(docs["base_tail"].sum() / docs["n_tokens"].sum())
         row.update(_percentiles(docs, idx[:MAX_PERCENTILE_RESAMPLES], confidence))
+        row["ci_note"] = stats.too_few_docs_note(n_docs)
+        if row["ci_note"]:  # every interval of this row is undefined
+            row.update({name: math.nan for name in row if name.endswith(("_ci_low", "_ci_high"))})
         degradation, d_low, d_high, bpb_base = d_of.get((run_id, suite, lang), (math.nan,) * 4)
         row.update(degradation=degradation, degradation_ci_low=d_low, degradation_ci_high=d_high, bpb_base=bpb_base)
         rows.append(row)

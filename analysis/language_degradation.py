@@ -91,6 +91,8 @@ def degradation(
                 se = float(stats.ratio_standard_error(nll_q, nll_b))
                 interval = stats.studentized_interval(estimate, se, lang_draws, draw_se, confidence)
                 ci_source = f"studentized paired bootstrap, {len(doc_ids)} docs"
+                if stats.too_few_docs_note(len(doc_ids)):
+                    interval, ci_source = stats.Interval(estimate, math.nan, math.nan), stats.too_few_docs_note(len(doc_ids))
                 doc_frames.append((quant.run_id, suite, lang, doc_ids, nll_b, nll_q))
                 n_docs = len(doc_ids)
             else:

@@ -245,7 +245,17 @@ def load_runs(paths) -> RunSet:
         except (OSError, ValueError) as err:
             problems.append(f"{file}: unreadable results JSON ({err}); skipped — re-run lm_eval for this model or remove the file")
             continue
-        run = _make_run(file, results, root)
+        results = checked_results(file, results, problems)
+        if results is None:
+            continue
+        try:
+            run = _make_run(file, results, root, problems)
+        except (TypeError, ValueError, AttributeError, KeyError) as err:  # a field of a form no lm-eval writes
+            problems.append(f"{file}: unreadable results ({err!r}); skipped — re-run lm_eval for this model or remove the file")
+            continue
+        if run.quant_config.get(run_record.SAVED_MODEL) is None and run.is_baseline and _missing_folder(run.model_args.get("pretrained")):
+            problems.append(f"{file}: the model folder {Path(str(run.model_args['pretrained'])).name} is not on this machine; read as a "
+                            "baseline — if it was written by qd-hf save_to it is a quantized model: analyse where the folder is, or pass --baseline")
         if run.run_id in runs:  # two model folders with the same name: keep the full relative path
             run = replace(run, run_id=file.relative_to(root).with_suffix("").as_posix())
         runs[run.run_id] = run
@@ -260,7 +270,88 @@ def load_runs(paths) -> RunSet:
     return RunSet(runs=runs, aggregates=aggregates_df, docs=docs_df, problems=problems, root=root)
 
 
-def _make_run(file: Path, results: dict, root: Path) -> Run:
+def checked_results(file: Path, results: dict, problems: list[str]) -> dict | None:
+    """``results`` with every field the analysis reads checked for the form lm-eval and qd-hf write
+    (hand-edited files): one line in ``problems`` per bad field, naming the file and field. A field
+    the run's identity depends on (``results``, ``config``, the ``quant_disparity`` block, its
+    ``quant_config``/``scoring``) skips the run (``None``); a bad task result drops that task; a bad
+    ``quant_totals``/``quant_report``/``fidelity`` is ignored."""
+    skip = "; run skipped — re-run lm_eval for this model or restore the file"
+    tasks = results.get("results")
+    if not isinstance(tasks, dict) or not tasks:
+        problems.append(f"{file}: field results is {_form(tasks)}, not an object of task results{skip}")
+        return None
+    config = results.get("config")
+    if config is not None and not isinstance(config, dict):
+        problems.append(f"{file}: field config is {_form(config)}, not an object{skip}")
+        return None
+    qd = (config or {}).get(run_record.QD_BLOCK)
+    if qd is not None and not isinstance(qd, dict):
+        problems.append(f"{file}: field config.{run_record.QD_BLOCK} is {_form(qd)}, not an object{skip}")
+        return None
+    qd = dict(qd or {})
+    for name in (run_record.QUANT_CONFIG, run_record.SCORING):
+        if qd.get(name) is not None and not isinstance(qd[name], dict):
+            problems.append(f"{file}: field config.{run_record.QD_BLOCK}.{name} is {_form(qd[name])}, not an object{skip}")
+            return None
+    ignored = "; ignored (the rest of the run is used)"
+    if qd.get(run_record.QUANT_TOTALS) is not None and not isinstance(qd[run_record.QUANT_TOTALS], dict):
+        problems.append(f"{file}: field config.{run_record.QD_BLOCK}.{run_record.QUANT_TOTALS} is {_form(qd[run_record.QUANT_TOTALS])}, not an object{ignored}")
+        qd[run_record.QUANT_TOTALS] = None
+    if qd.get(run_record.QUANT_REPORT) is not None and (problem := quant_report_problem(qd[run_record.QUANT_REPORT])):
+        problems.append(f"{file}: field config.{run_record.QD_BLOCK}.{run_record.QUANT_REPORT} {problem}{ignored}")
+        qd[run_record.QUANT_REPORT] = None
+    fidelity = qd.get(run_record.FIDELITY)
+    if fidelity is not None and not (isinstance(fidelity, dict) and isinstance(fidelity.get("files", {}), dict)):
+        field_name, value = ("fidelity.files", fidelity.get("files")) if isinstance(fidelity, dict) else ("fidelity", fidelity)
+        problems.append(f"{file}: field config.{run_record.QD_BLOCK}.{field_name} is {_form(value)}, not an object{ignored}")
+        qd[run_record.FIDELITY] = None
+    groups = results.get("group_subtasks")
+    if groups is not None and not (isinstance(groups, dict) and all(isinstance(v, list) for v in groups.values())):
+        problems.append(f"{file}: field group_subtasks is not an object of task lists{ignored}")
+        groups = None
+    good = {task: value for task, value in tasks.items() if isinstance(value, dict)}
+    for task in tasks.keys() - good.keys():
+        problems.append(f"{file}: field results.{task} is {_form(tasks[task])}, not an object; task {task} skipped")
+    if not good:
+        return None
+    config = {**(config or {}), **({run_record.QD_BLOCK: qd} if qd else {})}
+    return {**results, "results": good, "config": config, "group_subtasks": groups or {}}
+
+
+def quant_report_problem(report) -> str | None:
+    """Why ``report`` is not a quant report of the form :mod:`qd_models.engine` writes (``None`` when it is)."""
+    if not isinstance(report, dict):
+        return f"is {_form(report)}, not an object"
+    for name in ("config", "totals", "calibration"):
+        if report.get(name) is not None and not isinstance(report[name], dict):
+            return f"has {name} = {_form(report[name])}, not an object"
+    if isinstance(report.get("calibration"), dict) and not isinstance(report["calibration"].get("per_language", {}), dict):
+        return "has calibration.per_language that is not an object"
+    layers = report.get("layers")
+    if layers is not None and not (isinstance(layers, list) and all(isinstance(layer, dict) for layer in layers)):
+        return "has layers that are not a list of objects"
+    return None
+
+
+def _form(value) -> str:
+    """A short description of a JSON value for a problem line: ``the string 'x'``, ``null``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, (list, dict)):
+        return f"an empty {'list' if isinstance(value, list) else 'object'}" if not value else ("a list" if isinstance(value, list) else "an object")
+    return f"the {type(value).__name__} {value!r}"
+
+
+def _missing_folder(pretrained) -> bool:
+    """``pretrained`` is written as a local folder path (absolute, ``./``, ``../``, ``~``) that is not on this machine."""
+    return (isinstance(pretrained, str) and pretrained.startswith(("/", "./", "../", "~"))
+            and not Path(pretrained).expanduser().exists())
+
+
+def _make_run(file: Path, results: dict, root: Path, problems: list[str]) -> Run:
     config = results.get("config") or {}
     model_args = parse_model_args(config.get("model_args"))
     qd = run_record.qd_block(results)
@@ -277,6 +368,9 @@ def _make_run(file: Path, results: dict, root: Path) -> Run:
     saved = _saved_quantization(model_args.get("pretrained")) if quant_config.get("method") == "none" else None
     if saved is not None:  # a folder written by qd-hf save_to (or another quantizer), evaluated as a plain model
         quant_config, report = saved
+        if report is not None and (problem := quant_report_problem(report)):
+            problems.append(f"{Path(model_args['pretrained']).name}/quant_report.json {problem}; its config is used, the rest ignored")
+            report = None
         model = str((report or {}).get(run_record.MODEL_SOURCE) or model)
         fingerprint = (report or {}).get(run_record.MODEL_FINGERPRINT)  # the weights it was quantized from
     totals = dict(qd.get(run_record.QUANT_TOTALS) or (report or {}).get("totals") or {})
@@ -371,7 +465,12 @@ def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
             lines = samples.read_text(encoding="utf-8").splitlines()
             for line in lines:
                 if line.strip():
-                    rows.append(_doc_row(run.run_id, task, json.loads(line)))
+                    row = _doc_row(run.run_id, task, json.loads(line))
+                    if row[5] > 0:  # a log-probability above 0: a probability above 1
+                        problems.append(f"{samples}: doc {row[4]} has log-likelihood {row[5]:+g} > 0 (impossible for a probability); "
+                                        "that document is excluded — re-run with --log_samples to rewrite the file")
+                        continue
+                    rows.append(row)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
             problems.append(f"{samples}: unreadable samples ({err!r}); {task} uses aggregates only (no CIs) — re-run with --log_samples to rewrite it")
             rows = [row for row in rows if row[1] != task]

@@ -23,6 +23,16 @@ class Interval:
     high: float
 
 
+MIN_CI_DOCS = 3
+"""Fewest documents a per-language bootstrap interval is computed from: with 1 or 2 documents most
+resamples repeat one document, and the interval comes out as [0, inf] or ±1e8 (reported undefined)."""
+
+
+def too_few_docs_note(n_docs: int) -> str:
+    """Why a per-language interval of ``n_docs`` documents is undefined ("" when it is not)."""
+    return f"no CI: {n_docs} docs (an interval needs at least {MIN_CI_DOCS})" if 0 < n_docs < MIN_CI_DOCS else ""
+
+
 def relative_increase(new_total, old_total):
     """``new/old - 1`` elementwise; inf/NaN propagate (old == 0 gives inf or NaN)."""
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from qd_tasks.languages import BY_FLORES_CODE, LANGUAGES
+from qd_tasks.languages import BY_FLORES_CODE, LANGUAGES, is_language_code
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,11 @@ def task_language(task: str, extra_rules: list[UserRule] | tuple = ()) -> tuple[
     for pattern, lang, suite in [*extra_rules, *_USER_RULES]:
         match = pattern.fullmatch(task)
         if match:
-            return (match.expand(suite) if suite else task), normalize_language(match.expand(lang))
+            code = match.expand(lang)
+            if not is_language_code(code):
+                raise ValueError(f"--task-lang-map: {pattern.pattern!r} gives task {task} the language {code!r}, which is not a "
+                                 "language code; allowed: codes like sw, heb_Hebr, pt-BR (qd_tasks.languages.LANG_CODE)")
+            return (match.expand(suite) if suite else task), normalize_language(code)
     for rule in TASK_RULES:
         match = rule.pattern.fullmatch(task)
         if match:
@@ -123,6 +127,17 @@ def user_rule(task: str, lang: str, suite: str | None = None) -> UserRule:
         pattern = re.compile(task[3:]) if task.startswith("re:") else re.compile(re.escape(task))
     except re.error as err:
         raise ValueError(f"--task-lang-map: {task!r} is not a valid regex ({err}); allowed: a task name or re:<regex>") from None
+    names = {index: name for name, index in pattern.groupindex.items()}
+    empty = re.compile("".join(f"(?P<{names[i]}>)" if i in names else "()" for i in range(1, pattern.groups + 1)))
+    for field, template in (("language", lang), ("suite", suite)):
+        try:  # the same groups, all matching "": checks every group reference of the template
+            expanded = empty.fullmatch("").expand(template) if template is not None else None
+        except (re.error, IndexError) as err:
+            raise ValueError(f"--task-lang-map: {field} {template!r} for {task!r} is not allowed ({err}); "
+                             f"allowed: text whose group references exist in the pattern ({pattern.groups} groups)") from None
+        if field == "language" and expanded == template and not is_language_code(template):
+            raise ValueError(f"--task-lang-map: language {template!r} for {task!r} is not a language code; allowed: codes like "
+                             "sw, heb_Hebr, pt-BR (qd_tasks.languages.LANG_CODE)")
     return pattern, lang, suite
 
 

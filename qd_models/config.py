@@ -23,6 +23,7 @@ Arguments of another family are rejected with one line naming the methods that t
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -53,6 +54,10 @@ class GPTQOptions:
             raise ValueError(f"gptq_block={self.gptq_block!r} is not allowed; allowed: a positive integer")
 
 
+MAX_AWQ_GRID = 1000
+"""Largest ``awq_grid``: each exponent costs one pass over every block's calibration inputs (llm-awq uses 20)."""
+
+
 @dataclass(frozen=True)
 class AWQOptions:
     """``method=awq`` (Lin et al. 2024): ``awq_grid`` exponents alpha = k / awq_grid,
@@ -62,8 +67,8 @@ class AWQOptions:
     awq_clip: bool = False
 
     def __post_init__(self):
-        if not (isinstance(self.awq_grid, int) and self.awq_grid > 0):
-            raise ValueError(f"awq_grid={self.awq_grid!r} is not allowed; allowed: a positive integer")
+        if not (isinstance(self.awq_grid, int) and 0 < self.awq_grid <= MAX_AWQ_GRID):
+            raise ValueError(f"awq_grid={self.awq_grid!r} is not allowed; allowed: an integer in 1..{MAX_AWQ_GRID}")
         if not isinstance(self.awq_clip, bool):
             raise ValueError(f"awq_clip={self.awq_clip!r} is not allowed; allowed: true, false")
 
@@ -232,6 +237,9 @@ class QuantConfig:
         for name in ("quantize_embeddings", "quantize_lm_head", "save_overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
+        for name in ("save_to", "calib_data"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"{name}= is empty; allowed: a path (or leave {name} out)")
         if self.save_to is not None and spec.mechanism == "none":
             raise ValueError(f"save_to={self.save_to} is not allowed with method=none; allowed: a quantization method (the original model is already saved)")
         if self.save_overwrite and self.save_to is None:
@@ -425,6 +433,27 @@ def validate_for_model(config: QuantConfig, hf_config) -> None:
             dim = getattr(text, attr, None)
             if isinstance(dim, int) and dim % config.group_size:
                 raise ValueError(f"group_size={config.group_size} does not divide {attr}={dim}; allowed: a divisor of every quantized layer's input dim")
+
+
+def check_output_folder(name: str, value: Any) -> None:
+    """A folder argument this run writes into (``save_to``, ``fidelity_out``), checked before the
+    model loads: one-line ``ValueError`` for an empty value, a symbolic link to nothing, an existing
+    file (or a file on the way), or a location that cannot be written."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        raise ValueError(f"{name}= is empty; allowed: a folder path")
+    path = os.path.abspath(os.path.expanduser(text))
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ValueError(f"{name}={value} is a symbolic link to nothing ({os.readlink(path)}); allowed: a folder, or a link to an existing folder")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name}={value} is an existing file; allowed: a folder path")
+    nearest = path
+    while not os.path.isdir(nearest):
+        if os.path.lexists(nearest) and nearest != path:
+            raise ValueError(f"{name}={value}: {nearest} is not a folder; allowed: a folder path")
+        nearest = os.path.dirname(nearest)
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}={value} is not writable ({nearest} does not allow writing); allowed: a folder you can write to")
 
 
 def _to_bool(name: str, value: Any) -> bool:

@@ -168,6 +168,35 @@ def _select(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None) -
     return targets, seen
 
 
+def _check_group_sizes(targets: list[_Target], config: QuantConfig) -> None:
+    """``group_size`` divides the input dim of every target that is quantized (one-line ``ValueError``)."""
+    if config.mechanism == "fake" and config.granularity == "group":
+        for target in targets:
+            if target.status == "quantize":
+                shape = target.module.weight.shape
+                check_group_size(config.group_size, shape[0] if target.layout == "conv1d" else shape[1], target.name)
+
+
+def check_module_tree(model: nn.Module, config: QuantConfig) -> None:
+    """The checks that need only ``model``'s module tree and weight shapes (a weightless
+    :func:`meta_model` will do): every ``keep`` pattern matches a module and ``group_size``
+    divides every quantized layer's real input dim (e.g. ``o_proj``'s heads x head_dim)."""
+    _check_group_sizes(_select(model, config, None)[0], config)
+
+
+def meta_model(hf_config, trust_remote_code: bool = False):
+    """The model's module tree on the meta device (no weights, no memory), or ``None`` when the
+    architecture cannot be built this way (its checks then run at load)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - a best-effort early check only
+        logger.info("qd-hf: the module tree is checked at load (meta model not built: %s)", err)
+        return None
+
+
 def quantization_targets(model: nn.Module, config: QuantConfig) -> list[str]:
     """Names of the modules :func:`quantize_` considers (quantized or kept), in model order:
     the modules whose inputs a calibration pass must observe (a ``filter_fn`` would only turn
@@ -243,12 +272,7 @@ def quantize_(
     if config.mechanism == "fake" and not any(target.status == "quantize" for target in targets):
         logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
                        config.method, ", ".join(sorted({t.reason for t in targets})) or "no quantizable module")
-    if config.mechanism == "fake" and config.granularity == "group":
-        for target in targets:
-            if target.status == "quantize":
-                shape = target.module.weight.shape
-                in_dim = shape[0] if target.layout == "conv1d" else shape[1]
-                check_group_size(config.group_size, in_dim, target.name)
+    _check_group_sizes(targets, config)
     active = config.mechanism == "fake" and config.bits != 16
     if active and config.needs_calibration and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
@@ -486,7 +510,9 @@ __all__ = [
     "bnb_from_pretrained_kwargs",
     "block_index",
     "block_module_name",
+    "check_module_tree",
     "check_save_target",
+    "meta_model",
     "quantization_targets",
     "quantize_",
     "restore_",

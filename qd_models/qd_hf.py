@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from qd_models import __version__
 from qd_models import run_record as record
-from qd_models.config import QuantConfig, parse_qd_args
+from qd_models.config import QuantConfig, check_output_folder, parse_qd_args
 from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_default_model
 
 logger = logging.getLogger(__name__)
@@ -64,15 +65,18 @@ class QDHFLM(HFLM):
         fidelity_args = {name: kwargs.pop(name) for name in FIDELITY_ARGS if name in kwargs}
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
         fidelity = parse_fidelity_args(fidelity_args, config.mechanism == "none")
+        if fidelity is not None:
+            check_output_folder("fidelity_out", fidelity_args.get("fidelity_out"))
         self.fidelity = None
         hf_kwargs.setdefault("softmax_dtype", "float32")
         self._rolling = False
         if pretrained is None:
             pretrained = str(default_model_path())
         check_pretrained_path(pretrained)
-        if config.save_to:
+        if config.save_to is not None:
             from qd_models.engine import check_save_target
 
+            check_output_folder("save_to", config.save_to)
             check_save_target(config.save_to, pretrained, config.save_overwrite)
         self.model_note = DEFAULT_MODEL_NOTE if (
             isinstance(pretrained, str) and is_default_model(pretrained)
@@ -85,7 +89,14 @@ class QDHFLM(HFLM):
         elif config.mechanism == "fake" and isinstance(pretrained, str):
             from qd_models.config import load_hf_config, validate_for_model
 
-            validate_for_model(config, load_hf_config(pretrained, hf_kwargs))
+            hf_config = load_hf_config(pretrained, hf_kwargs)
+            validate_for_model(config, hf_config)
+            if config.keep or config.granularity == "group":
+                from qd_models.engine import check_module_tree, meta_model
+
+                skeleton = meta_model(hf_config, bool(hf_kwargs.get("trust_remote_code", False)))
+                if skeleton is not None:  # keep patterns, group_size against every quantized layer's input dim
+                    check_module_tree(skeleton, config)
         calib_texts = None
         if config.uses_calibration_texts:
             from qd_models.calibration import load_calibration_texts
@@ -165,18 +176,29 @@ class QDHFLM(HFLM):
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """HFLM's rolling windows over ``[prefix] + text tokens`` (see the module doc); with
         fidelity on, per-token fidelity data is collected and written once all are scored."""
-        self._rolling = True
-        try:
+        with progress_bars_closed_on_error():
+            self._rolling = True
+            try:
+                if self.fidelity is not None:
+                    if self.world_size > 1 or self.backend != "causal":
+                        raise ValueError("fidelity_* is not allowed here; allowed: a causal model in a single process")
+                    self.fidelity.plan(requests, self.tok_encode, self.prefix_token_id, self.max_length)
+                result = super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+            finally:
+                self._rolling = False
             if self.fidelity is not None:
-                if self.world_size > 1 or self.backend != "causal":
-                    raise ValueError("fidelity_* is not allowed here; allowed: a causal model in a single process")
-                self.fidelity.plan(requests, self.tok_encode, self.prefix_token_id, self.max_length)
-            result = super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._rolling = False
-        if self.fidelity is not None:
-            self.fidelity.write()
+                self.fidelity.write()
         return result
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """HFLM's (an error leaves no progress bar after it, :func:`progress_bars_closed_on_error`)."""
+        with progress_bars_closed_on_error():
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        """HFLM's (an error leaves no progress bar after it, :func:`progress_bars_closed_on_error`)."""
+        with progress_bars_closed_on_error():
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         """HFLM's; inside :meth:`loglikelihood_rolling` with fidelity on, every window's logits
@@ -224,6 +246,21 @@ class QDHFLM(HFLM):
         if self.fidelity is not None:
             block[record.FIDELITY] = self.fidelity.info()
         return info
+
+
+@contextmanager
+def progress_bars_closed_on_error():
+    """Close the progress bars opened inside when an error leaves the block: an open bar is redrawn
+    when it is garbage-collected at exit, after the traceback, and would hide the error's one line."""
+    from tqdm import tqdm
+
+    before = set(getattr(tqdm, "_instances", ()))
+    try:
+        yield
+    except BaseException:
+        for bar in set(getattr(tqdm, "_instances", ())) - before:
+            bar.close()
+        raise
 
 
 def _plain(value):

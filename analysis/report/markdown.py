@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis import benchmarks, fidelity, many_languages
+from analysis import benchmarks, fidelity, many_languages, stats
 from analysis.report.figures import MAX_LANGUAGE_FIGURES, MAX_RATE_DISTORTION_FIGURES
 from analysis.report.tables import run_rows
 
@@ -124,7 +124,7 @@ def report_markdown(analysis: Analysis, figures: dict[str, list[Path]], command:
                  _pct(r.byte_ppl_rel_change), r.n_docs, r.flag or ""] for r in block.sort_values("lang").itertuples()]
         out += [_md_table(["lang", "group", "bits/byte base", "bits/byte quant", "Δ bits/byte", f"D (rel. NLL) [{level} CI]",
                            "seeds' style: rel. byte-ppl change", "docs", "flag"], rows), ""]
-        for reason in sorted(set(block.ci_source[block.n_docs == 0])):
+        for reason in sorted(set(block.ci_source[block.n_docs < stats.MIN_CI_DOCS])):
             out += [f"{', '.join(sorted(block.lang[block.ci_source == reason]))}: {reason}.", ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures["degradation"]]
     if len(deg.table.groupby(["quant_id", "suite"])) > MAX_LANGUAGE_FIGURES if not deg.table.empty else False:
@@ -263,6 +263,8 @@ def _fidelity_markdown(analysis: Analysis, figures: list[Path], level: str) -> l
                 for r in block.itertuples()]
         out += [f"### {suite}", "", _md_table(["lang", "config", f"D [{level} CI]", "KL/token", "KL/byte", "same top token", "Δp mean",
                                                "Δp p" + "/p".join(map(str, fidelity.PERCENTILES)), "tail mass", "docs", "tokens"], rows), ""]
+        for note in sorted(set(block.ci_note) - {""}):
+            out += [f"{', '.join(sorted(set(block.lang[block.ci_note == note])))}: {note}.", ""]
     out += [f"![{p.stem}](figures/{p.name})" for p in figures] + [""]
     return out
 

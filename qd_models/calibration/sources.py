@@ -47,7 +47,7 @@ def calibration_records(calib_data: str | None) -> tuple[list[dict], str]:
     try:
         return read_corpus_file(path), str(path)
     except ValueError as err:
-        raise ValueError(f"calib_data={str(path)!r} is not usable ({err}); allowed: a JSONL file with fields lang, text") from None
+        raise ValueError(f"calib_data={str(path)!r} is not usable ({err}); allowed: {UDHR_SOURCE} (the bundled UDHR articles, lowercase) or a JSONL file with fields lang, text") from None
 
 
 def evaluation_texts() -> set[str]:

@@ -162,16 +162,18 @@ class Sweep:
                 except FidelityFileError as err:
                     raise ValueError(f"{err}; allowed: the complete files of the baseline (remove its folder to re-run it)") from None
         hf_config = self.hf_config()
-        skeleton = None
+        skeleton, built = None, False
         for item in items:
             if item.config.mechanism == "fake":
                 validate_for_model(item.config, hf_config)
-                if item.config.keep:
-                    skeleton = skeleton or _meta_model(hf_config, self.settings.model_args)
-                    if skeleton is not None:
-                        from qd_models.engine import quantization_targets
+                if item.config.keep or item.config.granularity == "group":
+                    from qd_models.engine import check_module_tree, meta_model
 
-                        quantization_targets(skeleton, item.config)  # raises on a keep pattern matching no module
+                    if not built:
+                        trust = parse_model_args(self.settings.model_args).get("trust_remote_code", False)
+                        skeleton, built = meta_model(hf_config, trust), True
+                    if skeleton is not None:  # keep patterns, group_size against every quantized layer's input dim
+                        check_module_tree(skeleton, item.config)
                 if item.config.uses_calibration_texts:
                     from qd_models.calibration import load_calibration_texts
 
@@ -314,21 +316,6 @@ class Sweep:
                 bar.set_postfix_str(item.label)
                 outcomes.append(self.evaluate(item))
         return outcomes
-
-
-def _meta_model(hf_config, model_args: str):
-    """The model's module tree on the meta device (no weights, no memory), or ``None`` when the
-    architecture cannot be built this way (its keep patterns are then checked at load)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    try:
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(
-                hf_config, trust_remote_code=parse_model_args(model_args).get("trust_remote_code", False))
-    except Exception as err:  # noqa: BLE001 - a best-effort early check only
-        logger.info("qd-sweep: keep patterns are checked at load (meta model not built: %s)", err)
-        return None
 
 
 # ----------------------------------------------------------------------------- CLI
