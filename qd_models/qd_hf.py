@@ -154,7 +154,7 @@ class QDHFLM(HFLM):
             from qd_models.engine import save_quantized
 
             source = self.pretrained if isinstance(self.pretrained, str) else None  # lets qd-analyze pair the saved model
-            save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, "model_source": source})
+            save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, "model_source": source}, pretrained=source)
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
