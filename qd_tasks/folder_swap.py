@@ -30,17 +30,18 @@ def real_folder(target: str | os.PathLike) -> Path:
 
 def check_folder_target(target: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), what: str | None = None) -> Path:
     """The real folder ``target`` names; one-line ``ValueError`` (``what``, default ``target``, names the
-    parameter) when it is an existing file, is one of ``inputs``, holds one or lies inside one."""
+    parameter) when it is an existing file, is one of ``inputs``, holds one or lies inside one (an
+    input is compared both as written, a link itself, and as the folder it names)."""
     what = what or f"{target}"
     real = real_folder(target)
     if real.exists() and not real.is_dir():
         raise ValueError(f"{what} is an existing file; allowed: a folder")
     for path in inputs:
-        source = real_folder(path)
-        if real == source or real in source.parents:
-            raise ValueError(f"{what} holds the input {path}; allowed: a folder outside the inputs")
-        if source in real.parents:
-            raise ValueError(f"{what} is inside the input {path}; allowed: a folder outside the inputs")
+        for source in {real_folder(path), Path(os.path.abspath(os.path.expanduser(os.fspath(path))))}:  # the link too
+            if real == source or real in source.parents:
+                raise ValueError(f"{what} holds the input {path}; allowed: a folder outside the inputs")
+            if source in real.parents:
+                raise ValueError(f"{what} is inside the input {path}; allowed: a folder outside the inputs")
     return real
 
 

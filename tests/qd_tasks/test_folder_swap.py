@@ -128,6 +128,9 @@ def test_refuses_a_file_and_any_overlap_with_an_input(tmp_path):
     link = tmp_path / "link"
     link.symlink_to(target)
     assert "holds the input" in refusal(link, [source])  # through a link too
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "model").symlink_to(outside.parent)
+    assert "holds the input" in refusal(tmp_path / "links", [tmp_path / "links" / "model"])  # would delete the link
     assert "holds the input" in refusal(tmp_path / "x" / "..", [source])  # tmp_path itself, written another way
     assert tree(target) == {"a.txt": "old a", "sub/b.txt": "old b"} and (tmp_path / "file").read_text() == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
