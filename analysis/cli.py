@@ -11,7 +11,7 @@ from pathlib import Path
 
 from analysis.groups import parse_language_list
 from analysis.report import AnalysisOptions, analyze, command_line, write_outputs
-from analysis.report.output_folder import check_output_folder, replace_folder
+from analysis.report.output_folder import check_output_folder, write_report_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task-lang-map", help='JSON {"task or re:<regex>": "lang" | {"lang": ..., "suite": ...}} for benchmark tasks '
                         "the built-in table does not map")
     return parser
+
+
+def input_paths(args: argparse.Namespace) -> list[str]:
+    """Every path the report reads (the positional paths and each path option): ``--out`` may hold none of them."""
+    options = (args.baseline, args.tokenizer, args.scan_csv, args.task_lang_map)
+    return [*args.paths, *(path for path in options if path is not None and Path(path).exists())]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +64,11 @@ def _main(argv: list[str]) -> int:
         min_denominator=args.min_denominator,
         task_lang_map=args.task_lang_map,
     )
-    check_output_folder(args.out, args.paths, args.overwrite)
+    inputs = input_paths(args)
+    check_output_folder(args.out, inputs, args.overwrite)
     analysis = analyze(args.paths, options)
     command = command_line()
-    replace_folder(args.out, lambda folder: write_outputs(analysis, folder, command))
+    write_report_folder(args.out, lambda folder: write_outputs(analysis, folder, command), inputs)
     report = Path(args.out) / "report.md"
     for line in analysis.deg.problems + analysis.notes:
         print(f"qd-analyze: {line}", file=sys.stderr)

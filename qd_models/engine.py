@@ -18,14 +18,15 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from qd_tasks.folder_swap import check_folder_target, real_folder, replace_folder
 
 from . import __version__
 from .config import METHODS, QuantConfig, validate_for_model
@@ -449,17 +450,19 @@ def restore_(model: nn.Module, originals: dict[str, torch.Tensor]) -> None:
 
 def check_save_target(save_to: str, pretrained, overwrite: bool = False) -> None:
     """Refuse (one-line ``ValueError``, before any weight loads) a ``save_to`` that is the source
-    model folder or a non-empty folder unless ``overwrite``, a file, or an unwritable location."""
+    model folder or a non-empty folder unless ``overwrite``, a folder holding the source model or
+    inside it, a file, or an unwritable location."""
     target = os.path.abspath(os.path.expanduser(save_to))
     if os.path.exists(target) and not os.path.isdir(target):
         raise ValueError(f"save_to={save_to} is an existing file; allowed: a new or empty folder")
-    source = os.path.abspath(os.path.expanduser(pretrained)) if isinstance(pretrained, str) and os.path.isdir(pretrained) else None
+    source = _source_folder(pretrained)
     if not overwrite:
         if source is not None and os.path.isdir(target) and os.path.samefile(source, target):
             raise ValueError(f"save_to={save_to} is the source model folder; allowed: another folder, or save_overwrite=true to replace it")
         if os.path.isdir(target) and os.listdir(target):
             raise ValueError(f"save_to={save_to} is a non-empty folder; allowed: a new or empty folder, or save_overwrite=true to replace it")
-    parent = os.path.dirname(target)
+    check_folder_target(save_to, _protected_inputs(save_to, source), what=f"save_to={save_to}")
+    parent = os.path.dirname(str(real_folder(target)))
     while not os.path.isdir(parent):
         if os.path.exists(parent):
             raise ValueError(f"save_to={save_to}: {parent} is a file; allowed: a folder path")
@@ -468,36 +471,35 @@ def check_save_target(save_to: str, pretrained, overwrite: bool = False) -> None
         raise ValueError(f"save_to={save_to} is not writable ({parent} does not allow writing); allowed: a folder you can write to")
 
 
-def save_quantized(model: nn.Module, tokenizer, directory: str | os.PathLike, report: dict) -> str:
+def _source_folder(pretrained) -> str | None:
+    """The local model folder ``pretrained`` names (``None`` for a hub id or a model object)."""
+    return os.path.abspath(os.path.expanduser(pretrained)) if isinstance(pretrained, str) and os.path.isdir(pretrained) else None
+
+
+def _protected_inputs(save_to: str | os.PathLike, source: str | None) -> list[str]:
+    """The source model folder, unless ``save_to`` is that folder itself (replaced only with
+    ``save_overwrite=true``): a ``save_to`` holding it or inside it is never allowed."""
+    return [] if source is None or real_folder(source) == real_folder(save_to) else [source]
+
+
+def save_quantized(model: nn.Module, tokenizer, directory: str | os.PathLike, report: dict, pretrained=None) -> str:
     """Write ``model`` (dequantized weights, HF format, loadable by ``--model hf``), its
     tokenizer and ``quant_report.json`` to ``directory``; return the report path.
 
-    Everything is written to a temporary sibling folder first, which then replaces
-    ``directory`` by rename: a failure leaves ``directory`` as it was (no weights-less
-    ``config.json``, no stale files of an earlier model mixed in).
+    The folder is replaced as a whole (:func:`qd_tasks.folder_swap.replace_folder`): written as a
+    hidden sibling, swapped in, the old folder restored on any failure (no weights-less
+    ``config.json``, no stale files of an earlier model mixed in). A link is followed to its folder;
+    a ``directory`` holding the source model folder ``pretrained`` or inside it is refused.
     """
-    final = os.path.abspath(os.path.expanduser(os.fspath(directory)))
-    parent, name = os.path.split(final)
-    os.makedirs(parent, exist_ok=True)
-    temp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
-        model.save_pretrained(temp)
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
         if tokenizer is not None:
-            tokenizer.save_pretrained(temp)
-        write_report(report, os.path.join(temp, REPORT_FILENAME))
-        os.chmod(temp, 0o755)  # mkdtemp makes it owner-only
-        old = None
-        if os.path.isdir(final):
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.rmdir(old)
-            os.rename(final, old)
-        os.rename(temp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return os.path.join(final, REPORT_FILENAME)
+            tokenizer.save_pretrained(folder)
+        write_report(report, folder / REPORT_FILENAME)
+
+    what = f"save_to={os.fspath(directory)}"
+    replace_folder(directory, write, _protected_inputs(directory, _source_folder(pretrained)), what=what)
+    return os.path.join(real_folder(directory), REPORT_FILENAME)
 
 
 def write_report(report: dict, path: str | os.PathLike) -> None:

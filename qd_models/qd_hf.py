@@ -170,7 +170,7 @@ class QDHFLM(HFLM):
 
             source = self.pretrained if isinstance(self.pretrained, str) else None  # lets qd-analyze pair the saved model
             save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, record.MODEL_SOURCE: source,
-                                                                        record.MODEL_FINGERPRINT: self.model_fingerprint})
+                                                                        record.MODEL_FINGERPRINT: self.model_fingerprint}, pretrained=source)
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:

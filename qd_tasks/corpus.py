@@ -41,13 +41,25 @@ def _check_record(record, path: Path, line_number: int) -> None:
     for name in ("doc_id", "source"):
         if name in record and not isinstance(record[name], str):
             raise ValueError(f"{where}: {name} must be a string, got {type(record[name]).__name__}")
+    for name in ("text", "doc_id", "source"):
+        if isinstance(record.get(name), str) and not _encodes_as_utf8(record[name]):
+            raise ValueError(f"{where}: {name} is not valid UTF-8 (lone surrogate); allowed: text without \\ud800-\\udfff escapes")
+
+
+def _encodes_as_utf8(text: str) -> bool:
+    """False for a string holding a lone surrogate (a JSON ``\\ud800`` escape): it has no UTF-8 form."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_corpus_file(path: str | Path) -> list[dict]:
     """Validated records ``{lang, doc_id, text, source}`` of a JSONL corpus, in file order.
 
     Blank lines are skipped. Raises a one-line ``ValueError`` naming the file and line for
-    invalid UTF-8 or JSON, a missing or empty field, a ``lang`` that is not a language code
+    invalid UTF-8 or JSON, a lone surrogate escape, a missing or empty field, a ``lang`` that is not a language code
     (:data:`qd_tasks.languages.LANG_CODE`), a duplicate ``doc_id``, or a file with no records.
     """
     path = Path(path)

@@ -46,7 +46,7 @@ def test_saved_model_workflow_end_to_end(tiny_model_dir, tmp_path):
                     *common, "--output_path", str(tmp_path / "inproc"))
     assert quant.returncode == 0, quant.stderr[-3000:]
     assert {"config.json", "model.safetensors", "quant_report.json"} <= {p.name for p in saved.iterdir()}
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".saved.")]  # no temporary sibling left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary sibling left
     hf_saved = lm_eval("--model", "hf", "--model_args", f"pretrained={saved},add_bos_token=False", *common,
                        "--output_path", str(tmp_path / "hf_saved"))
     assert hf_saved.returncode == 0, hf_saved.stderr[-3000:]
@@ -221,10 +221,10 @@ def test_make_tasks_rules(tmp_path):
     out = tmp_path / "tasks"
     proc = run_tool("qd_tasks.make_tasks", str(_corpus(tmp_path / "a.jsonl", ["en-US", "pt_BR", "fr"])), "--name", "mine", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert {p.name for p in out.iterdir()} >= {"mine_en-US.yaml", "mine_pt_BR.yaml", "mine_fr.yaml"}
+    assert {p.name for p in (out / "mine").iterdir()} >= {"mine_en-US.yaml", "mine_pt_BR.yaml", "mine_fr.yaml"}
     proc = run_tool("qd_tasks.make_tasks", str(_corpus(tmp_path / "b.jsonl", ["de"])), "--name", "mine", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["_mine.yaml", "_mine_template_yaml", "mine.jsonl", "mine_de.yaml"]
+    assert sorted(p.name for p in (out / "mine").iterdir()) == ["_mine.yaml", "_mine_template_yaml", "mine.jsonl", "mine_de.yaml"]
     (out / "mine_xx.yaml").write_text("task: mine_xx\n")  # not ours: never overwritten
     one_line_error(run_tool("qd_tasks.make_tasks", str(_corpus(tmp_path / "c.jsonl", ["xx"])), "--name", "mine", "--out", str(out)),
                    "--out already holds mine_xx.yaml")

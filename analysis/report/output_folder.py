@@ -1,36 +1,30 @@
 """The ``--out`` folder of ``qd-analyze``: never half-written, never mixed with the stale files of
 an earlier report, never replacing files ``qd-analyze`` did not write without ``--overwrite``.
 
-The report is written into a new sibling folder (``.<name>.tmp-*``) and swapped in when complete;
+The report is written into a new sibling folder and swapped in when complete (:mod:`qd_tasks.folder_swap`);
 :data:`MANIFEST` in it lists every file written. An existing ``--out`` is replaced when it is empty
-or holds only the files of its own manifest (an earlier report), otherwise only with ``overwrite``.
+or holds only the files of its own manifest (an earlier report), otherwise only with ``overwrite``;
+never when it holds an input or lies inside one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from qd_tasks.folder_swap import check_folder_target, replace_folder
 
 MANIFEST = ".qd-analyze-manifest.json"
 
 
 def check_output_folder(out: str | Path, inputs: Iterable[str | Path], overwrite: bool = False) -> None:
     """Raise ``ValueError`` (one line) when ``out`` may not be replaced by a new report: it is a
-    file, it holds one of ``inputs``, or (without ``overwrite``) it holds files no manifest lists."""
+    file, it holds one of ``inputs`` or lies inside one (every input, even with ``overwrite``), or
+    (without ``overwrite``) it holds files no manifest lists."""
+    check_folder_target(out, inputs, what=f"out={out}")
     folder = Path(out)
-    resolved = folder.resolve()
-    for path in inputs:
-        if resolved == Path(path).resolve() or resolved in Path(path).resolve().parents:
-            raise ValueError(f"out={out} holds the input {path}; allowed: a folder outside the inputs")
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise ValueError(f"out={out} is an existing file; allowed: a folder")
-    if overwrite:
+    if not folder.exists() or overwrite:
         return
     foreign = sorted(set(_entries(folder)) - _report_entries(folder))
     if foreign:
@@ -39,28 +33,16 @@ def check_output_folder(out: str | Path, inputs: Iterable[str | Path], overwrite
                          "allowed: a new or empty folder, an earlier qd-analyze --out, or --overwrite to replace it")
 
 
-def replace_folder(out: str | Path, write: Callable[[Path], object]) -> None:
+def write_report_folder(out: str | Path, write: Callable[[Path], object], inputs: Iterable[str | Path] = ()) -> None:
     """Run ``write(folder)`` on a new sibling folder of ``out``, list what it wrote in
-    :data:`MANIFEST`, then put it in place of ``out`` (the old folder is removed; on failure
-    the new one is, and ``out`` is left as it was)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
-    staging, old = out.parent / f".{out.name}.tmp-{token}", out.parent / f".{out.name}.old-{token}"
-    staging.mkdir()
-    try:
+    :data:`MANIFEST`, then swap it in place of ``out`` (:func:`qd_tasks.folder_swap.replace_folder`:
+    on any failure ``out`` is left as it was)."""
+    def write_with_manifest(staging: Path) -> None:
         write(staging)
         files = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
         (staging / MANIFEST).write_text(json.dumps({"written_by": "qd-analyze", "files": files}, indent=1), encoding="utf-8")
-        if out.exists():
-            os.rename(out, old)
-        os.rename(staging, out)
-    except BaseException:
-        if old.exists() and not out.exists():
-            os.rename(old, out)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+
+    replace_folder(out, write_with_manifest, inputs, what=f"out={out}")
 
 
 def _entries(folder: Path) -> list[str]:

@@ -11,9 +11,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from qd_tasks.folder_swap import STAGING_PREFIX
+
 COMPLETE_MARKER = "sweep_complete.json"
 LOCK_FILE = ".sweep.lock"
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = STAGING_PREFIX  # replace_folder stages a config folder as .tmp-<folder>-<token>
 
 
 def tree_digest(path: Path) -> str | None:

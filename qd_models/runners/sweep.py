@@ -10,11 +10,12 @@ all fake-quant configs). ``method=none`` (the baseline) is evaluated first unles
 
 Output: one folder per config under ``--output_path``, ``<label>-<hash>/`` holding normal
 lm-eval output (``<model>/results_*.json`` + ``samples_*.jsonl``, readable by ``qd-analyze``)
-and ``sweep_complete.json``. Each folder is written under ``.tmp-<label>-<hash>`` and renamed
-when complete, so a crash or Ctrl-C leaves no half-written config; rerunning the same command
-skips completed configs. The hash covers everything that changes a result: the model args
-(scoring args included), the model's weights (:func:`qd_models.model_identity.model_fingerprint`:
-new weights in the same folder rerun every config), the config, the eval settings (tasks, limit, few-shot,
+and ``sweep_complete.json``. Each folder is written under ``.tmp-<label>-<hash>-<token>`` and
+renamed when complete (:func:`qd_tasks.folder_swap.replace_folder`), so a crash or Ctrl-C leaves
+no half-written config; rerunning the same command skips completed configs. The hash covers
+everything that changes a result: the model args (scoring args included), the model's weights
+(:func:`qd_models.model_identity.model_fingerprint`: new weights in the same folder rerun every
+config), the config, the eval settings (tasks, limit, few-shot,
 ``--log_samples``, ``--include_path``), the lm-eval version, a fingerprint of this package's
 code and bundled data (:func:`code_fingerprint`: a code fix or a new corpus reruns every config)
 and the content of a ``calib_data`` file.
@@ -30,7 +31,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -43,6 +43,7 @@ from qd_models.run_record import LM_EVAL_MODEL, slug
 from qd_models.runners.grid import SweepItem, build_items, expand_grid
 from qd_models.runners.lm_eval_glue import parse_model_args, save_as_standalone, task_manager
 from qd_models.runners.store import COMPLETE_MARKER, LOCK_FILE, TMP_PREFIX, code_fingerprint, exclusive, read_results, tree_digest
+from qd_tasks.folder_swap import replace_folder
 
 logger = logging.getLogger(__name__)
 
@@ -230,11 +231,9 @@ class Sweep:
             aside = final.with_name(f"{final.name}.incomplete-{int(time.time())}")
             logger.warning("qd-sweep: %s has no %s; moved to %s and re-run", final, COMPLETE_MARKER, aside)
             final.rename(aside)
-        tmp = self.output / f"{TMP_PREFIX}{final.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         start = time.perf_counter()
-        try:
+
+        def write(tmp: Path) -> tuple[dict, float]:
             results = self._evaluate_into(item, tmp)
             seconds = time.perf_counter() - start
             marker = {
@@ -245,10 +244,9 @@ class Sweep:
                 "results_files": sorted(str(p.relative_to(tmp)) for p in tmp.rglob("results_*.json")),
             }
             (tmp / COMPLETE_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            return results, seconds
+
+        results, seconds = replace_folder(final, write)
         return SweepOutcome(item, final, "done", seconds, results)
 
     def _evaluate_into(self, item: SweepItem, folder: Path) -> dict:

@@ -483,7 +483,7 @@ def test_cli_replaces_its_own_out_and_refuses_foreign_files(tmp_path, capsys):
 
 
 def test_a_failed_report_leaves_the_earlier_out_as_it_was(tmp_path):
-    from analysis.report.output_folder import replace_folder
+    from analysis.report.output_folder import write_report_folder as replace_folder
 
     out = tmp_path / "report"
     replace_folder(out, lambda folder: (folder / "report.md").write_text("first"))

@@ -734,7 +734,10 @@ def test_check_save_target_refusals(tmp_path):
     check_save_target(str(source), str(source), overwrite=True)
     with pytest.raises(ValueError, match="is a non-empty folder"):
         check_save_target(str(tmp_path), str(source))  # overwrite defaults to False
-    check_save_target(str(tmp_path), str(source), overwrite=True)
+    # issue 19: a folder holding the source model (or inside it) is refused even with overwrite
+    assert message(tmp_path, overwrite=True) == f"save_to={tmp_path} holds the input {source}; allowed: a folder outside the inputs"
+    assert message(source / "q", overwrite=True) == f"save_to={source / 'q'} is inside the input {source}; allowed: a folder outside the inputs"
+    check_save_target(str(tmp_path), "hub/id", overwrite=True)
     check_save_target(str(tmp_path / "new" / "deeper"), str(source))
     (tmp_path / "empty").mkdir()
     check_save_target(str(tmp_path / "empty"), str(source))
@@ -933,21 +936,21 @@ def test_bnb_report_without_bnb_layers_and_with_another_blocksize(tiny_model_dir
 
 def test_save_quantized_stages_in_hidden_sibling_folders(tmp_path, monkeypatch):
     """The new folder is built as a hidden sibling (same file system: the final rename is atomic)
-    and the old one is moved to another hidden sibling before removal."""
-    import tempfile
+    and the old one is moved to another hidden sibling before removal (qd_tasks.folder_swap)."""
+    renames = []
+    original = os.rename
 
-    made = []
-    original = tempfile.mkdtemp
+    def recording(src, dst):
+        renames.append((os.path.dirname(src), os.path.basename(src), os.path.dirname(dst), os.path.basename(dst)))
+        return original(src, dst)
 
-    def recording(*args, **kwargs):
-        made.append(kwargs)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    monkeypatch.setattr(os, "rename", recording)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("x")
     save_quantized(_TinySaveable(), None, tmp_path / "out", {})
-    assert made == [{"prefix": ".out.tmp-", "dir": str(tmp_path)}, {"prefix": ".out.old-", "dir": str(tmp_path)}]
+    (aside, staged) = renames
+    assert aside[:3] == (str(tmp_path), "out", str(tmp_path)) and aside[3].startswith(".old-out-")
+    assert staged[0] == str(tmp_path) and staged[1].startswith(".tmp-out-") and staged[2:] == (str(tmp_path), "out")
     assert sorted(os.listdir(tmp_path)) == ["out"] and "old.txt" not in os.listdir(tmp_path / "out")
 
 
