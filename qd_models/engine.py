@@ -350,6 +350,8 @@ def quantize_(
         counts["kept"] += n_kept
         layers.append(layer)
         del weight, blocks, quantized, valid, kept
+    if quantizer is not None and quantizer.finish is not None:
+        quantizer.finish(model, plans, originals_for_restore)
     skipped, skipped_bits = [], 0
     for param_name, param in model.named_parameters(remove_duplicate=True):
         if id(param) in target_ids:
