@@ -78,12 +78,13 @@ def test_shared_scale_equals_a_grid_search_over_the_recorded_inputs(tiny_model_d
     config = parse_qd_args({"method": "awq", "group_size": "16", "awq_scope": "shared", "keep_layers": "1"})[0]
     calib = _calib(tokenizer, config)
     # record block 0's inputs per language on the original model, one text at a time (prefix not counted)
-    recorded = {"qkv": {}, "mlp": {}}
+    recorded, current = {"qkv": {}, "mlp": {}}, {}
     layer = original.model.layers[0]
-    hooks = [layer.self_attn.q_proj.register_forward_pre_hook(lambda m, a: recorded["qkv"].setdefault(lang, []).append(a[0][0, 1:])),
-             layer.mlp.gate_proj.register_forward_pre_hook(lambda m, a: recorded["mlp"].setdefault(lang, []).append(a[0][0, 1:]))]
+    hooks = [layer.self_attn.q_proj.register_forward_pre_hook(lambda m, a: recorded["qkv"].setdefault(current["lang"], []).append(a[0][0, 1:])),
+             layer.mlp.gate_proj.register_forward_pre_hook(lambda m, a: recorded["mlp"].setdefault(current["lang"], []).append(a[0][0, 1:]))]
     with torch.no_grad():
         for lang, seqs in calib.token_ids.items():
+            current["lang"] = lang
             for seq in seqs:
                 original(input_ids=torch.tensor([seq]))
     for hook in hooks:
