@@ -57,20 +57,28 @@ class GPTQOptions:
 MAX_AWQ_GRID = 1000
 """Largest ``awq_grid``: each exponent costs one pass over every block's calibration inputs (llm-awq uses 20)."""
 
+AWQ_SCOPES = ("linear", "shared")
+"""``awq_scope``: one AWQ scale per linear, or one per group of linears reading the same input
+(q/k/v, gate/up; folded into the preceding norm where it can be: :mod:`qd_models.awq_scope`)."""
+
 
 @dataclass(frozen=True)
 class AWQOptions:
     """``method=awq`` (Lin et al. 2024): ``awq_grid`` exponents alpha = k / awq_grid,
-    k = 0..awq_grid-1 (llm-awq ``auto_scale``), and ``awq_clip`` (llm-awq ``auto_clip``)."""
+    k = 0..awq_grid-1 (llm-awq ``auto_scale``), ``awq_clip`` (llm-awq ``auto_clip``) and
+    ``awq_scope`` (:data:`AWQ_SCOPES`)."""
 
     awq_grid: int = 20
     awq_clip: bool = False
+    awq_scope: str = "linear"
 
     def __post_init__(self):
         if not (isinstance(self.awq_grid, int) and 0 < self.awq_grid <= MAX_AWQ_GRID):
             raise ValueError(f"awq_grid={self.awq_grid!r} is not allowed; allowed: an integer in 1..{MAX_AWQ_GRID}")
         if not isinstance(self.awq_clip, bool):
             raise ValueError(f"awq_clip={self.awq_clip!r} is not allowed; allowed: true, false")
+        if self.awq_scope not in AWQ_SCOPES:
+            raise ValueError(f"awq_scope={self.awq_scope!r} is not allowed; allowed: {_allowed(AWQ_SCOPES)}")
 
 
 GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
@@ -218,6 +226,7 @@ class QuantConfig:
     awq_grid: int | None = None
     awq_clip: bool | None = None
     gguf_type: str | None = None
+    awq_scope: str | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -563,6 +572,7 @@ _CONVERTERS = {
     "awq_grid": _to_int,
     "awq_clip": _to_bool,
     "gguf_type": _to_str,
+    "awq_scope": _to_str,
 }
 
 QD_ARGS = tuple(f.name for f in fields(QuantConfig))

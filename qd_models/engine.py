@@ -205,6 +205,12 @@ def quantization_targets(model: nn.Module, config: QuantConfig) -> list[str]:
     return [target.name for target in _select(model, config, None)[0]]
 
 
+def largest_input_dim(model: nn.Module, config: QuantConfig) -> int:
+    """The largest input dim of the token-wise layers :func:`quantize_` would quantize (0: none)."""
+    targets = _select(model, config, None)[0]
+    return max((_plan_target(t).in_features for t in targets if t.status == "quantize" and t.layout != "embedding"), default=0)
+
+
 def _skip_reason(param_name: str) -> str:
     lowered = param_name.lower()
     if lowered.endswith("bias"):
@@ -280,6 +286,13 @@ def quantize_(
     sequential = active and config.calibration == "inputs"
     if sequential and calib is None:
         raise ValueError(f"calib is required with method={config.method}; allowed: qd_models.calibration.CalibrationBatches.from_texts(...)")
+    gram_report = None
+    if sequential:
+        from .calibration.sufficiency import GramReport, warn_if_few_tokens
+
+        widest = max((_plan_target(t).in_features for t in targets if t.status == "quantize" and t.layout != "embedding"), default=0)
+        warn_if_few_tokens(sum(calib.tokens.values()), widest)
+        gram_report = GramReport(sum(calib.tokens.values()))
     quantizer = QUANTIZERS[config.method] if active else None
     grams: dict = {}
     plans = {}
@@ -318,6 +331,8 @@ def quantize_(
         valid = None if kept is None else (~kept).float().view_as(blocks)
         layer_inputs = _layer_inputs(model, targets, target, calib, grams) if sequential else LayerInputs(stats=inputs)
         layer_inputs = replace(layer_inputs, plan=plans.get(target.name))
+        if gram_report is not None and layer_inputs.gram is not None:
+            layer.update(gram_report(layer_inputs.gram))
         quantized, info = quantizer.layer(weight, blocks, valid, config, layer_inputs)
         n_kept = 0
         if kept is not None:
@@ -360,6 +375,8 @@ def quantize_(
         counts["kept"] += n_kept
         layers.append(layer)
         del weight, blocks, quantized, valid, kept
+    if quantizer is not None and quantizer.finish is not None:
+        quantizer.finish(model, plans, originals_for_restore)
     skipped, skipped_bits = [], 0
     for param_name, param in model.named_parameters(remove_duplicate=True):
         if id(param) in target_ids:
@@ -391,7 +408,9 @@ def quantize_(
 
         report["calibration"] = calibration_report(act_stats, config, layers)
     elif sequential:
-        report["calibration"] = calib.report()
+        from .calibration.sufficiency import sufficiency_summary
+
+        report["calibration"] = {**calib.report(), **sufficiency_summary(layers, gram_report.tokens, widest)}
     report["wall_seconds"] = time.perf_counter() - start  # not in totals: totals are equal across identical runs
     return json_safe(report)
 
@@ -514,6 +533,7 @@ __all__ = [
     "block_module_name",
     "check_module_tree",
     "check_save_target",
+    "largest_input_dim",
     "meta_model",
     "quantization_targets",
     "quantize_",

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .awq_scope import InputGroup, fold_into_norm_, input_groups, oriented_weight, scale_input_columns_
 from .config import METHODS, QuantConfig, num_blocks
-from .quant.awq import awq_quantize
+from .quant.awq import awq_quantize, awq_quantize_shared
 from .quant.core import aciq_range, fake_quantize, full_range, mse_range
 from .quant.gguf_presets import tensor_types
 from .quant.gguf_quants import bits_per_weight, dequantize, quantize_blocks
@@ -70,6 +71,7 @@ class PlanTarget:
 
 LayerFn = Callable[[Tensor, Tensor | None, Tensor | None, QuantConfig, LayerInputs], tuple[Tensor, dict]]
 PlanFn = Callable[[nn.Module, list[PlanTarget], QuantConfig, Any], dict[str, Any]]
+FinishFn = Callable[[nn.Module, dict[str, Any], "dict[str, Tensor] | None"], None]
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,13 @@ class Quantizer:
     """One method's torch side: ``layer`` quantizes one layer (module doc); ``plan``, when set, is
     called once per model before the first layer as ``plan(model, targets, config, act_stats)``
     (``act_stats``: the activation statistics or ``None``) and returns ``{module name: plan}``;
-    each quantized layer gets its entry as ``LayerInputs.plan``."""
+    each quantized layer gets its entry as ``LayerInputs.plan``; ``finish``, when set, is called
+    once after every layer is written as ``finish(model, plans, originals_for_restore)`` (it may
+    change other parameters, recording their originals as :func:`qd_models.engine.quantize_` does)."""
 
     layer: LayerFn
     plan: PlanFn | None = None
+    finish: FinishFn | None = None
 
 
 RANGE_ESTIMATORS: dict[str, Callable[..., tuple[Tensor, Tensor, dict[str, Tensor]]]] = {
@@ -158,21 +163,91 @@ def _awq_layer(weight, blocks, valid, config: QuantConfig, inputs: LayerInputs):
     if inputs.gram is None:
         return _without_inputs(weight, blocks, valid, config)
     options = config.options
+    if inputs.plan is not None:
+        return _awq_shared_layer(weight, config, inputs)
     quantized, info = awq_quantize(weight, inputs.gram, inputs.mean_abs, config.bits, config.symmetric, config.granularity,
                                    config.group_size, config.grid, options.awq_grid, options.awq_clip)
-    norm = output_error(weight, inputs.gram)
-    report = {
-        "awq_alpha": info.pop("alpha"),
-        "rel_output_error": _relative(info.pop("output_error"), norm),
-        "rtn_rel_output_error": _relative(info.pop("rtn_output_error"), norm),
+    return quantized, _awq_info(weight, info, inputs.gram, AWQ_SCALE_BITS * weight.shape[1])
+
+
+def _awq_info(weight, info: dict, gram: Tensor, extra_bits: int, report: dict | None = None) -> dict:
+    """The engine's ``info`` of one AWQ layer from :func:`awq_quantize`'s."""
+    norm = output_error(weight, gram)
+    out = {
+        "awq_alpha": info["alpha"],
+        "rel_output_error": _relative(info["output_error"], norm),
+        "rtn_rel_output_error": _relative(info["rtn_output_error"], norm),
+        **(report or {}),
     }
-    info.pop("scales")
     if "clip_ratio" in info:
-        ratio = info.pop("clip_ratio")
-        report["clip_ratio_mean"] = float(ratio.mean())
-    info["extra_bits"] = AWQ_SCALE_BITS * weight.shape[1]
-    info["report"] = report
-    return quantized, info
+        out["clip_ratio_mean"] = float(info["clip_ratio"].mean())
+    return {"extra_bits": extra_bits, "report": out}
+
+
+def _awq_shared_layer(weight, config: QuantConfig, inputs: LayerInputs):
+    """``awq_scope=shared``: the group's scale is searched at its first quantized member over all
+    of its quantized members (their weights unchanged until then); the scale's 16 bits per input
+    channel are charged once per group (to its first member) unless it folds into the norm."""
+    name, group = inputs.plan
+    if not group.results:
+        options = config.options
+        members = [member for member in group.members if member in group.quantized]
+        weights = [weight if member == name else oriented_weight(group.modules[member]) for member in members]
+        quantized, infos = awq_quantize_shared(weights, inputs.gram, inputs.mean_abs, config.bits, config.symmetric,
+                                               config.granularity, config.group_size, config.grid, options.awq_grid,
+                                               options.awq_clip)
+        group.scales = infos[0]["scales"]
+        group.results = {member: (q, info, i == 0) for i, (member, q, info) in enumerate(zip(members, quantized, infos))}
+    quantized, info, charged = group.results.pop(name)
+    extra_bits = AWQ_SCALE_BITS * weight.shape[1] if charged and group.fold is None else 0
+    report = {"awq_group": [member for member in group.members if member in group.quantized],
+              "awq_scale": f"folded into {group.norm}" if group.fold else "explicit input multiply"}
+    return quantized, _awq_info(weight, info, inputs.gram, extra_bits, report)
+
+
+@dataclass
+class _SharedGroup(InputGroup):
+    """An :class:`qd_models.awq_scope.InputGroup` with what the layer function needs: the modules
+    by name and the names of the quantized targets."""
+
+    modules: dict = None
+    quantized: set = None
+
+
+def _awq_plan(model: nn.Module, targets: list[PlanTarget], config: QuantConfig, act_stats) -> dict[str, Any]:
+    """``awq_scope=shared``: ``{name: (name, group)}`` for every quantized linear
+    (:func:`qd_models.awq_scope.input_groups`); ``linear``: ``{}`` (each layer on its own)."""
+    if config.awq_scope != "shared":
+        return {}
+    quantized = {target.name for target in targets if target.quantized}
+    modules = dict(model.named_modules())
+    plans = {}
+    for group in input_groups(model, quantized):
+        shared = _SharedGroup(group.members, group.norm, group.fold, modules=modules, quantized=quantized)
+        for member in group.members:
+            if member in quantized:
+                plans[member] = (member, shared)
+    return plans
+
+
+def _awq_finish(model: nn.Module, plans: dict[str, Any], originals: dict | None) -> None:
+    """Fold each foldable group's scale (:mod:`qd_models.awq_scope`): its linears' weights become
+    Q(W diag(s)) (the written Q(W diag(s)) diag(s)^-1 times diag(s)) and its norm divides by s."""
+    modules = dict(model.named_modules())
+    param_names = {id(param): name for name, param in model.named_parameters(remove_duplicate=False)}
+    done = set()
+    for _, group in plans.values():
+        if id(group) in done or group.fold is None or group.scales is None:
+            continue
+        done.add(id(group))
+        norm = modules[group.norm]
+        if originals is not None:
+            for param in (norm.weight, getattr(norm, "bias", None)):
+                if isinstance(param, Tensor):
+                    originals.setdefault(param_names[id(param)], param.detach().to("cpu", copy=True))
+        fold_into_norm_(norm, group.fold, group.scales)
+        for member in group.members:
+            scale_input_columns_(modules[member], group.scales)
 
 
 def gguf_imatrix(act_stats, name: str, langs: tuple[str, ...]) -> Tensor | None:
@@ -218,7 +293,7 @@ QUANTIZERS: dict[str, Quantizer] = {
     **{method: Quantizer(functools.partial(_range_layer, estimator)) for method, estimator in RANGE_ESTIMATORS.items()},
     "laaciq": Quantizer(_laaciq_layer),
     "gptq": Quantizer(_gptq_layer),
-    "awq": Quantizer(_awq_layer),
+    "awq": Quantizer(_awq_layer, plan=_awq_plan, finish=_awq_finish),
     "gguf": Quantizer(_gguf_layer, plan=_gguf_plan),
 }
 """Method -> :class:`Quantizer` (module doc); every ``fake`` method of

@@ -154,14 +154,18 @@ class QDHFLM(HFLM):
         act_stats = calib = None
         if config.uses_calibration_texts:
             from qd_models.calibration import CalibrationBatches, collect_activation_stats, load_calibration_texts
+            from qd_models.calibration.sources import calibration_source_name
             from qd_models.engine import quantization_targets
 
             texts = calib_texts if calib_texts is not None else load_calibration_texts(config)
-            source = config.calib_data or "bundled calibration split"
+            source = calibration_source_name(config)
             if config.needs_calibration:
                 act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
                                                      source=source, prefix_id=self.prefix_token_id)
             if config.calibration == "inputs":
+                from qd_models.calibration.sufficiency import calibration_texts_for_model
+
+                texts = calibration_texts_for_model(texts, config, self.model, self.tokenizer, self.prefix_token_id)
                 calib = CalibrationBatches.from_texts(self.tokenizer, texts, source, self.prefix_token_id)
         self.quant_report = quantize_(self.model, config, originals_for_restore=originals_for_restore, act_stats=act_stats, calib=calib)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))

@@ -50,6 +50,13 @@ def summarize_report(report: dict) -> str:
     rel = [layer["rel_mse"] for layer in report["layers"] if layer.get("status") == "quantized" and layer.get("rel_mse") is not None]
     if rel:
         lines.append(f"  relative weight MSE over {len(rel)} layers: mean={sum(rel) / len(rel):.3e} max={max(rel):.3e}")
+    calibration = report.get("calibration") or {}
+    if calibration.get("tokens_per_largest_input_dim") is not None:
+        condition = calibration.get("max_gram_condition")
+        lines.append(f"  calibration tokens={calibration['tokens']:,} = {calibration['tokens_per_largest_input_dim']:.2f} per input dim "
+                     f"of the widest layer ({calibration['largest_input_dim']}); rank-deficient Gram matrices: "
+                     f"{calibration['rank_deficient_layers']} of {calibration['gram_layers']} layers; max condition "
+                     + ("inf/none" if condition is None else f"{condition:.3g}"))
     if tot.get("nonfinite_weights"):
         lines.append(f"  WARNING: {tot['nonfinite_weights']} non-finite weights")
     return "\n".join(lines)

@@ -37,17 +37,38 @@ def udhr_evaluation_texts() -> set[str]:
     return {record["text"] for record in udhr.load_udhr(udhr.DEFAULT_LANGS, udhr.UDHR8_ARTICLES)}
 
 
-def calibration_records(calib_data: str | None) -> tuple[list[dict], str]:
+def calibration_records(calib_data: str | None, top_up: bool = False) -> tuple[list[dict], str]:
     """The one place the calibration source is chosen: ``(records {lang, text, ...}, name)``
     from ``calib_data`` (a JSONL path, ``udhr``: :func:`udhr_calibration_records`) or, unset,
-    the bundled calibration split (the documented default mix: every language it holds)."""
+    the bundled calibration split (the documented default mix: every language it holds), followed,
+    with ``top_up``, by :func:`udhr_calibration_records` (the default mix of :func:`draws_to_token_target`)."""
     if calib_data == UDHR_SOURCE:
         return udhr_calibration_records(), UDHR_SOURCE
     path = Path(calib_data) if calib_data else corpus_path("calibration")
     try:
-        return read_corpus_file(path), str(path)
+        records = read_corpus_file(path)
     except ValueError as err:
         raise ValueError(f"calib_data={str(path)!r} is not usable ({err}); allowed: {UDHR_SOURCE} (the bundled UDHR articles, lowercase) or a JSONL file with fields lang, text") from None
+    if top_up and not calib_data:
+        return records + udhr_calibration_records(), f"{path} + {UDHR_SOURCE}"
+    return records, str(path)
+
+
+def draws_to_token_target(config: QuantConfig) -> bool:
+    """The ``inputs`` calibration (GPTQ, AWQ) from a built-in source with ``calib_samples`` unset:
+    texts are drawn until :func:`qd_models.calibration.sufficiency.target_tokens` (8 x the
+    largest input dim) is reached, from the bundled split followed by the UDHR articles
+    ``qd_udhr8_ppl`` does not evaluate (unset ``calib_data``) or from those articles
+    (``calib_data=udhr``). An explicit ``calib_samples`` or a user JSONL keeps the first
+    ``calib_samples`` texts per language (all when unset) of that source only."""
+    return config.calibration == "inputs" and config.calib_samples is None and config.calib_data in (None, UDHR_SOURCE)
+
+
+def calibration_source_name(config: QuantConfig) -> str:
+    """The source as the report names it (no machine paths)."""
+    if config.calib_data:
+        return config.calib_data
+    return f"bundled calibration split + {UDHR_SOURCE}" if draws_to_token_target(config) else "bundled calibration split"
 
 
 def evaluation_texts() -> set[str]:
@@ -58,9 +79,10 @@ def evaluation_texts() -> set[str]:
 def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
     """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language of the
     source, in file order) from :func:`calibration_records`, the first ``calib_samples`` texts
-    per language. One-line ``ValueError`` for an unreadable or empty file or a language it
+    per language (all when unset; :func:`draws_to_token_target`: the candidates, cut to the token
+    target once the tokenizer is loaded). One-line ``ValueError`` for an unreadable or empty file or a language it
     lacks. Warns when a text also occurs in an evaluation corpus (leakage)."""
-    records, path = calibration_records(config.calib_data)
+    records, path = calibration_records(config.calib_data, top_up=draws_to_token_target(config))
     by_lang: dict[str, list[str]] = {}
     for record in records:
         by_lang.setdefault(record["lang"], []).append(record["text"])

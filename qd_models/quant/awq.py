@@ -11,9 +11,10 @@ k = 0..n_grid-1 (llm-awq's grid; alpha = 0 is s = 1, i.e. round-to-nearest), is 
 minimise the layer's output error on the calibration inputs, E||(W' - W) x||^2 =
 tr(E H E^T) with H = E[x x^T]. llm-awq measures the error at the output of the module that
 consumes the layer group (e.g. the attention block for q/k/v, which share one s so that s can
-be folded into the preceding norm); here every linear layer gets its own s and its own output
-error (s is then not foldable into a shared norm, and the report charges 16 bits per input
-channel for it).
+be folded into the preceding norm). :func:`awq_quantize` gives every linear layer its own s and
+its own output error (``awq_scope=linear``: s is then not foldable into a shared norm, and the
+report charges 16 bits per input channel for it); :func:`awq_quantize_shared` gives a group of
+linears reading the same input one s (``awq_scope=shared``, see :mod:`qd_models.awq_scope`).
 
 Optional clip search (llm-awq ``auto_clip``): on the scaled weight W diag(s) with the scaled
 inputs (H_s = diag(s)^-1 H diag(s)^-1), every block's range is shrunk by the ratio
@@ -79,32 +80,65 @@ def awq_quantize(
     ``[in]`` (module doc). ``alphas``: the exponents tried (default k / n_grid). ``info``:
     ``alpha`` chosen, ``output_error`` at it, ``rtn_output_error`` (alpha = 0, no clip),
     ``scales`` ``[in]``, ``clip_ratio`` ``[n_blocks, 1]`` (with ``clip``)."""
-    H = hessian.to(dtype=weight.dtype, device=weight.device)
-    mean_abs = mean_abs.to(dtype=weight.dtype, device=weight.device)
+    quantized, infos = awq_quantize_shared([weight], hessian, mean_abs, bits, symmetric, granularity, group_size, grid, n_grid,
+                                           clip, alphas)
+    return quantized[0], infos[0]
+
+
+def awq_quantize_shared(
+    weights: list[Tensor],
+    hessian: Tensor,
+    mean_abs: Tensor,
+    bits: int,
+    symmetric: bool,
+    granularity: str,
+    group_size: int | None = None,
+    grid: str = "int",
+    n_grid: int = 20,
+    clip: bool = False,
+    alphas: list[float] | None = None,
+) -> tuple[list[Tensor], list[dict]]:
+    """AWQ with one scale vector for linears that read the same input (q/k/v, gate/up: llm-awq's
+    ``auto_scale`` groups): ``weights`` ``[out_i, in]`` share H ``[in, in]`` and mean |x| ``[in]``;
+    alpha minimises the sum over the group of each linear's output error
+    tr(E_i H E_i^T) (llm-awq measures the output of the module that consumes the group, e.g. the
+    attention block; the sum of the linears' errors is its second-order, nonlinearity-free
+    counterpart). The clip search (``clip``) stays per linear, as ``auto_clip``. Returns the
+    quantized weights and one ``info`` per linear (as :func:`awq_quantize`: the group's ``alpha``
+    and ``scales``, the linear's own ``output_error``/``rtn_output_error``)."""
+    device, dtype = weights[0].device, weights[0].dtype
+    H = hessian.to(dtype=dtype, device=device)
+    mean_abs = mean_abs.to(dtype=dtype, device=device)
     alphas = [k / n_grid for k in range(n_grid)] if alphas is None else alphas
+
+    def errors_of(quantized: list[Tensor]) -> list[float]:
+        return [float(((q - w) @ H * (q - w)).sum()) for q, w in zip(quantized, weights)]
+
     best = None
-    rtn_error = None
+    rtn_errors = None
     for alpha in alphas:
         scales = awq_scales(mean_abs, alpha)
-        quantized = _quantize(weight * scales, bits, symmetric, granularity, group_size, grid) / scales
-        error = float(((quantized - weight) @ H * (quantized - weight)).sum())
+        quantized = [_quantize(w * scales, bits, symmetric, granularity, group_size, grid) / scales for w in weights]
+        errors = errors_of(quantized)
         if alpha == 0:
-            rtn_error = error
-        if best is None or error < best[0]:
-            best = (error, alpha, scales, quantized)
-    error, alpha, scales, quantized = best
-    info = {"alpha": alpha, "output_error": error, "rtn_output_error": rtn_error, "scales": scales}
+            rtn_errors = errors
+        if best is None or sum(errors) < sum(best[0]):
+            best = (errors, alpha, scales, quantized)
+    errors, alpha, scales, quantized = best
+    infos = [{"alpha": alpha, "output_error": error, "rtn_output_error": None if rtn_errors is None else rtn_errors[i], "scales": scales}
+             for i, error in enumerate(errors)]
     if clip:
-        scaled = weight * scales
         H_scaled = H / scales.unsqueeze(0) / scales.unsqueeze(1)
         ratios = [1.0 - i / CLIP_GRID for i in range(int(CLIP_MAX_SHRINK * CLIP_GRID))]
-        errors = []
-        for r in ratios:
-            q = _quantize(scaled, bits, symmetric, granularity, group_size, grid, torch.tensor(r, dtype=weight.dtype, device=weight.device))
-            errors.append(block_output_errors(q - scaled, H_scaled, granularity, group_size))
-        best_index = torch.stack(errors).argmin(0)  # [n_blocks, 1], first (largest ratio) on ties
-        ratio = torch.tensor(ratios, dtype=weight.dtype, device=weight.device)[best_index]
-        quantized = _quantize(scaled, bits, symmetric, granularity, group_size, grid, ratio) / scales
-        info["clip_ratio"] = ratio
-        info["output_error"] = float(((quantized - weight) @ H * (quantized - weight)).sum())
-    return quantized, info
+        for i, weight in enumerate(weights):
+            scaled = weight * scales
+            block_errors = []
+            for r in ratios:
+                q = _quantize(scaled, bits, symmetric, granularity, group_size, grid, torch.tensor(r, dtype=dtype, device=device))
+                block_errors.append(block_output_errors(q - scaled, H_scaled, granularity, group_size))
+            best_index = torch.stack(block_errors).argmin(0)  # [n_blocks, 1], first (largest ratio) on ties
+            ratio = torch.tensor(ratios, dtype=dtype, device=device)[best_index]
+            quantized[i] = _quantize(scaled, bits, symmetric, granularity, group_size, grid, ratio) / scales
+            infos[i]["clip_ratio"] = ratio
+            infos[i]["output_error"] = float(((quantized[i] - weight) @ H * (quantized[i] - weight)).sum())
+    return quantized, infos

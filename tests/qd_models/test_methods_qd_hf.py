@@ -18,12 +18,14 @@ def quantize(model_dir, args: dict, record=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from qd_models.calibration import CalibrationBatches, load_calibration_texts
+    from qd_models.calibration.sufficiency import calibration_texts_for_model
     from qd_models.engine import quantize_
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     config = parse_qd_args(dict(args))[0]
-    calib = CalibrationBatches.from_texts(tokenizer, load_calibration_texts(config), "bundled")
+    texts = calibration_texts_for_model(load_calibration_texts(config), config, model, tokenizer)
+    calib = CalibrationBatches.from_texts(tokenizer, texts, "bundled calibration split + udhr")
     return model, tokenizer, calib, quantize_(model, config, calib=calib)
 
 
@@ -65,7 +67,9 @@ def test_awq_report_and_honest_bits(tiny_model_dir):
         # codes + (16-bit scale + 4-bit zero) per group of 16 + one 16-bit scale per input channel
         assert layer["bits_per_weight"] == pytest.approx(4 + 20 / 16 + 16 * in_dim / layer["numel"])
     calibration = report["calibration"]
-    assert calibration["langs"] == ["en", "de", "he", "sw"] and all(v["tokens"] > 0 for v in calibration["per_language"].values())
+    # default mix (calib_samples unset): bundled split (en, de, he, sw) topped up with UDHR's 8 default languages
+    assert calibration["langs"][:4] == ["en", "de", "he", "sw"] and set(calibration["langs"]) == {"en", "de", "he", "sw", "fr", "zh", "ar", "yo"}
+    assert all(v["tokens"] > 0 for v in calibration["per_language"].values())
     assert report["wall_seconds"] > 0
 
 
