@@ -145,7 +145,7 @@ class QDHFLM(HFLM):
             source = config.calib_data or "bundled calibration split"
             if config.needs_calibration:
                 act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
-                                                     source=source, prefix_id=self.prefix_token_id)
+                                                     source=source, prefix_id=self.prefix_token_id, seed=config.calib_seed)
             if config.calibration == "inputs":
                 calib = CalibrationBatches.from_texts(self.tokenizer, texts, source, self.prefix_token_id)
         self.quant_report = quantize_(self.model, config, originals_for_restore=originals_for_restore, act_stats=act_stats, calib=calib)  # bnb: report only
