@@ -1,0 +1,121 @@
+"""A real tiny-model sweep with calibration draws, analysed by ``python -m analysis``: the draws share one
+label, the spread table matches numpy over the draws' D, and the combined CIs (spread, method comparisons,
+calibration matrix) equal a brute-force enumeration of every resample written here."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SPREAD_COLUMNS = ["model", "suite", "lang", "label", "n_draws", "d_mean", "d_sd", "d_min", "d_max", "d_ci_low", "d_ci_high"]
+GPTQ_ALL = "gptq-w3-group-g16-calib_samples=2"
+GPTQ_EN = "gptq-w3-group-g16-calib_langs=en-calib_samples=2"
+RTN = "rtn-w3-group-g16"
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_model_dir, tmp_path_factory):
+    """baseline, RTN and GPTQ calibrated on every language / on en, 2 draws each; 3 English documents."""
+    from qd_models.sweep import main as sweep_main
+
+    root = tmp_path_factory.mktemp("draws")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("QD_CACHE_DIR", str(root / "cache"))
+    grid = root / "grid.yaml"
+    grid.write_text("grid:\n  - {method: rtn, bits: 3, granularity: group, group_size: 16}\n"
+                    "  - {method: gptq, bits: 3, group_size: 16, calib_samples: 2, calib_langs: [all, en]}\n")
+    out = root / "sweep"
+    assert sweep_main(["--grid", str(grid), "--calib_draws", "2", "--tasks", "qd_multilingual_ppl_en",
+                       "--output_path", str(out), "--model_args", f"pretrained={tiny_model_dir('llama')}", "--limit", "3",
+                       "--device", "cpu", "--log_samples"]) == 0
+    report = root / "report"
+    proc = subprocess.run([sys.executable, "-m", "analysis", str(out), "--out", str(report)], capture_output=True, text=True, timeout=600)
+    patch.undo()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = report / "tables"
+    return {"report": (report / "report.md").read_text(), "spread": pd.read_csv(tables / "calibration_spread.csv"),
+            "comparisons": pd.read_csv(tables / "method_comparisons.csv"), "deg": pd.read_csv(tables / "degradation.csv"),
+            "docs": pd.read_csv(tables / "doc_degradation.csv", dtype={"doc_id": str}),
+            "matrix": pd.read_csv(tables / "calibration_matrix.csv"), "runs": pd.read_csv(tables / "runs.csv")}
+
+
+def _draw_matrix(docs: pd.DataFrame, quant_ids: list[str], lang: str) -> tuple[list[list[float]], list[float]]:
+    block = docs[docs.lang == lang]
+    doc_ids = sorted(set(block.doc_id))
+    rows = [[float(block[(block.quant_id == q) & (block.doc_id == d)].nll_quant.iloc[0]) for d in doc_ids] for q in quant_ids]
+    base = [float(block[(block.quant_id == quant_ids[0]) & (block.doc_id == d)].nll_base.iloc[0]) for d in doc_ids]
+    return rows, base
+
+
+def _brute_interval(configs, base, coefficients, alpha=Fraction(1, 40)) -> tuple[float, float]:
+    """Every equally likely resample (documents shared, then each config's draws), inverted-CDF quantiles."""
+    n = len(base)
+    outcomes = []
+    for docs in itertools.product(range(n), repeat=n):
+        total = sum(base[i] for i in docs)
+        means = [[sum(sum(rows[r][i] for i in docs) / total - 1.0 for r in picks) / len(rows)
+                  for picks in itertools.product(range(len(rows)), repeat=len(rows))] for rows in configs]
+        outcomes += [sum(c * v for c, v in zip(coefficients, combo)) for combo in itertools.product(*means)]
+    outcomes.sort()
+    return outcomes[math.ceil(alpha * len(outcomes)) - 1], outcomes[math.ceil((1 - alpha) * len(outcomes)) - 1]
+
+
+def test_draws_share_one_label(analysed):
+    labels = analysed["runs"].label.value_counts().to_dict()
+    assert labels == {"baseline": 1, RTN: 1, GPTQ_ALL: 2, GPTQ_EN: 2}
+
+
+def test_spread_table_against_numpy_and_brute_force(analysed):
+    spread, deg, docs = analysed["spread"], analysed["deg"], analysed["docs"]
+    assert list(spread.columns) == SPREAD_COLUMNS
+    assert sorted(zip(spread.label, spread.lang, spread.n_draws)) == sorted(
+        (label, lang, n) for label, n in ((RTN, 1), (GPTQ_ALL, 2), (GPTQ_EN, 2)) for lang in ("en",))
+    for row in spread.itertuples():
+        draws = deg[(deg.label == row.label) & (deg.lang == row.lang)]
+        values = draws.degradation.to_numpy()
+        assert (row.d_mean, row.d_min, row.d_max) == pytest.approx((np.mean(values), np.min(values), np.max(values)), rel=1e-12)
+        if row.n_draws == 1:  # one draw: its own document CI, as in degradation.csv
+            assert math.isnan(row.d_sd)
+            assert (row.d_ci_low, row.d_ci_high) == (draws.ci_low.iloc[0], draws.ci_high.iloc[0])
+            continue
+        assert row.d_sd == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+        assert np.ptp(values) > 0  # the two draws calibrated on different texts
+        rows, base = _draw_matrix(docs, sorted(draws.quant_id), row.lang)
+        assert (row.d_ci_low, row.d_ci_high) == pytest.approx(_brute_interval([rows], base, [1.0]), rel=1e-9)
+
+
+def test_method_comparisons_against_brute_force_and_report(analysed):
+    comparisons, deg, docs, report = analysed["comparisons"], analysed["deg"], analysed["docs"], analysed["report"]
+    assert len(comparisons) == 3  # 3 config pairs x 1 language
+    for row in comparisons.itertuples():
+        ids = [sorted(deg[(deg.label == label) & (deg.lang == row.lang)].quant_id) for label in (row.label_a, row.label_b)]
+        configs = [_draw_matrix(docs, group, row.lang)[0] for group in ids]
+        base = _draw_matrix(docs, ids[0], row.lang)[1]
+        d = [np.mean(deg[(deg.label == label) & (deg.lang == row.lang)].degradation) for label in (row.label_a, row.label_b)]
+        assert row.difference == pytest.approx(d[0] - d[1], rel=1e-9)
+        assert (row.ci_low, row.ci_high) == pytest.approx(_brute_interval(configs, base, [1.0, -1.0]), rel=1e-9)
+        excludes_zero = row.ci_low > 0 or row.ci_high < 0
+        assert (row.reading == "within method noise") == (not excludes_zero)
+        if excludes_zero:
+            assert row.reading == f"{row.label_a} {'higher' if row.difference > 0 else 'lower'} D"
+    assert "## Calibration draws and method noise" in report and "### Method comparisons" in report
+    assert f"| {GPTQ_ALL} | qd_multilingual_ppl | en | 2 |" in report
+
+
+def test_calibration_matrix_cells_are_draw_means_with_the_combined_ci(analysed):
+    matrix, spread, comparisons, report = analysed["matrix"], analysed["spread"], analysed["comparisons"], analysed["report"]
+    assert sorted(set(matrix.calibration)) == ["all", "en"]
+    for row in matrix.itertuples():
+        label = GPTQ_ALL if row.calibration == "all" else GPTQ_EN
+        cell = spread[(spread.label == label) & (spread.lang == row.lang)].iloc[0]
+        assert (row.degradation, row.ci_low, row.ci_high) == pytest.approx((cell.d_mean, cell.d_ci_low, cell.d_ci_high), rel=1e-12)
+    en = comparisons[(comparisons.lang == "en") & (comparisons.label_a == GPTQ_EN) & (comparisons.label_b == GPTQ_ALL)].iloc[0]
+    line = f"- en: D(calibrated on en) − D(all) = {100 * en.difference:+.2f} pp [{100 * en.ci_low:+.2f}, {100 * en.ci_high:+.2f}]"
+    assert line in report
