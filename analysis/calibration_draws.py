@@ -154,7 +154,10 @@ def write_section(draws: DrawAnalysis, tables, max_languages: int) -> list[str]:
            ("Runs whose configs differ only in `calib_seed` are calibration draws of one config (`qd-sweep --calib_draws N`). "
             f"D of a config = mean over its draws; {level} CIs resample the draws, then the documents they all share (every draw "
             "and every compared config is evaluated on those same resampled documents); a one-draw config keeps its document CI. "
-            "Table `tables/calibration_spread.csv` (D, across-draw SD and range per config, suite and language)."), ""]
+            "Table `tables/calibration_spread.csv` (D, across-draw SD and range per config, suite and language). "
+            "With few draws these intervals are too narrow (simulated coverage of a nominal 95% interval: about 82% with 3 draws, "
+            "90% with 5, 94% with 10; `scripts/coverage_calibration_draws.py`), and a calibrated config run once carries draw noise "
+            "that no interval sees: read a stated difference as indicative unless each calibrated config has >= 5 draws."), ""]
     if draws.spread.empty:
         return out + ["No quantized run paired with a baseline.", ""]
     several = draws.spread[draws.spread.n_draws > 1]
