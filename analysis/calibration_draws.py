@@ -4,12 +4,15 @@ spread and a CI over both draws and documents, and paired comparisons of every t
 Runs whose quant configs differ only in ``calib_seed`` (:data:`qd_models.run_record.DRAW`) are draws
 of one config (same model, scoring and baseline); a config with one run is one draw. Per config,
 suite and language (:func:`draw_analysis`, ``tables/calibration_spread.csv``): ``d_mean`` (mean of the
-draws' D), ``d_sd`` (sample SD, ddof=1), ``d_min``/``d_max`` and ``d_ci_low``/``d_ci_high`` from
-:func:`analysis.replicate_stats.replicate_bootstrap` (draws, then the documents they share); a
-one-draw config keeps its own document CI (``tables/degradation.csv``). Every two configs of one
-model, suite and baseline are compared per language (``DrawAnalysis.comparisons``,
-``tables/method_comparisons.csv``): the paired difference of their draw means with the same combined
-CI; a difference is stated only where that CI excludes 0 (else "within method noise").
+draws' D), ``d_sd`` (sample SD, ddof=1), ``d_min``/``d_max`` and ``d_ci_low``/``d_ci_high``, the t
+interval of :func:`analysis.replicate_stats.replicate_interval` (across-draw and document variance,
+Welch–Satterthwaite degrees of freedom); a one-draw config keeps its own document CI
+(``tables/degradation.csv``). Every two configs of one model, suite and baseline are compared per
+language (``DrawAnalysis.comparisons``, ``tables/method_comparisons.csv``): the difference of their
+draw means (documents paired, draw sets independent) with the same kind of interval; a difference is
+stated only where it excludes 0 (else "within method noise"). A config that depends on its calibration
+draw (:func:`depends_on_draw`) but has one draw has an unmeasured draw noise: its comparisons get no
+interval and read "draw noise not measured".
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +27,17 @@ import pandas as pd
 
 from analysis.language_degradation import Degradation
 from analysis.loading import RunSet
-from analysis.replicate_stats import quantile_interval, replicate_bootstrap, replicate_spread
+from analysis.replicate_stats import DRAW_NOISE_NOT_MEASURED, replicate_interval, replicate_spread
+from qd_models.config import QD_ARGS, parse_qd_args
 from qd_models.run_record import DRAW, config_draw
 
 SPREAD_COLUMNS = ("model", "suite", "lang", "label", "n_draws", "d_mean", "d_sd", "d_min", "d_max", "d_ci_low", "d_ci_high")
 COMPARISON_COLUMNS = ("model", "suite", "lang", "label_a", "label_b", "n_draws_a", "n_draws_b", "difference", "ci_low", "ci_high",
                       "ci_method", "reading")
 WITHIN_NOISE = "within method noise"
-MAX_EXACT = 20000
-"""Enumerate every resample when there are at most this many (else seeded Monte Carlo)."""
+COVERAGE = ("95-96% with 3 draws, 93-95% with 5, 92-93% with 10, 94-98% for differences of two configs with 3 or 5 draws each "
+            "(normal, heavy-tailed and skewed draw effects)")
+"""What ``scripts/coverage_calibration_draws.py`` measured (the report quotes it)."""
 
 
 @dataclass
@@ -77,8 +81,22 @@ def _matrices(docs: dict, keys: list[list[tuple]]) -> tuple[list[np.ndarray], np
     return quant, np.array([flat[0][doc][1] for doc in common])
 
 
-def draw_analysis(runset: RunSet, deg: Degradation, n_resamples: int = 2000, random_state: int = 0,
-                  confidence: float = 0.95, max_exact: int = MAX_EXACT) -> DrawAnalysis:
+def depends_on_draw(quant_config: dict) -> bool:
+    """The config reads calibration texts, so its result depends on which were drawn (a config that no
+    longer parses counts as dependent: its draw noise is not known to be absent)."""
+    try:
+        return parse_qd_args({k: v for k, v in quant_config.items() if k in QD_ARGS and v is not None})[0].uses_calibration_texts
+    except ValueError:
+        return True
+
+
+def _interval_method(interval, n_docs: int) -> str:
+    if interval.note:
+        return f"no CI: {interval.note}"
+    return f"t interval, draws + documents (Welch df {interval.df:.1f}), {n_docs} docs"
+
+
+def draw_analysis(runset: RunSet, deg: Degradation, confidence: float = 0.95) -> DrawAnalysis:
     """The spread, comparison and config tables (module doc) of ``deg``."""
     table = deg.table
     if table.empty:
@@ -97,40 +115,40 @@ def draw_analysis(runset: RunSet, deg: Degradation, n_resamples: int = 2000, ran
         row = {"model": model, "suite": suite, "lang": lang, "label": records[0]["label"], "n_draws": len(records),
                "d_mean": spread["mean"], "d_sd": spread["sd"], "d_min": spread["min"], "d_max": spread["max"]}
         ids = [r["quant_id"] for r in records]
+        dependent = depends_on_draw(runset.runs[ids[0]].quant_config)
         if len(records) == 1:
             low, high, method = records[0]["ci_low"], records[0]["ci_high"], records[0]["ci_source"]
         else:
             matrices = _matrices(docs, [[(quant_id, suite, lang) for quant_id in ids]])
-            if matrices is None or not all(math.isfinite(v) for v in values):
-                low, high, method = math.nan, math.nan, "no CI: a draw has no samples or a non-finite D"
+            if matrices is None:
+                low, high, method = math.nan, math.nan, "no CI: a draw has no samples"
             else:
-                seed = [random_state, zlib.crc32(f"{config}|{suite}|{lang}".encode())]
-                draws, how = replicate_bootstrap(matrices[0], matrices[1], [1.0], n_resamples, seed, max_exact)
-                (low, high), method = quantile_interval(draws, confidence), f"draws x documents bootstrap ({how}), {matrices[1].size} docs"
+                interval = replicate_interval(matrices[0], matrices[1], [1.0], [dependent], confidence)
+                low, high, method = interval.low, interval.high, _interval_method(interval, matrices[1].size)
         row.update(d_ci_low=low, d_ci_high=high, config=config, base_id=base_id, quant_id=ids[0], draws=";".join(ids), method=method,
                    n_docs=min(r["n_docs"] for r in records))
         spread_rows.append(row)
         config_rows.append({**records[0], "degradation": spread["mean"], "ci_low": low, "ci_high": high, "n_draws": len(records),
                             "n_docs": row["n_docs"]})
-        by_cell.setdefault((model, base_id, suite, lang), []).append({**row, "ids": ids})
-    comparisons = [_compare(a, b, docs, n_resamples, random_state, confidence, max_exact)
-                   for cell in by_cell.values() for a, b in itertools.combinations(cell, 2)]
+        by_cell.setdefault((model, base_id, suite, lang), []).append({**row, "ids": ids, "dependent": dependent})
+    comparisons = [_compare(a, b, docs, confidence) for cell in by_cell.values() for a, b in itertools.combinations(cell, 2)]
     spread = pd.DataFrame(spread_rows)
     return DrawAnalysis(spread, pd.DataFrame(comparisons, columns=COMPARISON_COLUMNS), pd.DataFrame(config_rows), confidence)
 
 
-def _compare(a: dict, b: dict, docs: dict, n_resamples: int, random_state: int, confidence: float, max_exact: int) -> dict:
-    """The paired difference of two configs' draw means in one language, with the combined CI."""
+def _compare(a: dict, b: dict, docs: dict, confidence: float) -> dict:
+    """The difference of two configs' draw means in one language (documents paired), with its t interval."""
     difference = a["d_mean"] - b["d_mean"]
     matrices = _matrices(docs, [[(quant_id, a["suite"], a["lang"]) for quant_id in cfg["ids"]] for cfg in (a, b)])
     low = high = math.nan
     method = "no CI: a draw has no samples"
-    if matrices is not None and math.isfinite(difference):
-        seed = [random_state, zlib.crc32(f"{a['config']}|{b['config']}|{a['suite']}|{a['lang']}".encode())]
-        values, how = replicate_bootstrap(matrices[0], matrices[1], [1.0, -1.0], n_resamples, seed, max_exact)
-        (low, high), method = quantile_interval(values, confidence), f"draws x documents bootstrap ({how}), {matrices[1].size} docs"
-    if math.isnan(low):
-        reading = "no CI (needs --log_samples)"
+    if matrices is not None:
+        interval = replicate_interval(matrices[0], matrices[1], [1.0, -1.0], [a["dependent"], b["dependent"]], confidence)
+        low, high, method = interval.low, interval.high, _interval_method(interval, matrices[1].size)
+    if method == f"no CI: {DRAW_NOISE_NOT_MEASURED}":
+        reading = DRAW_NOISE_NOT_MEASURED
+    elif math.isnan(low):
+        reading = "no CI (needs --log_samples)" if matrices is None else method
     elif low > 0 or high < 0:
         reading = f"{a['label']} {'higher' if difference > 0 else 'lower'} D"
     else:
@@ -138,6 +156,15 @@ def _compare(a: dict, b: dict, docs: dict, n_resamples: int, random_state: int, 
     return {"model": a["model"], "suite": a["suite"], "lang": a["lang"], "label_a": a["label"], "label_b": b["label"],
             "n_draws_a": a["n_draws"], "n_draws_b": b["n_draws"], "difference": difference, "ci_low": low, "ci_high": high,
             "ci_method": method, "reading": reading}
+
+
+def _comparison_cell(r) -> str:
+    """``+d [low, high]`` with the reading (bold where the CI excludes 0), or ``+d (why no CI)``."""
+    if math.isnan(r.ci_low):
+        return f"{_pct(r.difference)} ({r.reading})"
+    if r.reading == WITHIN_NOISE:
+        return f"{_pct(r.difference)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}] {WITHIN_NOISE}"
+    return f"{_pct(r.difference)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}] **{'a higher' if r.difference > 0 else 'a lower'}**"
 
 
 def _pct(value: float) -> str:
@@ -152,12 +179,13 @@ def write_section(draws: DrawAnalysis, tables, max_languages: int) -> list[str]:
     level = f"{draws.confidence:.0%}"
     out = ["## Calibration draws and method noise", "",
            ("Runs whose configs differ only in `calib_seed` are calibration draws of one config (`qd-sweep --calib_draws N`). "
-            f"D of a config = mean over its draws; {level} CIs resample the draws, then the documents they all share (every draw "
-            "and every compared config is evaluated on those same resampled documents); a one-draw config keeps its document CI. "
+            f"D of a config = mean over its draws; its {level} CI is a t interval whose standard error adds the across-draw variance "
+            "of the draws' D (over the number of draws) and the document variance of the draw mean (delta method; every draw "
+            "scores the same documents), with Welch–Satterthwaite degrees of freedom; a one-draw config keeps its document CI. "
             "Table `tables/calibration_spread.csv` (D, across-draw SD and range per config, suite and language). "
-            "With few draws these intervals are too narrow (simulated coverage of a nominal 95% interval: about 82% with 3 draws, "
-            "90% with 5, 94% with 10; `scripts/coverage_calibration_draws.py`), and a calibrated config run once carries draw noise "
-            "that no interval sees: read a stated difference as indicative unless each calibrated config has >= 5 draws."), ""]
+            f"Simulated coverage of the nominal 95% interval with 5 documents: {COVERAGE} (`scripts/coverage_calibration_draws.py`). "
+            "A calibrated config run once carries draw noise that nothing measured: its comparisons have no CI and read "
+            f"\"{DRAW_NOISE_NOT_MEASURED}\" (run it with `--calib_draws 3` or more)."), ""]
     if draws.spread.empty:
         return out + ["No quantized run paired with a baseline.", ""]
     several = draws.spread[draws.spread.n_draws > 1]
@@ -185,24 +213,26 @@ def write_section(draws: DrawAnalysis, tables, max_languages: int) -> list[str]:
         out += [f"#### {suite} ({model})", ""]
         if len(langs) >= max_languages:
             for (a, b), pair in block.groupby(["label_a", "label_b"], sort=True):
-                beyond = pair[~pair.reading.isin([WITHIN_NOISE]) & pair.ci_low.notna()]
+                beyond = pair[pair.reading.str.endswith(" D")]
+                unmeasured = int((pair.reading == DRAW_NOISE_NOT_MEASURED).sum())
                 out.append(f"- {a} vs {b}: beyond method noise in {len(beyond)} of {len(pair)} languages; within it in "
-                           f"{int((pair.reading == WITHIN_NOISE).sum())}.")
+                           f"{int((pair.reading == WITHIN_NOISE).sum())}" + (f"; {DRAW_NOISE_NOT_MEASURED} in {unmeasured}" if unmeasured else "") + ".")
             out.append("")
             continue
         out += ["| a vs b | " + " | ".join(langs) + " |", "|---" * (len(langs) + 1) + "|"]
         for (a, b), pair in block.groupby(["label_a", "label_b"], sort=True):
-            cells = {r.lang: (f"{_pct(r.difference)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}]" +
-                              (f" {WITHIN_NOISE}" if r.reading == WITHIN_NOISE else "" if math.isnan(r.ci_low) else " **"
-                               + ("a higher" if r.difference > 0 else "a lower") + "**"))
-                     for r in pair.itertuples()}
+            cells = {r.lang: _comparison_cell(r) for r in pair.itertuples()}
             out.append(f"| {a} vs {b} | " + " | ".join(cells.get(lang, "") for lang in langs) + " |")
         out.append("")
         for (a, b), pair in block.groupby(["label_a", "label_b"], sort=True):
             beyond = pair[pair.reading.str.endswith(" D")]
-            within = sorted(pair.lang[pair.reading == WITHIN_NOISE])
             said = "; ".join(f"{r.lang}: {r.reading} ({_pct(r.difference)} pp)" for r in beyond.sort_values("lang").itertuples())
-            out.append(f"- {a} vs {b}: " + (said or "no difference beyond method noise") +
-                       (f"; {WITHIN_NOISE} in {', '.join(within)}" if within and said else ""))
+            within, unmeasured = (sorted(pair.lang[pair.reading == reading]) for reading in (WITHIN_NOISE, DRAW_NOISE_NOT_MEASURED))
+            if not said and not unmeasured:
+                out.append(f"- {a} vs {b}: no difference beyond method noise")
+                continue
+            parts = [said] if said else []
+            parts += [f"{reading} in {', '.join(where)}" for reading, where in ((WITHIN_NOISE, within), (DRAW_NOISE_NOT_MEASURED, unmeasured)) if where]
+            out.append(f"- {a} vs {b}: " + "; ".join(parts))
         out.append("")
     return out

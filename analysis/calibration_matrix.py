@@ -13,6 +13,7 @@ setting is compared with ``all`` (a difference only where the CI excludes 0).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -96,7 +97,8 @@ def plot_matrix(block: pd.DataFrame, title: str = ""):
 def matched_comparisons(runset: RunSet, block: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
     """One line per evaluated language with a language-matched row and an ``all`` row in ``block``
     (one family + suite): D(matched) − D(all) with its CI from ``comparisons``
-    (``analysis.calibration_draws.DrawAnalysis.comparisons``), or "within method noise"."""
+    (``analysis.calibration_draws.DrawAnalysis.comparisons``) and its reading ("within method noise", "draw noise
+    not measured": no CI)."""
     labels = {(r.calibration, r.lang): runset.runs[r.quant_id].label for r in block.itertuples()}
     lines = []
     for lang in sorted(block.lang.unique()):
@@ -106,10 +108,10 @@ def matched_comparisons(runset: RunSet, block: pd.DataFrame, comparisons: pd.Dat
         for r in comparisons[(comparisons.suite == block.suite.iloc[0]) & (comparisons.lang == lang)].itertuples():
             if {r.label_a, r.label_b} == {matched, pooled}:
                 sign = 1.0 if r.label_a == matched else -1.0
-                ci = sorted((sign * r.ci_low, sign * r.ci_high))
-                reading = r.reading if r.reading.startswith(("within", "no CI")) else ("matched higher D" if sign * r.difference > 0 else "matched lower D")
-                lines.append(f"- {lang}: D(calibrated on {lang}) − D(all) = {100 * sign * r.difference:+.2f} pp "
-                             f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]: {reading}.")
+                low, high = sorted((sign * r.ci_low, sign * r.ci_high))
+                reading = ("matched higher D" if sign * r.difference > 0 else "matched lower D") if r.reading.endswith(" D") else r.reading
+                ci = f" [{100 * low:+.2f}, {100 * high:+.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
+                lines.append(f"- {lang}: D(calibrated on {lang}) − D(all) = {100 * sign * r.difference:+.2f} pp{ci}: {reading}.")
     return lines
 
 

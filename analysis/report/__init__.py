@@ -107,7 +107,7 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     bench = benchmarks.analyze_benchmarks(runset, deg.table, options.baseline, options.n_resamples, options.random_state,
                                           options.confidence, task_rules, benchmarks.fidelity_measures(runset, fid))
     notes += bench.problems
-    draws = calibration_draws.draw_analysis(runset, deg, options.n_resamples, options.random_state, options.confidence)
+    draws = calibration_draws.draw_analysis(runset, deg, options.confidence)
     return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
                     parallel, fid, bench, draws)
 
@@ -142,8 +142,7 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
     figures = write_figures(analysis, out / "figures")
     from analysis.calibration_matrix import write_section
 
-    draws = analysis.draws or calibration_draws.draw_analysis(analysis.runset, analysis.deg, analysis.options.n_resamples,
-                                                              analysis.options.random_state, analysis.options.confidence)
+    draws = analysis.draws or calibration_draws.draw_analysis(analysis.runset, analysis.deg, analysis.options.confidence)
     draw_lines = calibration_draws.write_section(draws, out / "tables", many_languages.MIN_LANGUAGES)
     calibration = write_section(analysis.runset, draws.config_table, out / "tables", out / "figures", draws.comparisons)
     many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", slug)
