@@ -6,6 +6,7 @@ with one draw is compared without a CI ("draw noise not measured")."""
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ def analysed(tiny_model_dir, tmp_path_factory):
     patch.undo()
     assert proc.returncode == 0, proc.stderr[-3000:]
     tables = report / "tables"
-    return {"report": (report / "report.md").read_text(), "spread": pd.read_csv(tables / "calibration_spread.csv"),
+    return {"sweep": out, "report": (report / "report.md").read_text(), "spread": pd.read_csv(tables / "calibration_spread.csv"),
             "comparisons": pd.read_csv(tables / "method_comparisons.csv"), "deg": pd.read_csv(tables / "degradation.csv"),
             "docs": pd.read_csv(tables / "doc_degradation.csv", dtype={"doc_id": str}),
             "matrix": pd.read_csv(tables / "calibration_matrix.csv"), "runs": pd.read_csv(tables / "runs.csv")}
@@ -63,7 +64,8 @@ def _t_interval(configs, base, coefficients, level=0.95) -> tuple[float, float]:
     estimate = sum(c * dk.mean() for c, dk in zip(coefficients, d))
     residual = sum(c * (np.asarray(rows).mean(axis=0) - (1.0 + dk.mean()) * base) for c, rows, dk in zip(coefficients, configs, d))
     terms = [(c**2 * np.var(dk, ddof=1) / dk.size, dk.size - 1) for c, dk in zip(coefficients, d) if dk.size > 1]
-    terms.append((n / (n - 1) * np.sum(residual**2) / base.sum() ** 2, n - 1))
+    weights = base / base.sum()  # effective document df: (n-1)/n (sum w**2)**2 / sum w**4
+    terms.append((n / (n - 1) * np.sum(residual**2) / base.sum() ** 2, (n - 1) / n * np.sum(weights**2) ** 2 / np.sum(weights**4)))
     variance = sum(v for v, _ in terms)
     half = stats.t.ppf(0.5 + level / 2, variance**2 / sum(v**2 / f for v, f in terms)) * math.sqrt(variance)
     return estimate - half, estimate + half
@@ -121,3 +123,22 @@ def test_calibration_matrix_cells_are_draw_means_with_the_combined_ci(analysed):
     en = comparisons[(comparisons.lang == "en") & (comparisons.label_a == GPTQ_EN) & (comparisons.label_b == GPTQ_ALL)].iloc[0]
     line = f"- en: D(calibrated on en) − D(all) = {100 * en.difference:+.2f} pp [{100 * en.ci_low:+.2f}, {100 * en.ci_high:+.2f}]"
     assert line in report
+
+
+def test_one_draw_of_a_calibrated_config_reads_draw_noise_not_measured(analysed, tmp_path):
+    """Drop one of GPTQ_EN's two draws: its comparisons have no CI and say so; RTN vs GPTQ_ALL keeps its t interval."""
+    from analysis.report import analyze, write_outputs
+
+    runs = tmp_path / "runs"
+    dropped = sorted(analysed["sweep"].glob("gptq-*calib_langs=en-*"))[0]
+    shutil.copytree(analysed["sweep"], runs, ignore=lambda folder, names: [dropped.name] if folder == str(analysed["sweep"]) else [])
+    report = write_outputs(analyze([runs]), tmp_path / "report").read_text()
+    comparisons = pd.read_csv(tmp_path / "report" / "tables" / "method_comparisons.csv")
+    for row in comparisons.itertuples():
+        if GPTQ_EN in (row.label_a, row.label_b):
+            assert row.reading == "draw noise not measured" and math.isnan(row.ci_low) and math.isnan(row.ci_high)
+            assert row.ci_method == "no CI: draw noise not measured"
+        else:
+            assert math.isfinite(row.ci_low) and row.ci_method.startswith("t interval, draws + documents (Welch df ")
+    assert "(draw noise not measured)" in report
+    assert ": draw noise not measured." in report  # the calibration matrix's matched-vs-all line, without a CI

@@ -14,7 +14,8 @@ from analysis.replicate_stats import DRAW_NOISE_NOT_MEASURED, replicate_interval
 
 def reference(configs, base, coefficients, dependent_single=(), level=0.95):
     """D = sum_k c_k mean_r D_kr; SE**2 = sum_k c_k**2 var(D_k., ddof=1)/R_k + delta-method document variance of
-    the combined draw means; Welch–Satterthwaite df; estimate ± t quantile * SE."""
+    the combined draw means (effective df (n-1)/n (sum w**2)**2 / sum w**4, w = b / sum b); Welch–Satterthwaite df;
+    estimate ± t quantile * SE."""
     base = np.asarray(base, dtype=float)
     n = base.size
     d = [np.asarray(q).sum(axis=1) / base.sum() - 1.0 for q in configs]
@@ -22,7 +23,8 @@ def reference(configs, base, coefficients, dependent_single=(), level=0.95):
     draw_terms = [(c**2 * np.var(dk, ddof=1) / dk.size, dk.size - 1) for c, dk in zip(coefficients, d) if dk.size > 1]
     residual = sum(c * (np.asarray(q).mean(axis=0) - (1.0 + dk.mean()) * base) for c, q, dk in zip(coefficients, configs, d))
     doc_variance = n / (n - 1) * np.sum(residual**2) / base.sum() ** 2
-    terms = draw_terms + [(doc_variance, n - 1)]
+    weights = base / base.sum()
+    terms = draw_terms + [(doc_variance, (n - 1) / n * np.sum(weights**2) ** 2 / np.sum(weights**4))]
     variance = sum(v for v, _ in terms)
     df = variance**2 / sum(v**2 / f for v, f in terms)
     half = stats.t.ppf(0.5 + level / 2, df) * math.sqrt(variance)
@@ -44,7 +46,8 @@ def test_single_config_interval_against_numpy_and_scipy_t(fixture_nll):
     got = replicate_interval([a], base, [1.0], [True])
     estimate, low, high, df = reference([a], base, [1.0])
     assert (got.estimate, got.low, got.high, got.df) == pytest.approx((estimate, low, high, df), rel=1e-12)
-    assert 2 < got.df < 6 and got.note == ""  # between the draws' R - 1 and R - 1 + n - 1
+    weights = base / base.sum()
+    assert 2 < got.df < 2 + 0.8 * np.sum(weights**2) ** 2 / np.sum(weights**4) and got.note == ""  # within the sum of the terms' df
 
 
 def test_difference_interval_against_numpy_and_scipy_t(fixture_nll):
