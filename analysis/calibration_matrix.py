@@ -1,22 +1,26 @@
 """Calibration language as a factor: a calibration-setting x evaluation-language matrix of D.
 
 Runs are grouped by model + quant config without the calibration arguments (``calib_langs``,
-``calib_data``, ``calib_samples``); a group with at least two calibration settings (e.g. from
+``calib_data``, ``calib_samples``, ``calib_seed``); a group with at least two calibration settings (e.g. from
 ``qd-sweep`` with ``calib_langs: [en, he, sw, all, "en;he"]``) gives one matrix: rows are the
 settings (``en``, ``en;he``, ``all`` = every language of the calibration source), columns the
-evaluated languages, cells D with its CI from :func:`analysis.language_degradation.degradation`.
+evaluated languages, cells D with its CI from :func:`analysis.language_degradation.degradation`, or,
+given the config table of :mod:`analysis.calibration_draws`, D as the mean over a setting's calibration
+draws with the CI over draws and documents; with its comparisons, each language's language-matched
+setting is compared with ``all`` (a difference only where the CI excludes 0).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.loading import RunSet
 
-CALIB_KEYS = ("calib_langs", "calib_data", "calib_samples")
+CALIB_KEYS = ("calib_langs", "calib_data", "calib_samples", "calib_seed")
 COLUMNS = ("family", "method", "suite", "calibration", "lang", "degradation", "ci_low", "ci_high", "n_docs", "quant_id")
 
 
@@ -90,9 +94,31 @@ def plot_matrix(block: pd.DataFrame, title: str = ""):
     return fig, ax
 
 
-def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Path) -> str:
+def matched_comparisons(runset: RunSet, block: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
+    """One line per evaluated language with a language-matched row and an ``all`` row in ``block``
+    (one family + suite): D(matched) − D(all) with its CI from ``comparisons``
+    (``analysis.calibration_draws.DrawAnalysis.comparisons``) and its reading ("within method noise", "draw noise
+    not measured": no CI)."""
+    labels = {(r.calibration, r.lang): runset.runs[r.quant_id].label for r in block.itertuples()}
+    lines = []
+    for lang in sorted(block.lang.unique()):
+        matched, pooled = labels.get((lang, lang)), labels.get(("all", lang))
+        if matched is None or pooled is None:
+            continue
+        for r in comparisons[(comparisons.suite == block.suite.iloc[0]) & (comparisons.lang == lang)].itertuples():
+            if {r.label_a, r.label_b} == {matched, pooled}:
+                sign = 1.0 if r.label_a == matched else -1.0
+                low, high = sorted((sign * r.ci_low, sign * r.ci_high))
+                reading = ("matched higher D" if sign * r.difference > 0 else "matched lower D") if r.reading.endswith(" D") else r.reading
+                ci = f" [{100 * low:+.2f}, {100 * high:+.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
+                lines.append(f"- {lang}: D(calibrated on {lang}) − D(all) = {100 * sign * r.difference:+.2f} pp{ci}: {reading}.")
+    return lines
+
+
+def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Path, comparisons: pd.DataFrame | None = None) -> str:
     """Write ``calibration_matrix.csv`` and one figure per family + suite; return the report's
-    markdown section ('' when no family has two calibration settings)."""
+    markdown section ('' when no family has two calibration settings). ``comparisons``: paired
+    differences of configs (:mod:`analysis.calibration_draws`), for the matched-vs-``all`` lines."""
     from analysis.plots import save
 
     long = calibration_table(runset, table)
@@ -118,5 +144,8 @@ def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Pa
         if summary["matched_mean"] is not None and summary["all_mean"] is not None:
             out += ["", (f"Mean D with language-matched calibration over {summary['n_matched']} languages: "
                          f"{100 * summary['matched_mean']:.2f} %; with `all` on the same languages: {100 * summary['all_mean']:.2f} %.")]
+        matched = matched_comparisons(runset, block, comparisons) if comparisons is not None and not comparisons.empty else []
+        if matched:
+            out += ["", "Language-matched calibration vs `all`, paired per language (CI over calibration draws and documents):", "", *matched]
         out.append("")
     return "\n".join(out) + "\n"

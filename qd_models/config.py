@@ -227,6 +227,7 @@ class QuantConfig:
     awq_clip: bool | None = None
     gguf_type: str | None = None
     awq_scope: str | None = None
+    calib_seed: int | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -243,6 +244,7 @@ class QuantConfig:
                 self._reject_fake_options(spec)
             self._resolve_options(spec)
             self._resolve_calibration()
+        self._check_calib_seed()
         for name in ("quantize_embeddings", "quantize_lm_head", "save_overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: true, false")
@@ -269,6 +271,17 @@ class QuantConfig:
     def _check_calib_samples(self) -> None:
         if self.calib_samples is not None and self.calib_samples < 1:
             raise ValueError(f"calib_samples={self.calib_samples!r} is not allowed; allowed: a positive integer (texts per language)")
+
+    def _check_calib_seed(self) -> None:
+        """``calib_seed`` (a seeded draw of the calibration texts, :func:`qd_models.calibration.sources.draw_texts`):
+        an integer >= 0, only for a config that reads calibration texts."""
+        if self.calib_seed is None:
+            return
+        if isinstance(self.calib_seed, bool) or not isinstance(self.calib_seed, int) or self.calib_seed < 0:
+            raise ValueError(f"calib_seed={self.calib_seed!r} is not allowed; allowed: an integer >= 0")
+        if not self.uses_calibration_texts:
+            raise ValueError(f"calib_seed={self.calib_seed} is not allowed with method={self.method} (this config reads no calibration "
+                             "texts); allowed with method=gptq|awq|laaciq (bits < 16), keep_by=activation or method=gguf with calib_* arguments")
 
     def _resolve_fake(self, spec: MethodSpec) -> None:
         self._set("bits", 4 if self.bits is None else self.bits)
@@ -573,6 +586,7 @@ _CONVERTERS = {
     "awq_clip": _to_bool,
     "gguf_type": _to_str,
     "awq_scope": _to_str,
+    "calib_seed": _to_int,
 }
 
 QD_ARGS = tuple(f.name for f in fields(QuantConfig))

@@ -161,7 +161,7 @@ class QDHFLM(HFLM):
             source = calibration_source_name(config)
             if config.needs_calibration:
                 act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
-                                                     source=source, prefix_id=self.prefix_token_id)
+                                                     source=source, prefix_id=self.prefix_token_id, seed=config.calib_seed)
             if config.calibration == "inputs":
                 from qd_models.calibration.sufficiency import calibration_texts_for_model
 

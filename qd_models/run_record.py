@@ -49,8 +49,12 @@ SAVED_MODEL = "saved_model"
 """Added to ``quant_config`` by analysis for a model folder saved quantized (provenance, not a setting)."""
 
 BASELINE_LABEL = "baseline"
-_NOT_SETTINGS = ("method", "bits", "group_size", "save_to", "save_overwrite")
-"""QuantConfig fields that are not label parts of their own (group_size is shown with granularity)."""
+DRAW = "calib_seed"
+"""The ``quant_config`` field that names a calibration draw: runs whose configs differ only in it are draws
+(replicates) of one config, with one label and family (:func:`config_draw`)."""
+_NOT_SETTINGS = ("method", "bits", "group_size", "save_to", "save_overwrite", DRAW)
+"""QuantConfig fields that are not label parts of their own (group_size is shown with granularity; the draw is
+not part of the config)."""
 _MISSING = object()
 
 
@@ -81,6 +85,12 @@ def config_label(quant_config: dict) -> str:
     elif isinstance(bits, (int, float)) and not isinstance(bits, bool):
         parts.append(f"w{bits:g}")
     return "-".join(parts + settings)
+
+
+def config_draw(quant_config: dict) -> int | None:
+    """The calibration draw of a run (its ``calib_seed``; ``None``: the unseeded default selection)."""
+    value = quant_config.get(DRAW)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def config_family(quant_config: dict) -> str:

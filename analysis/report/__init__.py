@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import benchmarks, fidelity, many_languages, relations, task_languages
+from analysis import benchmarks, calibration_draws, fidelity, many_languages, relations, task_languages
 from analysis.group_disparity import disparity
 from analysis.groups import resource_groups
 from analysis.language_degradation import Degradation, degradation
@@ -66,6 +66,7 @@ class Analysis:
     parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
     fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
     benchmarks: benchmarks.BenchmarkAnalysis | None = None
+    draws: calibration_draws.DrawAnalysis | None = None
 
 
 def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
@@ -106,8 +107,9 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     bench = benchmarks.analyze_benchmarks(runset, deg.table, options.baseline, options.n_resamples, options.random_state,
                                           options.confidence, task_rules, benchmarks.fidelity_measures(runset, fid))
     notes += bench.problems
+    draws = calibration_draws.draw_analysis(runset, deg, options.confidence)
     return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
-                    parallel, fid, bench)
+                    parallel, fid, bench, draws)
 
 
 def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -140,11 +142,13 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
     figures = write_figures(analysis, out / "figures")
     from analysis.calibration_matrix import write_section
 
-    calibration = write_section(analysis.runset, analysis.deg.table, out / "tables", out / "figures")
+    draws = analysis.draws or calibration_draws.draw_analysis(analysis.runset, analysis.deg, analysis.options.confidence)
+    draw_lines = calibration_draws.write_section(draws, out / "tables", many_languages.MIN_LANGUAGES)
+    calibration = write_section(analysis.runset, draws.config_table, out / "tables", out / "figures", draws.comparisons)
     many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", slug)
     figures["benchmarks"] = benchmarks.write_outputs(analysis.benchmarks, out) if analysis.benchmarks else []
     report = out / "report.md"
-    report.write_text(report_markdown(analysis, figures, command, many) + calibration, encoding="utf-8")
+    report.write_text(report_markdown(analysis, figures, command, many) + "\n".join(draw_lines) + "\n" + calibration, encoding="utf-8")
     return report
 
 

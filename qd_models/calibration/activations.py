@@ -171,10 +171,12 @@ def collect_activation_stats(
     use_cache: bool = True,
     source: str = "",
     prefix_id: int | None = None,
+    seed: int | None = None,
 ) -> ActivationStats:
     """Per-language E[x_j^2] of the inputs of ``module_names`` (module doc), from the disk
     cache when the key matches. ``texts``: ``{lang: [text, ...]}`` (every list non-empty);
-    ``prefix_id``: the evaluation's prefix token (default: :func:`default_prefix_id`)."""
+    ``prefix_id``: the evaluation's prefix token (default: :func:`default_prefix_id`); ``seed``: the
+    ``calib_seed`` that drew ``texts`` (part of the cache key)."""
     empty = [lang for lang, group in texts.items() if not group]
     if not texts or empty:
         raise ValueError(f"calibration texts are empty for {', '.join(empty) or 'every language'}; allowed: at least one text per calibration language")
@@ -186,7 +188,7 @@ def collect_activation_stats(
     if unknown:
         raise ValueError(f"module_names contains {unknown[0]!r}, not a module of the model; allowed: names from model.named_modules()")
     token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
-    key = calibration_key(model_fingerprint(model), token_ids, list(module_names))
+    key = calibration_key(model_fingerprint(model), token_ids, list(module_names), seed)
     path = stats_cache_dir() / f"{key}.pt"
     cached = read_cache(path) if use_cache and path.is_file() else None
     if cached is not None:
@@ -260,6 +262,7 @@ def calibration_report(stats: ActivationStats, config: QuantConfig, layers: list
         "langs": list(langs),
         "source": stats.source,
         "samples_per_language": config.calib_samples,
+        "calib_seed": config.calib_seed,
         "cache_key": stats.key,
         "from_cache": stats.from_cache,
         "seconds": stats.seconds,

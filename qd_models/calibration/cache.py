@@ -40,9 +40,11 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def calibration_key(fingerprint: str, token_ids: dict[str, list[list[int]]], module_names: list[str]) -> str:
-    """sha256 of the model fingerprint, every calibration token id, the module names and :data:`STATS_VERSION`."""
-    payload = json.dumps({"version": STATS_VERSION, "model": fingerprint, "tokens": token_ids, "modules": module_names})
+def calibration_key(fingerprint: str, token_ids: dict[str, list[list[int]]], module_names: list[str], seed: int | None = None) -> str:
+    """sha256 of the model fingerprint, every calibration token id, the module names, :data:`STATS_VERSION`
+    and ``calib_seed`` when set (unset: the key of a run without it)."""
+    payload = json.dumps({"version": STATS_VERSION, "model": fingerprint, "tokens": token_ids, "modules": module_names,
+                          **({"calib_seed": seed} if seed is not None else {})})
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -5,6 +5,7 @@ against the evaluation corpora. Cheap (no model, no torch): called before weight
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,9 +79,10 @@ def evaluation_texts() -> set[str]:
 
 def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
     """``{lang: [text, ...]}`` for ``config.calib_langs`` (default: every language of the
-    source, in file order) from :func:`calibration_records`, the first ``calib_samples`` texts
-    per language (all when unset; :func:`draws_to_token_target`: the candidates, cut to the token
-    target once the tokenizer is loaded). One-line ``ValueError`` for an unreadable or empty file or a language it
+    source, in file order) from :func:`calibration_records`, ``calib_samples`` texts per language
+    chosen by :func:`draw_texts` (``calib_seed`` unset: the first ones; all when ``calib_samples`` is unset;
+    :func:`draws_to_token_target`: the candidates in drawn order, cut to the token target once the
+    tokenizer is loaded). One-line ``ValueError`` for an unreadable or empty file or a language it
     lacks. Warns when a text also occurs in an evaluation corpus (leakage)."""
     records, path = calibration_records(config.calib_data, top_up=draws_to_token_target(config))
     by_lang: dict[str, list[str]] = {}
@@ -90,9 +92,21 @@ def load_calibration_texts(config: QuantConfig) -> dict[str, list[str]]:
     missing = [lang for lang in langs if lang not in by_lang]
     if missing:
         raise ValueError(f"calib_langs={';'.join(missing)} not in calib_data={path!r}; allowed: {', '.join(by_lang)}")
-    texts = {lang: by_lang[lang][: config.calib_samples] for lang in langs}
+    texts = {lang: draw_texts(by_lang[lang], config.calib_samples, config.calib_seed, lang) for lang in langs}
     eval_texts = evaluation_texts()
     leaked = sum(text in eval_texts for group in texts.values() for text in group)
     if leaked:
         logger.warning("calibration leakage: %d calibration texts from %s also occur in the qd eval corpus", leaked, path)
     return texts
+
+
+def draw_texts(texts: list[str], samples: int | None, seed: int | None, lang: str) -> list[str]:
+    """One language's calibration texts. ``seed`` unset: the first ``samples`` texts (all when
+    unset) in source order. ``seed`` set (``calib_seed``): ``min(samples, len(texts))`` texts drawn
+    without replacement, in the drawn order, by a generator seeded with the seed and the language
+    (a language's draw does not depend on which other languages are calibrated). Tokens are not
+    subsampled: each drawn text is used whole, cut to ``max_length`` as in evaluation."""
+    if seed is None:
+        return texts[:samples]
+    count = len(texts) if samples is None else min(samples, len(texts))
+    return random.Random(f"qd-calibration|{seed}|{lang}").sample(texts, count)

@@ -77,6 +77,48 @@ def expand_grid(grid: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, A
     return _dedupe(combos)
 
 
+CALIB_DRAWS = "calib_draws"
+"""Grid key (and ``qd-sweep --calib_draws``): expand a calibrated config into N calibration draws,
+``calib_seed`` = 0..N-1 (replicates of one config: one label, :data:`qd_models.run_record.DRAW`)."""
+
+
+def expand_draws(combos: Iterable[dict[str, Any]], draws: int | None = None) -> list[dict[str, Any]]:
+    """Each combo with ``calib_draws: N`` (its own key, else ``draws`` from ``--calib_draws``) as N
+    combos with ``calib_seed`` 0..N-1. A combo's own ``calib_draws`` on a config that reads no
+    calibration texts, or with a ``calib_seed`` of its own, is refused with one line; ``draws`` skips
+    such configs (the baseline, RTN, NF4 ...) but is refused when no config is calibrated."""
+    if draws is not None:
+        _check_draws(draws, "--calib_draws")
+    out, calibrated = [], 0
+    for combo in combos:
+        combo = dict(combo)
+        own = combo.pop(CALIB_DRAWS, None)
+        count = _check_draws(own, CALIB_DRAWS) if own is not None else draws
+        if count is None:
+            out.append(combo)
+            continue
+        config, _ = parse_qd_args(dict(combo))
+        if not config.uses_calibration_texts or combo.get("calib_seed") is not None:
+            if own is None:
+                out.append(combo)
+                continue
+            why = "a calib_seed of its own" if combo.get("calib_seed") is not None else "no calibration texts"
+            raise ValueError(f"calib_draws={own} is not allowed with {config_label(config.to_dict())} ({why}); allowed: "
+                             "a config of method=gptq|awq|laaciq, keep_by=activation or gguf with calib_* arguments, without calib_seed")
+        calibrated += 1
+        out += [{**combo, "calib_seed": seed} for seed in range(count)]
+    if draws is not None and not calibrated:
+        raise ValueError(f"--calib_draws={draws} is not allowed here: no config of the sweep reads calibration texts; "
+                         "allowed: a sweep with a gptq|awq|laaciq config (or keep_by=activation, gguf with calib_* arguments)")
+    return out
+
+
+def _check_draws(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: an integer >= 1 (calibration draws, calib_seed 0..N-1)")
+    return value
+
+
 def _dedupe(combos: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     seen, out = set(), []
     for combo in combos:

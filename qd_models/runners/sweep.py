@@ -40,7 +40,7 @@ from typing import Any
 
 from qd_models.config import parse_qd_args
 from qd_models.run_record import LM_EVAL_MODEL, slug
-from qd_models.runners.grid import SweepItem, build_items, expand_grid
+from qd_models.runners.grid import SweepItem, build_items, expand_draws, expand_grid
 from qd_models.runners.lm_eval_glue import parse_model_args, save_as_standalone, task_manager
 from qd_models.runners.store import COMPLETE_MARKER, LOCK_FILE, TMP_PREFIX, code_fingerprint, exclusive, read_results, tree_digest
 from qd_tasks.folder_swap import replace_folder
@@ -334,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--granularity", type=_csv, help="simple grid: tensor,channel,group")
     parser.add_argument("--group_size", type=_csv, help="simple grid: group sizes (with granularity=group)")
     parser.add_argument("--keep_top", type=_csv, help="simple grid: kept %% of largest weights, e.g. 0,1,5")
+    parser.add_argument("--calib_draws", type=int, help="calibration draws per calibrated config (calib_seed 0..N-1; also `calib_draws: N` in a grid entry)")
     parser.add_argument("--no_baseline", action="store_true", help="do not add the method=none baseline config")
     parser.add_argument("--tasks", type=_csv, required=True)
     parser.add_argument("--output_path", required=True)
@@ -374,7 +375,7 @@ def combos_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
         combos += expand_grid({"method": args.methods, **flags})
     elif flags:
         raise ValueError(f"{', '.join(flags)} given without --methods; allowed: --methods with the simple-grid flags")
-    return combos
+    return expand_draws(combos, getattr(args, "calib_draws", None))
 
 
 def yaml_load(path: str):
