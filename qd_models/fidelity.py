@@ -21,6 +21,8 @@ Hooked into :class:`qd_models.qd_hf.QDHFLM`: :meth:`FidelityRecorder.plan` lists
 rolling windows per (task, doc), :meth:`expect` checks each batch of windows lm-eval scores, and
 :meth:`observe` finds each window's row in the logits of ``_model_call`` (lm-eval reorders and
 deduplicates rows; a causal row whose prefix equals the window's input gives its logits).
+Data-parallel (``padded``): each rank records its own documents, skips the requests and windows
+lm-eval repeats to give every rank as many as the others, and rank 0 writes the union.
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ class _Doc:
 
 @dataclass
 class _Window:
-    doc: _Doc
+    doc: _Doc | None  # None: a padding window (scored, not recorded)
     start: int
     context: list
     continuation: list
@@ -225,6 +227,7 @@ class FidelityRecorder:
         self.docs: dict[tuple[str, int], _Doc] = {}
         self.files: dict[str, str] = {}
         self._plan: list[_Window] = []
+        self._padding: _Window | None = None
         self.pending: list[_Window] = []
         self._done: list[bool] = []
         if mode == "compare":
@@ -275,34 +278,41 @@ class FidelityRecorder:
         return self._baselines[task]
 
     # -- hooks ---------------------------------------------------------------------------
-    def plan(self, requests, tok_encode, prefix_token_id: int, max_length: int) -> None:
-        """Windows of every rolling request, in lm-eval's order (``HFLM.loglikelihood_rolling``)."""
+    def plan(self, requests, tok_encode, prefix_token_id: int, max_length: int, padded: bool = False) -> None:
+        """Windows of every rolling request, in lm-eval's order (``HFLM.loglikelihood_rolling``).
+        ``padded`` (a data-parallel rank): a repeated request, and after the last window copies of
+        the first one, are lm-eval's padding: scored, not recorded."""
         from lm_eval import utils
 
-        self._plan = []
+        self._plan, planned = [], set()
         for req in requests:
             (string,) = req.args
             tokens = tok_encode(string)
             doc = req.doc if isinstance(req.doc, dict) else {}
             entry = _Doc(str(req.task_name), int(req.doc_id), str(doc.get("doc_id", req.doc_id)),
                          doc.get("lang") if isinstance(doc.get("lang"), str) else "", len(string.encode("utf-8")), len(tokens))
-            self.docs[(entry.task, entry.doc_id)] = entry
+            if padded and (entry.task, entry.doc_id) in planned:
+                entry = None
+            else:
+                planned.add((entry.task, entry.doc_id))
+                self.docs[(entry.task, entry.doc_id)] = entry
             start = 0
             for context, continuation in map(utils.make_disjoint_window, utils.get_rolling_token_windows(
                     token_list=tokens, prefix_token=prefix_token_id, max_seq_len=max_length, context_len=1)):
                 self._plan.append(_Window(entry, start, list(context), list(continuation)))
                 start += len(continuation)
+        self._padding = _Window(None, 0, self._plan[0].context, self._plan[0].continuation) if padded and self._plan else None
         self._plan.reverse()  # pop() from the end = lm-eval's order
 
     def expect(self, windows) -> None:
         """The next batch lm-eval scores: ``windows`` = (None, context, continuation) tuples."""
         self.pending, self._done = [], []
         for _, context, continuation in windows:
-            planned = self._plan.pop() if self._plan else None
+            planned = self._plan.pop() if self._plan else self._padding
             if planned is None or planned.context != list(context) or planned.continuation != list(continuation):
                 raise RuntimeError("fidelity: lm-eval scored a rolling window in an unexpected order; fidelity needs lm-eval 0.4.13's loglikelihood_rolling")
             self.pending.append(planned)
-            self._done.append(False)
+            self._done.append(planned.doc is None)
 
     def observe(self, inps, logits, max_length: int) -> None:
         """Process every pending window whose input is a row (prefix) of ``inps`` (B, L);
@@ -354,13 +364,21 @@ class FidelityRecorder:
         self.pending, self._done = [], []
 
     # -- output --------------------------------------------------------------------------
-    def write(self) -> dict[str, str]:
+    def write(self, gather=None) -> dict[str, str]:
         """Write one file per task to ``out_dir``, named by the run identity (module doc); return
         {task: file name}. A file of that name that belongs to another run is refused (one line)
-        before any is written; an unreadable one is replaced with a warning."""
+        before any is written; an unreadable one is replaced with a warning. ``gather``
+        (data-parallel): list of docs -> every rank's lists on rank 0, ``None`` elsewhere; only
+        rank 0 writes."""
+        docs_here = list(self.docs.values())
+        if gather is not None:
+            gathered = gather(docs_here)
+            if gathered is None:
+                return {}
+            docs_here = [doc for rank_docs in gathered for doc in rank_docs]
         self.out_dir.mkdir(parents=True, exist_ok=True)
         by_task: dict[str, list[_Doc]] = {}
-        for doc in self.docs.values():
+        for doc in docs_here:
             by_task.setdefault(doc.task, []).append(doc)
         staged = []
         for task, docs in sorted(by_task.items()):

@@ -20,6 +20,11 @@ stores the baseline's top-``fidelity_topk`` (default 32) log-probs per scored to
 same top token, Δp) and writes the per-position results to DIR. Results record the files under
 ``quant_disparity.fidelity``.
 
+Data-parallel (``accelerate launch`` on GPUs, ``ACCELERATE_USE_CPU=true torchrun`` on CPUs; one
+process per device, :mod:`qd_models.data_parallel`): every rank quantizes its own copy, the ranks'
+weight digests are compared before scoring (``quant_disparity.ranks``), and rank 0 writes the
+fidelity files of every rank's documents.
+
 With ``method=none`` the results are identical to
 ``--model hf --model_args pretrained=...,add_bos_token=False,softmax_dtype=float32``
 on perplexity tasks.
@@ -37,6 +42,7 @@ from lm_eval.models.huggingface import HFLM
 from qd_models import __version__
 from qd_models import run_record as record
 from qd_models.config import QuantConfig, check_output_folder, parse_qd_args
+from qd_models.data_parallel import all_gather_objects, check_rank_agreement, launched_ranks, weight_digest
 from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_default_model
 
 logger = logging.getLogger(__name__)
@@ -106,6 +112,9 @@ class QDHFLM(HFLM):
 
         self.model_fingerprint = model_fingerprint(pretrained, hf_kwargs.get("revision"))  # the weights as loaded (before quantizing)
         super().__init__(pretrained=pretrained, device=device, **hf_kwargs)
+        ranks = launched_ranks(getattr(self, "accelerator", None))
+        if ranks is not None:  # data-parallel also on CPUs, ranks numbered across machines
+            self._rank, self._world_size = ranks
         self.scoring = {
             **{name: _plain(hf_kwargs.get(name)) for name in SCORING_ARGS},
             "softmax_dtype": str(self.softmax_dtype).removeprefix("torch."),
@@ -117,6 +126,9 @@ class QDHFLM(HFLM):
         if fidelity is not None:  # a mismatched baseline is refused before quantizing
             self.fidelity = self.fidelity_recorder(fidelity.mode, fidelity.out, fidelity.topk, fidelity.baseline, config)
         self.apply_quantization(config, calib_texts)
+        self.rank_record = None
+        if self.world_size > 1:
+            self.rank_record = check_rank_agreement(all_gather_objects(weight_digest(self.model), self.world_size))
 
     def fidelity_identity(self) -> dict:
         """Model + scoring identity that a stored fidelity baseline must match."""
@@ -184,14 +196,14 @@ class QDHFLM(HFLM):
             self._rolling = True
             try:
                 if self.fidelity is not None:
-                    if self.world_size > 1 or self.backend != "causal":
-                        raise ValueError("fidelity_* is not allowed here; allowed: a causal model in a single process")
-                    self.fidelity.plan(requests, self.tok_encode, self.prefix_token_id, self.max_length)
+                    if self.backend != "causal":
+                        raise ValueError("fidelity_* is not allowed here; allowed: a causal model")
+                    self.fidelity.plan(requests, self.tok_encode, self.prefix_token_id, self.max_length, padded=self.world_size > 1)
                 result = super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
             finally:
                 self._rolling = False
             if self.fidelity is not None:
-                self.fidelity.write()
+                self.fidelity.write(gather=(lambda docs: self.gather_object(docs, dst=0)) if self.world_size > 1 else None)
         return result
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
@@ -249,6 +261,8 @@ class QDHFLM(HFLM):
         }
         if self.fidelity is not None:
             block[record.FIDELITY] = self.fidelity.info()
+        if getattr(self, "rank_record", None):
+            block[record.RANKS] = self.rank_record
         return info
 
 

@@ -39,8 +39,10 @@ QUANT_CONFIG = "quant_config"
 QUANT_TOTALS = "quant_totals"
 QUANT_REPORT = "quant_report"
 FIDELITY = "fidelity"
-BLOCK_FIELDS = (VERSION, MODEL_SOURCE, MODEL_FINGERPRINT, BASELINE_NOTE, SCORING, QUANT_CONFIG, QUANT_TOTALS, QUANT_REPORT, FIDELITY)
-"""Fields of the ``quant_disparity`` block (``fidelity`` only with fidelity on)."""
+RANKS = "ranks"
+BLOCK_FIELDS = (VERSION, MODEL_SOURCE, MODEL_FINGERPRINT, BASELINE_NOTE, SCORING, QUANT_CONFIG, QUANT_TOTALS, QUANT_REPORT, FIDELITY, RANKS)
+"""Fields of the ``quant_disparity`` block (``fidelity`` only with fidelity on; ``ranks`` only in a
+data-parallel run: world size and every rank's weight digest, checked equal)."""
 
 SCAN = "scan"
 """Added to ``quant_config`` by a scan (``<mode>:<block>[:<module>]``); shown in labels in place of the

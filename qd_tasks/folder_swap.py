@@ -20,7 +20,17 @@ from typing import TypeVar
 
 STAGING_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
+TOKEN_HEX_DIGITS = 4
+"""Bytes of the random token in staging and old-folder names (``secrets.token_hex``)."""
 T = TypeVar("T")
+
+
+def staged_folder_name(name: str) -> str | None:
+    """The target folder name of a staging folder name ``.tmp-<name>-<token>`` (``None`` for any other name)."""
+    stem, _, token = name.removeprefix(STAGING_PREFIX).rpartition("-")
+    if not name.startswith(STAGING_PREFIX) or not stem or len(token) != TOKEN_HEX_DIGITS * 2:
+        return None
+    return stem
 
 
 def real_folder(target: str | os.PathLike) -> Path:
@@ -53,7 +63,7 @@ def replace_folder(target: str | os.PathLike, write: Callable[[Path], T],
     :func:`check_folder_target`, before ``write`` runs."""
     real = check_folder_target(target, inputs, what)
     real.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(4)
+    token = secrets.token_hex(TOKEN_HEX_DIGITS)
     staging = real.parent / f"{STAGING_PREFIX}{real.name}-{token}"
     old = real.parent / f"{OLD_PREFIX}{real.name}-{token}"
     staging.mkdir()

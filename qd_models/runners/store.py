@@ -1,6 +1,8 @@
 """A sweep's output store: one folder per config, written under a temporary name and renamed
-when complete (``sweep_complete.json`` marks it), an exclusive lock per output folder, and the
-content digests that make a folder's hash change with the code, data and calibration texts."""
+when complete (``sweep_complete.json`` marks it), an exclusive lock per config (several sweeps,
+e.g. the shards of one, write one folder; ``flock``, which Linux NFS clients also take on the
+server), and the content digests that make a folder's hash change with the code, data and
+calibration texts."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import fcntl
 import functools
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
-from qd_tasks.folder_swap import STAGING_PREFIX
+from qd_tasks.folder_swap import STAGING_PREFIX, staged_folder_name
 
 COMPLETE_MARKER = "sweep_complete.json"
-LOCK_FILE = ".sweep.lock"
+LOCK_DIR = ".sweep-locks"
 TMP_PREFIX = STAGING_PREFIX  # replace_folder stages a config folder as .tmp-<folder>-<token>
 
 
@@ -43,17 +46,34 @@ def code_fingerprint() -> str:
 
 
 @contextlib.contextmanager
-def exclusive(lock_path: Path):
-    """Hold an exclusive lock on ``lock_path`` (``RuntimeError`` at once when another sweep holds it)."""
+def config_lock(output: Path, name: str):
+    """Hold the exclusive lock of config folder ``output/name`` (``RuntimeError`` at once when
+    another process holds it)."""
+    lock_path = output / LOCK_DIR / f"{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another qd-sweep is writing to {lock_path.parent}; wait for it or use another --output_path") from None
+            raise RuntimeError(f"another qd-sweep is writing {name} in {output}; wait for it, or give each process its own --shard K/N") from None
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_tmp(output: Path) -> None:
+    """Remove the ``.tmp-<folder>-<token>`` staging folders of killed sweeps (those whose config
+    folder no process holds)."""
+    for stale in output.glob(f"{TMP_PREFIX}*"):
+        name = staged_folder_name(stale.name)
+        if name is None:
+            continue
+        try:
+            with config_lock(output, name):
+                shutil.rmtree(stale, ignore_errors=True)
+        except RuntimeError:  # being written now
+            continue
 
 
 def read_results(folder: Path) -> dict | None:

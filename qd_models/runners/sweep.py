@@ -23,6 +23,11 @@ and the content of a ``calib_data`` file.
 ``--fidelity``: the baseline stores its top-k log-probs per scored token in its folder and every
 other config writes its per-token fidelity (KL, same top token, Δp; :mod:`qd_models.fidelity`)
 into its own folder, read by ``qd-analyze``.
+
+``--shard K/N`` (:mod:`qd_models.runners.shard`): this process runs its share of the grid into the
+shared ``--output_path``; each config folder is locked while written, so N processes (a Slurm job
+array, several GPUs, several machines on one filesystem) fill one folder. Shard 1 runs the
+baseline first; with ``--fidelity`` the other shards wait for its folder (``--baseline_timeout``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import argparse
 import hashlib
 import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,7 +46,8 @@ from qd_models.config import parse_qd_args
 from qd_models.run_record import LM_EVAL_MODEL, slug
 from qd_models.runners.grid import SweepItem, build_items, expand_draws, expand_grid
 from qd_models.runners.lm_eval_glue import parse_model_args, save_as_standalone, task_manager
-from qd_models.runners.store import COMPLETE_MARKER, LOCK_FILE, TMP_PREFIX, code_fingerprint, exclusive, read_results, tree_digest
+from qd_models.runners.shard import Shard, is_baseline
+from qd_models.runners.store import COMPLETE_MARKER, code_fingerprint, config_lock, read_results, remove_stale_tmp, tree_digest
 from qd_tasks.folder_swap import replace_folder
 
 logger = logging.getLogger(__name__)
@@ -63,6 +68,7 @@ class EvalSettings:
     include_path: str | None = None
     fidelity: bool = False
     fidelity_topk: int = 32
+    baseline_timeout: float = 3600.0
 
     def __post_init__(self):
         if not self.tasks:
@@ -72,6 +78,8 @@ class EvalSettings:
             raise ValueError(f"model_args method={base.method} is not allowed in a sweep; allowed: hf args only (methods come from the grid)")
         if self.fidelity_topk < 1:
             raise ValueError(f"fidelity_topk={self.fidelity_topk} is not allowed; allowed: an integer >= 1")
+        if not self.baseline_timeout >= 0:
+            raise ValueError(f"baseline_timeout={self.baseline_timeout} is not allowed; allowed: seconds >= 0")
 
 
 @dataclass
@@ -287,31 +295,45 @@ class Sweep:
         compared with the baseline's completed folder and writes its results into ``folder``."""
         if item is self._baseline_item:
             return lm.fidelity_recorder("store", folder, self.settings.fidelity_topk, None, item.config)
+        self.wait_for_baseline()
         baseline_dir = self.output / self.folder_name(self._baseline_item)
         return lm.fidelity_recorder("compare", folder, self.settings.fidelity_topk, baseline_dir, item.config)
 
+    def wait_for_baseline(self, poll_seconds: float = 2.0) -> None:
+        """Return once the baseline's folder is complete (another shard may be writing it);
+        ``RuntimeError`` naming it after ``baseline_timeout`` seconds."""
+        deadline = time.monotonic() + self.settings.baseline_timeout
+        name = self.folder_name(self._baseline_item)
+        if not self.is_complete(self._baseline_item):
+            logger.info("qd-sweep: waiting for the baseline %s (shard 1 writes it)", name)
+        while not self.is_complete(self._baseline_item):
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"the fidelity baseline {name} is not complete in {self.output} after {self.settings.baseline_timeout:g} s; "
+                                   "allowed: run shard 1 (it writes the baseline) or a longer --baseline_timeout")
+            time.sleep(poll_seconds)
+
     # -- many configs ------------------------------------------------------------------
-    def run(self, items: list[SweepItem]) -> list[SweepOutcome]:
-        """Validate every item against the model's config (before loading weights), then
-        evaluate them in order under an exclusive lock on ``output_path`` (a second sweep on
-        the same folder fails fast)."""
+    def run(self, items: list[SweepItem], shard: Shard | None = None) -> list[SweepOutcome]:
+        """Validate this shard's items (all without ``shard``) against the model's config (before
+        loading weights), then evaluate them in order, each under its config's lock (a config
+        another process is writing fails fast)."""
         from tqdm import tqdm
 
         if self.settings.fidelity:
-            self._baseline_item = next((item for item in items if item.config.mechanism == "none" and item.scan is None), None)
+            self._baseline_item = next((item for item in items if is_baseline(item)), None)
             if self._baseline_item is None:
                 raise ValueError("--fidelity needs the baseline config; allowed: --fidelity without --no_baseline")
-        self.validate(items)
+        mine = shard.select(items) if shard else items
+        self.validate(mine)
         self.output.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(self.output)
+        todo = sum(not self.is_complete(item) for item in mine)
+        logger.info("qd-sweep%s: %d configs, %d to run, %d already complete", f" shard {shard}" if shard else "", len(mine), todo, len(mine) - todo)
         outcomes = []
-        with exclusive(self.output / LOCK_FILE):
-            for stale in self.output.glob(f"{TMP_PREFIX}*"):  # left by a killed sweep (we hold the lock)
-                shutil.rmtree(stale, ignore_errors=True)
-            todo = sum(not self.is_complete(item) for item in items)
-            logger.info("qd-sweep: %d configs, %d to run, %d already complete", len(items), todo, len(items) - todo)
-            bar = tqdm(items, desc="qd-sweep", unit="config")
-            for item in bar:
-                bar.set_postfix_str(item.label)
+        bar = tqdm(mine, desc="qd-sweep", unit="config")
+        for item in bar:
+            bar.set_postfix_str(item.label)
+            with config_lock(self.output, self.folder_name(item)):
                 outcomes.append(self.evaluate(item))
         return outcomes
 
@@ -349,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fidelity", action="store_true",
                         help="per-token fidelity to the baseline (KL, same top token, Δp): the baseline stores its top-k log-probs")
     parser.add_argument("--fidelity_topk", type=int, default=32, help="k of the stored baseline top-k (default 32)")
+    parser.add_argument("--shard", metavar="K/N", help="run the K-th of N deterministic shares of the grid into the shared --output_path "
+                        "(shard 1 runs the baseline; e.g. a Slurm array: --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT)")
+    parser.add_argument("--baseline_timeout", type=float, default=3600.0,
+                        help="with --fidelity: seconds a shard waits for the baseline folder written by shard 1 (default 3600)")
     parser.add_argument("--dry_run", action="store_true", help="print the configs and their folders, run nothing")
     parser.add_argument("--analyze", metavar="DIR", help="run qd-analyze on --output_path afterwards, writing to DIR")
     return parser
@@ -407,20 +433,23 @@ def _main(argv: list[str]) -> int:
     if fidelity_problem:
         print(f"qd-sweep: error: {fidelity_problem}", file=sys.stderr)
         return 2
+    shard = Shard.parse(args.shard) if args.shard is not None else None
+    if shard and args.analyze:
+        raise ValueError("--analyze with --shard is not allowed; allowed: qd-analyze on --output_path once every shard has finished")
     items = build_items(combos_from_args(args), baseline=not args.no_baseline)
     settings = EvalSettings(
         tasks=tuple(args.tasks), output_path=args.output_path, model_args=args.model_args, limit=args.limit,
         num_fewshot=args.num_fewshot, batch_size=_batch_size(args.batch_size), max_batch_size=args.max_batch_size,
         device=args.device, log_samples=args.log_samples, include_path=args.include_path,
-        fidelity=args.fidelity, fidelity_topk=args.fidelity_topk,
+        fidelity=args.fidelity, fidelity_topk=args.fidelity_topk, baseline_timeout=args.baseline_timeout,
     )
     sweep = Sweep(settings)
     if args.dry_run:
-        for item in items:
+        for item in shard.select(items) if shard else items:
             state = "complete" if sweep.is_complete(item) else "to run"
             print(f"{sweep.folder_name(item)}\t{item.model_args(settings.model_args)}\t{state}")
         return 0
-    outcomes = sweep.run(items)
+    outcomes = sweep.run(items, shard)
     for outcome in outcomes:
         print(f"{outcome.status:8s} {outcome.seconds:8.1f}s  {outcome.folder}")
     if args.analyze:

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from qd_models.runners.grid import build_items, expand_grid, make_item
-from qd_models.runners.store import COMPLETE_MARKER, LOCK_FILE, TMP_PREFIX
+from qd_models.runners.store import COMPLETE_MARKER, LOCK_DIR, TMP_PREFIX
 from qd_models.runners.sweep import EvalSettings, Sweep, build_parser, combos_from_args
 
 TASKS = ("qd_multilingual_ppl",)
@@ -142,7 +142,7 @@ def test_interrupted_config_leaves_nothing_and_resumes(tiny_model_dir, tmp_path,
     monkeypatch.setattr(EvaluationTracker, "save_results_samples", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         Sweep(_settings(model_dir, tmp_path, log_samples=True)).run(items)
-    names = sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_FILE)
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_DIR)
     sweep = Sweep(_settings(model_dir, tmp_path, log_samples=True))
     assert names == [sweep.folder_name(items[0])]  # no half-written folder, no temp folder
     assert (tmp_path / names[0] / COMPLETE_MARKER).is_file()
@@ -156,12 +156,15 @@ def test_interrupted_config_leaves_nothing_and_resumes(tiny_model_dir, tmp_path,
     assert len(list(outcomes[1].folder.rglob("samples_*.jsonl"))) == 8
 
 
-def test_second_sweep_on_same_folder_fails_fast(tiny_model_dir, tmp_path):
+def test_a_config_another_sweep_is_writing_fails_fast(tiny_model_dir, tmp_path):
     sweep = Sweep(_settings(tiny_model_dir("llama"), tmp_path))
-    with open(tmp_path / LOCK_FILE, "w") as handle:
+    baseline = sweep.folder_name(build_items([])[0])
+    (tmp_path / LOCK_DIR).mkdir()
+    with open(tmp_path / LOCK_DIR / f"{baseline}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        with pytest.raises(RuntimeError, match="another qd-sweep"):
+        with pytest.raises(RuntimeError, match=f"another qd-sweep is writing {baseline} in "):
             sweep.run(build_items([]))
+    assert not (tmp_path / baseline).exists()
 
 
 def test_model_dependent_errors_before_loading(tiny_model_dir, tmp_path):
