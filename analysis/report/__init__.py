@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import benchmarks, fidelity, many_languages, relations, task_languages
+from analysis import atlas, benchmarks, fidelity, many_languages, relations, task_languages
 from analysis.group_disparity import disparity
 from analysis.groups import resource_groups
 from analysis.language_degradation import Degradation, degradation
@@ -142,9 +142,13 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
 
     calibration = write_section(analysis.runset, analysis.deg.table, out / "tables", out / "figures")
     many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", slug)
+    options = analysis.options
+    atlas_lines = atlas.write_section(analysis.deg, out / "tables", out / "figures", slug, options.n_resamples, options.random_state,
+                                      options.confidence)
     figures["benchmarks"] = benchmarks.write_outputs(analysis.benchmarks, out) if analysis.benchmarks else []
     report = out / "report.md"
-    report.write_text(report_markdown(analysis, figures, command, many) + calibration, encoding="utf-8")
+    report.write_text(report_markdown(analysis, figures, command, many) + calibration + "".join(f"{line}\n" for line in atlas_lines),
+                      encoding="utf-8")
     return report
 
 
