@@ -15,19 +15,30 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 
+def _orthonormal_basis(X) -> tuple[np.ndarray, np.ndarray]:
+    """Thin QR of X (n, p); ValueError when a diagonal of R vanishes (rank-deficient design)."""
+    q, r = np.linalg.qr(np.asarray(X, dtype=float))
+    diagonal = np.abs(np.diag(r))
+    if diagonal.size and diagonal.min() <= 1e-10 * max(diagonal.max(), 1.0):
+        raise ValueError(f"design of {X.shape[0]} units and {X.shape[1]} columns is rank-deficient")
+    return q, r
+
+
+def _rss(q, Y) -> np.ndarray:
+    """Residual sum of squares of Y (n,) or (n, m) after projecting out the columns of q (n, p)."""
+    resid = Y - q @ (q.T @ Y)
+    return np.sum(resid**2, axis=0)
+
+
 def ols(X, Y) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients and residual sum of squares of Y on X (QR).
 
     X: (n, p) of full column rank; Y: (n,) or (n, m). Returns coef (p,) or (p, m) and rss () or (m,).
     Raises ValueError when X is rank-deficient.
     """
-    X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
-    q, r = np.linalg.qr(X)
-    if np.linalg.matrix_rank(X) < X.shape[1]:
-        raise ValueError(f"design of {X.shape[0]} units and {X.shape[1]} columns is rank-deficient")
-    coef = solve_triangular(r, q.T @ Y)
-    resid = Y - X @ coef
-    return coef, np.sum(resid**2, axis=0)
+    Y = np.asarray(Y, dtype=float)
+    q, r = _orthonormal_basis(X)
+    return solve_triangular(r, q.T @ Y), _rss(q, Y)
 
 
 def f_statistic(X, columns, Y) -> np.ndarray:
@@ -35,11 +46,11 @@ def f_statistic(X, columns, Y) -> np.ndarray:
 
     Y: (n,) or (n, m) -> () or (m,). NaN when n ≤ p.
     """
-    X = np.asarray(X, dtype=float)
+    X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
     n, p = X.shape
     keep = [j for j in range(p) if j not in set(columns)]
-    _, rss_full = ols(X, Y)
-    _, rss_reduced = ols(X[:, keep], Y)
+    rss_full = _rss(_orthonormal_basis(X)[0], Y)
+    rss_reduced = _rss(_orthonormal_basis(X[:, keep])[0], Y)
     if n <= p:
         return np.full(np.shape(rss_full), math.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -67,7 +78,7 @@ def permutation_p(X, columns, y, n_resamples: int = 2000, random_state: int = 0,
         method = "exact"
     else:
         rng = np.random.default_rng(random_state)
-        perms = np.array([rng.permutation(n) for _ in range(n_resamples)])
+        perms = np.argsort(rng.random((n_resamples, n)), axis=1)  # one uniform permutation per row
         method = f"Freedman–Lane, {n_resamples} permutations of languages, random_state={random_state}"
     ystar = fitted[:, None] + resid[perms].T
     hits = int(np.sum(f_statistic(X, columns, ystar) >= observed - 1e-12))
@@ -87,9 +98,10 @@ def bootstrap_coefficients(X, y, n_resamples: int = 2000, random_state: int = 0,
     draws = []
     for _ in range(n_resamples):
         rows = rng.integers(n, size=n)
-        if np.linalg.matrix_rank(X[rows]) < p:
+        try:
+            draws.append(ols(X[rows], y[rows])[0])
+        except ValueError:  # a level left out of this resample
             continue
-        draws.append(ols(X[rows], y[rows])[0])
     if not draws:
         return {"low": np.full(p, math.nan), "high": np.full(p, math.nan), "n_used": 0, "n_skipped": n_resamples}
     alpha = (1.0 - confidence) / 2.0
@@ -103,7 +115,8 @@ def leave_one_out(X, y) -> np.ndarray:
     n, p = X.shape
     out = np.full((n, p), math.nan)
     for i in range(n):
-        rows = np.arange(n) != i
-        if np.linalg.matrix_rank(X[rows]) == p:
-            out[i] = ols(X[rows], y[rows])[0]
+        try:
+            out[i] = ols(X[np.arange(n) != i], y[np.arange(n) != i])[0]
+        except ValueError:  # the design without unit i is rank-deficient
+            continue
     return out
