@@ -1,4 +1,7 @@
-"""The atlas section: which languages pay, with languages as the unit (suites of ≥ 30 languages).
+"""The atlas section: which languages pay, with languages as the unit (the atlas suite, ≥ 30 languages).
+
+Only suites in :data:`ATLAS_SUITES` get the section (``qd_udhr_atlas_ppl``; the 521-language
+``qd_udhr_ppl`` keeps the many-language view: its permutation and bootstrap fits cost minutes).
 
 Per (run, suite) block, one row per language: D (relative NLL increase) with its document-bootstrap
 CI, absolute Δ bits/byte, and the predictors
@@ -24,6 +27,7 @@ import pandas as pd
 from analysis import regression
 from analysis.many_languages import MIN_LANGUAGES, language_metadata
 
+ATLAS_SUITES = ("qd_udhr_atlas_ppl",)
 MIN_LEVEL = 5
 REFERENCE_SCRIPT = "Latn"
 REFERENCE_FAMILY = "Indo-European"
@@ -170,19 +174,19 @@ def scatter(frame: pd.DataFrame, coefs: pd.DataFrame, title: str = ""):
 
 def write_section(deg, tables_dir, figures_dir, slug=lambda text: text, n_resamples: int = 2000, random_state: int = 0,
                   confidence: float = 0.95) -> list[str]:
-    """``tables/atlas_*.csv``, ``figures/atlas_*.png`` and the report lines; [] without a block of ≥ 30 languages."""
+    """``tables/atlas_*.csv``, ``figures/atlas_*.png`` and the report lines; [] without an atlas block of ≥ 30 languages."""
     if deg.table.empty:
         return []
     frames, coef_tables, term_tables, summaries = [], [], [], []
     out = ["## Atlas: which languages pay (languages as the unit)", "",
-           f"Blocks with ≥ {MIN_LANGUAGES} languages. D = relative NLL increase, Δ = absolute bits/byte increase, side by side. "
+           f"Suites {', '.join(ATLAS_SUITES)} with ≥ {MIN_LANGUAGES} languages. D = relative NLL increase, Δ = absolute bits/byte increase, side by side. "
            "Regression per config and outcome: D (or Δ) ~ log2(baseline bits/byte / median) + script + family (levels with "
            f"< {MIN_LEVEL} languages pooled as `{OTHER}`; references {REFERENCE_SCRIPT}, {REFERENCE_FAMILY}); second model "
            "~ log2 rel. baseline + Joshi class over the languages that have one. CIs: bootstrap over languages; p: Freedman–Lane "
            f"permutation of languages ({n_resamples} permutations, random_state={random_state}); driver = the language whose "
            "removal changes the coefficient most.", ""]
     for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True):
-        if block.lang.nunique() < MIN_LANGUAGES:
+        if suite not in ATLAS_SUITES or block.lang.nunique() < MIN_LANGUAGES:
             continue
         frame = language_frame(block)
         coefs, terms = analyze_block(frame, n_resamples, random_state, confidence)

@@ -61,8 +61,11 @@ def test_scatter_returns_fig_and_axes(tmp_path):
     assert len(ax) == 2 and ax[0].get_ylabel() == "D (%)" and ax[1].get_ylabel() == "Δ bits/byte"
 
 
-def test_no_section_below_the_language_threshold(tmp_path):
+def test_no_section_below_the_language_threshold_or_outside_the_atlas_suite(tmp_path):
     assert atlas.write_section(_degradation(n_langs=10), tmp_path, tmp_path) == []
+    other = _degradation()
+    other.table["suite"] = "qd_udhr_ppl"
+    assert atlas.write_section(other, tmp_path, tmp_path) == []
 
 
 @pytest.mark.parametrize("value, text", [(0.1234, "+12.3%"), (float("nan"), "n/a")])
