@@ -44,7 +44,7 @@ def base_language(code: str) -> str:
     return re.split(r"[-_]", code, maxsplit=1)[0]
 
 
-UDHR_SUITES = ("qd_udhr_ppl", "qd_udhr8_ppl")
+UDHR_SUITES = ("qd_udhr_ppl", "qd_udhr8_ppl", "qd_udhr_atlas_ppl")
 """Suites whose subtask suffix is a UDHR declaration key (:func:`udhr_lang_key`): ``qd_udhr_ppl_deu_1901``."""
 
 

@@ -7,7 +7,8 @@
 Suites: ``qd_multilingual_ppl`` (bundled eval corpus), ``qd_calibration_ppl`` (bundled
 calibration corpus), ``qd_flores_ppl`` (FLORES+ devtest, gated, online), ``qd_udhr_ppl`` (bundled
 UDHR, one subtask per complete declaration) and ``qd_udhr8_ppl`` (UDHR, the 8 eval languages,
-a fixed article subset). Languages of the
+a fixed article subset), ``qd_udhr_atlas_ppl`` (UDHR, 120 languages by the rule of ``qd_tasks.atlas``,
+the same articles). Languages of the
 corpus suites come from the data files; FLORES+ languages are the eval languages, the ones
 already in ``qd_tasks/flores_ppl/`` and any ``--flores-lang`` given (FLORES+ config names,
 ``<iso639-3>_<script>``). A FLORES+ language in ``qd_tasks.languages`` gets its ISO 639-1
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from qd_tasks.atlas import ATLAS_ARTICLES, ATLAS_SUITE, atlas_languages
 from qd_tasks.corpus import load_corpus
 from qd_tasks.languages import BY_FLORES_CODE, LANGUAGES, SCRIPTS_WITHOUT_WORD_SPACES, get_language, whitespace_words_for
 from qd_tasks.task_yaml import (
@@ -107,6 +109,7 @@ def all_suites(extra_flores: list[str]) -> dict[Path, dict[str, str]]:
         TASKS_DIR / "flores_ppl": flores_suite(flores_codes(extra_flores)),
         TASKS_DIR / "udhr_ppl": udhr_suite("qd_udhr_ppl", list(udhr_languages()), None),
         TASKS_DIR / "udhr8_ppl": udhr_suite("qd_udhr8_ppl", list(DEFAULT_LANGS), UDHR8_ARTICLES),
+        TASKS_DIR / "udhr_atlas_ppl": udhr_suite(ATLAS_SUITE, sorted(lang.key for lang in atlas_languages()), ATLAS_ARTICLES),
     }
 
 

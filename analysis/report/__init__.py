@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import benchmarks, calibration_draws, fidelity, many_languages, relations, task_languages
+from analysis import atlas, benchmarks, calibration_draws, fidelity, many_languages, relations, task_languages
 from analysis.group_disparity import disparity
 from analysis.groups import resource_groups
 from analysis.language_degradation import Degradation, degradation
@@ -146,9 +146,13 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
     draw_lines = calibration_draws.write_section(draws, out / "tables", many_languages.MIN_LANGUAGES)
     calibration = write_section(analysis.runset, draws.config_table, out / "tables", out / "figures", draws.comparisons)
     many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", slug)
+    options = analysis.options
+    atlas_lines = atlas.write_section(analysis.deg, out / "tables", out / "figures", slug, options.n_resamples, options.random_state,
+                                      options.confidence)
     figures["benchmarks"] = benchmarks.write_outputs(analysis.benchmarks, out) if analysis.benchmarks else []
     report = out / "report.md"
-    report.write_text(report_markdown(analysis, figures, command, many) + "\n".join(draw_lines) + "\n" + calibration, encoding="utf-8")
+    report.write_text(report_markdown(analysis, figures, command, many) + "\n".join(draw_lines) + "\n" + calibration
+                      + "".join(f"{line}\n" for line in atlas_lines), encoding="utf-8")
     return report
 
 

@@ -1,0 +1,250 @@
+"""The atlas section: which languages pay, with languages as the unit (the atlas suite, ≥ 30 languages).
+
+Only suites in :data:`ATLAS_SUITES` get the section (``qd_udhr_atlas_ppl``; the 521-language
+``qd_udhr_ppl`` keeps the many-language view: its permutation and bootstrap fits cost minutes).
+
+Per (run, suite) block, one row per language: D (relative NLL increase) with its document-bootstrap
+CI, absolute Δ bits/byte, and the predictors
+
+- ``log2_rel_baseline``: log2 of the language's baseline bits/byte over the block's median
+  (0 = the model knows the language as well as the median language; +1 = twice the bits/byte),
+- ``script`` and ``family`` (Glottolog) as factors: levels with ≥ :data:`MIN_LEVEL` languages,
+  the rest pooled as ``other``; references :data:`REFERENCE_SCRIPT` and :data:`REFERENCE_FAMILY`,
+- ``joshi_class`` (0-5) in a second model over the languages that have one.
+
+Both outcomes (D and Δ) are regressed on the same design (:mod:`analysis.regression`):
+coefficients with bootstrap-over-languages CIs, a Freedman–Lane permutation p per column and
+per factor, and the language that drives each coefficient (largest change when left out).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis import regression
+from analysis.many_languages import MIN_LANGUAGES, language_metadata
+
+ATLAS_SUITES = ("qd_udhr_atlas_ppl",)
+MIN_LEVEL = 5
+REFERENCE_SCRIPT = "Latn"
+REFERENCE_FAMILY = "Indo-European"
+OTHER = "other"
+OUTCOMES = {"degradation": "D", "delta_bpb": "Δ bits/byte"}
+TOP_K = 10
+MIN_JOSHI_LANGUAGES = 10
+
+
+def _families(iso_codes) -> list[str]:
+    try:
+        from qd_tasks.families import language_family
+    except ImportError:
+        return ["unknown"] * len(iso_codes)
+    return [language_family(code) or "unknown" for code in iso_codes]
+
+
+def _levels(values: pd.Series, reference: str) -> pd.Series:
+    """Values with fewer than :data:`MIN_LEVEL` languages pooled as ``other`` (the reference is always kept)."""
+    counts = values.value_counts()
+    return values.where(values.map(counts).ge(MIN_LEVEL) | values.eq(reference), OTHER)
+
+
+def language_frame(block: pd.DataFrame) -> pd.DataFrame:
+    """One (run, suite) block of ``Degradation.table`` with metadata and predictors, finite D and baseline only."""
+    block = block[np.isfinite(block.degradation.to_numpy(dtype=float)) & (block.bpb_base.to_numpy(dtype=float) > 0)]
+    meta = language_metadata(list(block.lang))
+    meta["family"] = _families(list(meta.iso639_3))
+    frame = block.merge(meta, on="lang", how="left").sort_values("lang").reset_index(drop=True)
+    frame["rel_baseline"] = frame.bpb_base / frame.bpb_base.median()
+    frame["log2_rel_baseline"] = np.log2(frame.rel_baseline)
+    frame["script_level"] = _levels(frame.script, REFERENCE_SCRIPT)
+    frame["family_level"] = _levels(frame.family, REFERENCE_FAMILY)
+    return frame
+
+
+def design(frame: pd.DataFrame, numeric: list[str], factors: dict[str, str]) -> tuple[np.ndarray, list[str], dict[str, list[int]]]:
+    """Design matrix (intercept, numeric columns, one indicator per non-reference level), column
+    names and {term: column indices}. factors: {column: reference level}; a reference absent from
+    the data becomes the most frequent level."""
+    columns, names, terms = [np.ones(len(frame))], ["intercept"], {}
+    for name in numeric:
+        terms[name] = [len(names)]
+        columns.append(frame[name].to_numpy(dtype=float))
+        names.append(name)
+    for factor, reference in factors.items():
+        levels = sorted(set(frame[factor]))
+        if reference not in levels:
+            reference = frame[factor].value_counts().sort_index().idxmax()
+        terms[factor] = []
+        for level in [level for level in levels if level != reference]:
+            terms[factor].append(len(names))
+            columns.append((frame[factor] == level).to_numpy(dtype=float))
+            names.append(f"{factor}={level}")
+    return np.column_stack(columns), names, terms
+
+
+def fit_model(frame: pd.DataFrame, numeric: list[str], factors: dict[str, str], n_resamples: int, random_state: int,
+              confidence: float, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(coefficients, terms) of both outcomes: per column coef, bootstrap CI, permutation p, driving
+    language and the coefficient without it; per multi-column factor its F and permutation p."""
+    X, names, terms = design(frame, numeric, factors)
+    coef_rows, term_rows = [], []
+    for outcome in OUTCOMES:
+        y = frame[outcome].to_numpy(dtype=float)
+        coef, _ = regression.ols(X, y)
+        boot = regression.bootstrap_coefficients(X, y, n_resamples, random_state, confidence)
+        loo = regression.leave_one_out(X, y)
+        for j, name in enumerate(names):
+            test = regression.permutation_p(X, [j], y, n_resamples, random_state) if j else {"p": math.nan}
+            change = np.abs(loo[:, j] - coef[j])
+            driver = int(np.nanargmax(change)) if np.isfinite(change).any() else None
+            coef_rows.append({
+                "model": model, "outcome": outcome, "column": name, "coef": coef[j],
+                "ci_low": boot["low"][j], "ci_high": boot["high"][j], "p_perm": test["p"],
+                "driver": frame.lang.iloc[driver] if driver is not None else "",
+                "coef_without_driver": loo[driver, j] if driver is not None else math.nan,
+                "n_langs": len(frame), "n_boot_skipped": boot["n_skipped"],
+            })
+        for term, cols in terms.items():
+            if len(cols) > 1:
+                test = regression.permutation_p(X, cols, y, n_resamples, random_state)
+                term_rows.append({"model": model, "outcome": outcome, "term": term, "df": len(cols), "f": test["f"],
+                                  "p_perm": test["p"], "method": test["method"]})
+    return pd.DataFrame(coef_rows), pd.DataFrame(term_rows)
+
+
+def analyze_block(frame: pd.DataFrame, n_resamples: int = 2000, random_state: int = 0, confidence: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Model ``all`` (baseline + script + family, every language) and model ``joshi`` (baseline +
+    Joshi class, the languages that have one, when ≥ :data:`MIN_JOSHI_LANGUAGES` and ≥ 2 classes)."""
+    coefs, terms = fit_model(frame, ["log2_rel_baseline"], {"script_level": REFERENCE_SCRIPT, "family_level": REFERENCE_FAMILY},
+                             n_resamples, random_state, confidence, "all")
+    known = frame[np.isfinite(frame.joshi_class.to_numpy(dtype=float))].reset_index(drop=True)
+    if len(known) >= MIN_JOSHI_LANGUAGES and known.joshi_class.nunique() >= 2:
+        extra, _ = fit_model(known, ["log2_rel_baseline", "joshi_class"], {}, n_resamples, random_state, confidence, "joshi")
+        coefs = pd.concat([coefs, extra], ignore_index=True)
+    return coefs, terms
+
+
+def group_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per script level and family level: languages, mean and median D, mean Δ, mean relative baseline."""
+    rows = []
+    for kind in ("script_level", "family_level"):
+        for level, part in frame.groupby(kind, sort=True):
+            rows.append({"grouping": kind.split("_")[0], "level": level, "n_langs": len(part),
+                         "mean_D": part.degradation.mean(), "median_D": part.degradation.median(),
+                         "mean_delta_bpb": part.delta_bpb.mean(), "mean_rel_baseline": part.rel_baseline.mean(),
+                         "langs": ", ".join(sorted(part.lang)[:6]) + (", ..." if len(part) > 6 else "")})
+    return pd.DataFrame(rows)
+
+
+def scatter(frame: pd.DataFrame, coefs: pd.DataFrame, title: str = ""):
+    """D (%) and Δ bits/byte vs log2 relative baseline, the two outcomes side by side, fitted
+    baseline slopes drawn through the means. Returns (fig, ax) with ax the pair of axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.0, 4.0))
+    ax = fig.subplots(1, 2)
+    x = frame.log2_rel_baseline.to_numpy(dtype=float)
+    families = list(frame.family_level.value_counts().index)
+    for axis, (outcome, label) in zip(ax, OUTCOMES.items()):
+        scale = 100.0 if outcome == "degradation" else 1.0
+        y = scale * frame[outcome].to_numpy(dtype=float)
+        for i, family in enumerate(families):
+            mask = (frame.family_level == family).to_numpy()
+            axis.scatter(x[mask], y[mask], s=10, alpha=0.75, color=f"C{i}", label=f"{family} ({int(mask.sum())})")
+        row = coefs[(coefs.model == "all") & (coefs.outcome == outcome) & (coefs.column == "log2_rel_baseline")]
+        if len(row) and np.isfinite(x).any():
+            slope = scale * float(row.coef.iloc[0])
+            grid = np.linspace(np.nanmin(x), np.nanmax(x), 2)
+            axis.plot(grid, y.mean() + slope * (grid - x.mean()), color="black", lw=1,
+                      label=f"slope {slope:+.3g} (p={float(row.p_perm.iloc[0]):.2g})")
+        for i in np.argsort(y)[[0, 1, 2, -3, -2, -1]] if len(y) >= 6 else []:
+            axis.annotate(frame.lang.iloc[i], (x[i], y[i]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        axis.axvline(0.0, color="grey", lw=0.5, ls=":")
+        axis.set_title(label, fontsize=8)
+        axis.set_xlabel("log2 baseline bits/byte relative to the median language")
+        axis.set_ylabel("D (%)" if outcome == "degradation" else "Δ bits/byte")
+        axis.legend(fontsize=5.5, loc="best")
+    fig.suptitle(title or "Who pays: relative D and absolute Δ vs how well the model knows the language", fontsize=9)
+    fig.subplots_adjust(left=0.08, bottom=0.13, right=0.98, top=0.9, wspace=0.25)
+    return fig, ax
+
+
+def write_section(deg, tables_dir, figures_dir, slug=lambda text: text, n_resamples: int = 2000, random_state: int = 0,
+                  confidence: float = 0.95) -> list[str]:
+    """``tables/atlas_*.csv``, ``figures/atlas_*.png`` and the report lines; [] without an atlas block of ≥ 30 languages."""
+    if deg.table.empty:
+        return []
+    frames, coef_tables, term_tables, summaries = [], [], [], []
+    out = ["## Atlas: which languages pay (languages as the unit)", "",
+           f"Suites {', '.join(ATLAS_SUITES)} with ≥ {MIN_LANGUAGES} languages. D = relative NLL increase, Δ = absolute bits/byte increase, side by side. "
+           "Regression per config and outcome: D (or Δ) ~ log2(baseline bits/byte / median) + script + family (levels with "
+           f"< {MIN_LEVEL} languages pooled as `{OTHER}`; references {REFERENCE_SCRIPT}, {REFERENCE_FAMILY}); second model "
+           "~ log2 rel. baseline + Joshi class over the languages that have one. CIs: bootstrap over languages; p: Freedman–Lane "
+           f"permutation of languages ({n_resamples} permutations, random_state={random_state}); driver = the language whose "
+           "removal changes the coefficient most.", ""]
+    for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True):
+        if suite not in ATLAS_SUITES or block.lang.nunique() < MIN_LANGUAGES:
+            continue
+        frame = language_frame(block)
+        coefs, terms = analyze_block(frame, n_resamples, random_state, confidence)
+        label = block.label.iloc[0]
+        for table, rows in ((frames, frame), (coef_tables, coefs), (term_tables, terms), (summaries, group_summary(frame))):
+            table.append(rows.assign(quant_id=quant_id, suite=suite, config=label))
+        out += _block_lines(frame, coefs, terms, label, quant_id, suite, confidence)
+        fig, _ = scatter(frame, coefs, f"{label} — {suite} ({len(frame)} languages)")
+        path = figures_dir / f"atlas_{slug(quant_id)}_{slug(suite)}.png"
+        fig.savefig(path, dpi=90)
+        out += [f"![atlas_{slug(quant_id)}](figures/{path.name})", ""]
+    if not frames:
+        return []
+    for name, parts in (("atlas_languages", frames), ("atlas_coefficients", coef_tables), ("atlas_terms", term_tables),
+                        ("atlas_groups", summaries)):
+        pd.concat(parts, ignore_index=True).to_csv(tables_dir / f"{name}.csv", index=False)
+    out += ["Tables: tables/atlas_languages.csv, atlas_coefficients.csv, atlas_terms.csv, atlas_groups.csv.", ""]
+    return out
+
+
+def _block_lines(frame, coefs, terms, label, quant_id, suite, confidence) -> list[str]:
+    level = f"{100 * confidence:.0f}%"
+    out = [f"### {label} — `{quant_id}` — {suite} ({len(frame)} languages, {frame.script.nunique()} scripts, "
+           f"{frame.family.nunique()} families)", ""]
+    ordered = frame.sort_values(["degradation", "lang"], ascending=[False, True])
+    for heading, part in (("Pay most", ordered.head(TOP_K)), ("Pay least", ordered.tail(TOP_K).iloc[::-1])):
+        rows = [f"| {r.lang} | {r.name} | {r.script} | {r.family} | {_fmt(r.joshi_class, '.0f')} | {_fmt(r.bpb_base)} | "
+                f"{_fmt(r.rel_baseline)} | {_pct(r.degradation)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}] | {r.delta_bpb:+.3f} |"
+                for r in part.itertuples()]
+        out += [f"{heading} (D with its {level} document-bootstrap CI):", "",
+                "| lang | name | script | family | Joshi | bits/byte base | rel. baseline | D [CI] | Δ bits/byte |",
+                "|---|---|---|---|---|---|---|---|---|", *rows, ""]
+    out += [f"Coefficients ({level} bootstrap-over-languages CI, permutation p; D in %, Δ in bits/byte):", "",
+            "| model | term | D: coef [CI] | p | driver (D without it) | Δ: coef [CI] | p | driver (Δ without it) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for (model, column), part in coefs[coefs.column != "intercept"].groupby(["model", "column"], sort=False):
+        cells = []
+        for outcome in OUTCOMES:
+            r = part[part.outcome == outcome].iloc[0]
+            scale, fmt = (100.0, "+.2f") if outcome == "degradation" else (1.0, "+.3f")
+            cells += [f"{scale * r.coef:{fmt}} [{scale * r.ci_low:{fmt}}, {scale * r.ci_high:{fmt}}]", f"{r.p_perm:.3g}",
+                      f"{r.driver} ({scale * r.coef_without_driver:{fmt}})"]
+        out.append(f"| {model} (n={int(part.n_langs.iloc[0])}) | {column} | " + " | ".join(cells) + " |")
+    out.append("")
+    if not terms.empty:
+        by = {(t.term, t.outcome): t for t in terms.itertuples()}
+        rows = []
+        for term in dict.fromkeys(terms.term):
+            d, a = by[(term, "degradation")], by[(term, "delta_bpb")]
+            rows.append(f"| {term} | {d.df} | {d.f:.3g} | {d.p_perm:.3g} | {a.f:.3g} | {a.p_perm:.3g} |")
+        out += ["Factors as a whole (F of dropping the factor, permutation p):", "",
+                "| factor | df | D: F | p | Δ: F | p |", "|---|---|---|---|---|---|", *rows, ""]
+    return out
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:+.1f}%"
+
+
+def _fmt(value, spec: str = ".3g") -> str:
+    return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):{spec}}"
