@@ -91,6 +91,10 @@ class QDHFLM(HFLM):
             from qd_models.calibration import load_calibration_texts
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
+        if config.calibration == "inputs":
+            from qd_models.calibration import calibration_memory_budget
+
+            calibration_memory_budget()  # $QD_CALIB_MEMORY_GB checked before loading weights
         super().__init__(pretrained=pretrained, device=device, **hf_kwargs)
         self.scoring = {
             **{name: _plain(hf_kwargs.get(name)) for name in SCORING_ARGS},

@@ -35,6 +35,7 @@ from qd_models.calibration.activations import (
     layer_calibration_report,
     tokenize_texts,
 )
+from qd_models.calibration.block_inputs import MEMORY_ENV, BlockInputs, calibration_memory_budget
 from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_fingerprint, stats_cache_dir
 from qd_models.calibration.sources import (
     UDHR_SOURCE,
@@ -44,7 +45,6 @@ from qd_models.calibration.sources import (
     udhr_calibration_records,
     udhr_evaluation_texts,
 )
-from qd_models.calibration.block_inputs import MEMORY_ENV, BlockInputs, calibration_memory_budget
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_LENGTH", "STATS_VERSION", "MEMORY_ENV", "UDHR_SOURCE", "ActivationStats", "BlockInputs", "CalibrationBatches",
