@@ -93,21 +93,31 @@ def block_module_name(name: str) -> str | None:
     return name[: match.end(1)] if match else None
 
 
-def _layer_inputs(model: nn.Module, targets: list[_Target], target: _Target, calib, grams: dict) -> LayerInputs:
+def _layer_inputs(model: nn.Module, targets: list[_Target], target: _Target, calib, grams: dict, block_inputs) -> LayerInputs:
     """Gram matrix and mean |x| of ``target``'s input for the ``inputs`` calibration: collected
     for all quantized targets of ``target``'s block at once, when its first target is reached
-    (so earlier blocks are already quantized: GPTQ's sequential order)."""
+    (so earlier blocks are already quantized: GPTQ's sequential order), by running the block on
+    its cached inputs (``block_inputs``: :class:`qd_models.calibration.BlockInputs`); targets
+    outside the blocks (e.g. a quantized head) by a full forward pass."""
     if target.layout == "embedding":
         return LayerInputs()
     if target.name not in grams:
-        from .calibration import collect_input_grams
-
         block = block_module_name(target.name)
         names = [t.name for t in targets
                  if t.status == "quantize" and t.layout != "embedding" and block_module_name(t.name) == block]
-        grams.update(collect_input_grams(model, calib, names, block))
+        if block is None:
+            from .calibration import collect_input_grams
+
+            grams.update(collect_input_grams(model, calib, names, None))
+        else:
+            grams.update(block_inputs.grams(block, names))
     gram, mean_abs = grams.pop(target.name)
     return LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
+
+
+def _block_modules(model: nn.Module) -> list[str]:
+    """Names of the transformer blocks (``model.layers.3``, ``transformer.h.3``), in model order."""
+    return [name for name, _ in model.named_modules() if name and block_module_name(name) == name]
 
 
 def _plan_target(target: _Target) -> PlanTarget:
@@ -267,11 +277,24 @@ def quantize_(
     over :func:`quantization_targets`, required when ``config.needs_calibration`` (``method=laaciq``,
     ``keep_by=activation``, a gguf importance matrix; adds ``calibration`` blocks to the report).
     ``calib``: a :class:`qd_models.calibration.CalibrationBatches`, required by methods whose
-    calibration is ``inputs`` (GPTQ, AWQ: block by block, see :func:`_layer_inputs`).
+    calibration is ``inputs`` (GPTQ, AWQ: block by block, see :func:`_layer_inputs`; each block's
+    inputs are cached for the walk, :class:`qd_models.calibration.BlockInputs`, and dropped when it
+    ends, also on an error).
     Each layer is quantized by ``QUANTIZERS[config.method].layer`` (:mod:`qd_models.methods`),
     after the method's ``plan`` (if any) saw every target once.
     For bitsandbytes methods (already quantized at load) only the report is built.
     """
+    if calib is None:
+        return _quantize(model, config, filter_fn, originals_for_restore, act_stats, None, None)
+    from .calibration import BlockInputs
+
+    with BlockInputs(model, calib, _block_modules(model)) as block_inputs:
+        return _quantize(model, config, filter_fn, originals_for_restore, act_stats, calib, block_inputs)
+
+
+def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None, originals_for_restore: dict | None,
+              act_stats, calib, block_inputs) -> dict:
+    """:func:`quantize_` with the calibration's block inputs (``None`` without ``calib``)."""
     if config.mechanism == "bnb":
         return _bnb_report(model, config)
     start = time.perf_counter()
@@ -329,7 +352,7 @@ def quantize_(
         else:
             kept = None
         valid = None if kept is None else (~kept).float().view_as(blocks)
-        layer_inputs = _layer_inputs(model, targets, target, calib, grams) if sequential else LayerInputs(stats=inputs)
+        layer_inputs = _layer_inputs(model, targets, target, calib, grams, block_inputs) if sequential else LayerInputs(stats=inputs)
         layer_inputs = replace(layer_inputs, plan=plans.get(target.name))
         if gram_report is not None and layer_inputs.gram is not None:
             layer.update(gram_report(layer_inputs.gram))

@@ -108,6 +108,10 @@ class QDHFLM(HFLM):
             from qd_models.calibration import load_calibration_texts
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
+        if config.calibration == "inputs":
+            from qd_models.calibration import calibration_memory_budget
+
+            calibration_memory_budget()  # $QD_CALIB_MEMORY_GB checked before loading weights
         from qd_models.model_identity import model_fingerprint
 
         self.model_fingerprint = model_fingerprint(pretrained, hf_kwargs.get("revision"))  # the weights as loaded (before quantizing)

@@ -276,7 +276,10 @@ def calibration_report(stats: ActivationStats, config: QuantConfig, layers: list
 class CalibrationBatches:
     """Tokenized calibration texts for the ``inputs`` calibration (GPTQ, AWQ): ``token_ids``
     ``{lang: [[prefix, tokens...], ...]}``, ``tokens[lang]`` counted positions (text tokens,
-    not the prefix), the source's description and the padding id."""
+    not the prefix), the source's description and the padding id. Counters: ``passes`` model
+    forward passes (a capture of the blocks' inputs, or a full pass), ``block_evaluations`` runs of
+    one block over every batch (:class:`qd_models.calibration.BlockInputs`), ``spilled_batches``
+    batches whose hidden states went to disk, ``seconds`` time spent."""
 
     token_ids: dict[str, list[list[int]]]
     tokens: dict[str, int]
@@ -285,6 +288,8 @@ class CalibrationBatches:
     batch_size: int = DEFAULT_BATCH_SIZE
     passes: int = 0
     seconds: float = 0.0
+    block_evaluations: int = 0
+    spilled_batches: int = 0
 
     @classmethod
     def from_texts(cls, tokenizer, texts: dict[str, list[str]], source: str = "", prefix_id: int | None = None,
@@ -303,7 +308,39 @@ class CalibrationBatches:
                 "samples_per_language": {lang: len(seqs) for lang, seqs in self.token_ids.items()},
                 "per_language": {lang: {"tokens": count} for lang, count in self.tokens.items()},
                 "weighting": "each language's tokens carry equal total weight", "forward_passes": self.passes,
-                "seconds": self.seconds}
+                "block_evaluations": self.block_evaluations, "spilled_batches": self.spilled_batches, "seconds": self.seconds}
+
+
+def language_weights(batches: CalibrationBatches) -> tuple[list[str], list[float]]:
+    """The calibration languages with tokens and each one's per-token weight 1 / (n_lang * L)."""
+    langs = [lang for lang, count in batches.tokens.items() if count > 0]
+    if not langs:
+        raise ValueError("calibration texts have no tokens after the prefix; allowed: non-empty texts")
+    return langs, [1.0 / (batches.tokens[lang] * len(langs)) for lang in langs]
+
+
+def gram_hook(name: str, sums: dict[str, list[torch.Tensor]], current: dict, weights: list[float]):
+    """A forward pre-hook adding module ``name``'s counted inputs ``x`` ``[n, in]`` (float64) to
+    ``sums[name] = [sum w x x^T [in, in], sum w |x| [in]]`` on the input's device, w =
+    ``weights[current["lang"]]``, rows chosen by ``current["rows"]`` (``[B*T]`` bool)."""
+    def hook(module, args):
+        rows = _counted_rows(name, args[0], current["rows"]).double()
+        weight = weights[current["lang"]]
+        if name not in sums:
+            sums[name] = [torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device),
+                          torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)]
+        sums[name][0].addmm_(rows.t(), rows, alpha=weight)
+        sums[name][1].add_(rows.abs().sum(0), alpha=weight)
+    return hook
+
+
+def check_all_called(module_names: list[str], sums: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{name: (E[x x^T], E|x|)}`` from :func:`gram_hook`'s sums; ``ValueError`` naming a module
+    that was never called."""
+    never = [name for name in module_names if name not in sums]
+    if never:
+        raise ValueError(f"module {never[0]!r} was never called during calibration; allowed: modules on the forward path before the output head")
+    return {name: (gram, mean_abs) for name, (gram, mean_abs) in sums.items()}
 
 
 def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_names: list[str], stop_after: str | None = None,
@@ -311,29 +348,15 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
     """``{name: (E[x x^T] float64 [in, in], E|x| float64 [in])}`` of the inputs of
     ``module_names`` over the calibration texts, on the model's device, each language's tokens
     weighted 1 / (n_lang * L) (equal total weight per language; prefix and padding positions not
-    counted). The forward pass is cut by an exception from a forward hook on ``stop_after`` (the
-    block holding the modules; ``None``: before the output head, unless it is in
-    ``module_names``), so block k costs a pass through blocks 0..k: a model of n blocks costs
-    about n^2 / 2 block evaluations per calibration batch (caching each block's output hidden
-    states would make it n, at the memory of all calibration hidden states)."""
+    counted), from full-model forward passes. The pass is cut by an exception from a forward hook
+    on ``stop_after`` (a block holding the modules; ``None``: before the output head, unless it is
+    in ``module_names``). The engine uses it for targets outside the transformer blocks (e.g. a
+    quantized head); block targets go through :class:`qd_models.calibration.BlockInputs`, which
+    runs each block once on cached inputs instead of re-running blocks 0..k for block k."""
     named = dict(model.named_modules())
-    langs = [lang for lang, count in batches.tokens.items() if count > 0]
-    if not langs:
-        raise ValueError("calibration texts have no tokens after the prefix; allowed: non-empty texts")
+    langs, weights = language_weights(batches)
     sums: dict[str, list[torch.Tensor]] = {}
     current: dict = {"lang": 0, "rows": None}
-    weights = [1.0 / (batches.tokens[lang] * len(langs)) for lang in langs]
-
-    def make_hook(name: str):
-        def hook(module, args):
-            rows = _counted_rows(name, args[0], current["rows"]).double()
-            weight = weights[current["lang"]]
-            if name not in sums:
-                sums[name] = [torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device),
-                              torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)]
-            sums[name][0].addmm_(rows.t(), rows, alpha=weight)
-            sums[name][1].add_(rows.abs().sum(0), alpha=weight)
-        return hook
 
     def stop(*args):
         raise _StopForward
@@ -345,7 +368,7 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
     model.eval()
     try:
         for name in module_names:
-            handles.append(named[name].register_forward_pre_hook(make_hook(name)))
+            handles.append(named[name].register_forward_pre_hook(gram_hook(name, sums, current, weights)))
         if stop_after is not None:
             handles.append(named[stop_after].register_forward_hook(stop))
         elif head is not None and not any(named[name] is head for name in module_names):
@@ -357,7 +380,4 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
         model.train(was_training)
     batches.passes += 1
     batches.seconds += time.perf_counter() - start
-    never = [name for name in module_names if name not in sums]
-    if never:
-        raise ValueError(f"module {never[0]!r} was never called during calibration; allowed: modules on the forward path before the output head")
-    return {name: (gram, mean_abs) for name, (gram, mean_abs) in sums.items()}
+    return check_all_called(module_names, sums)

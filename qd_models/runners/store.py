@@ -66,9 +66,7 @@ def remove_stale_tmp(output: Path) -> None:
     """Remove the ``.tmp-<folder>-<token>`` staging folders of killed sweeps (those whose config
     folder no process holds)."""
     for stale in output.glob(f"{TMP_PREFIX}*"):
-        name = staged_folder_name(stale.name)
-        if name is None:
-            continue
+        name = staged_folder_name(stale.name) or stale.name.removeprefix(TMP_PREFIX)  # an older `.tmp-<folder>`
         try:
             with config_lock(output, name):
                 shutil.rmtree(stale, ignore_errors=True)

@@ -661,7 +661,22 @@ def test_inputs_calibration_collects_each_block_once_in_order(monkeypatch):
                                  dtype=torch.float64) * (1 + len(collected)),
                        torch.full((3,), 2.0, dtype=torch.float64)) for name in names}
 
-    monkeypatch.setattr(calibration, "collect_input_grams", fake_grams)
+    class FakeBlockInputs:  # block targets: each block run on its cached inputs
+        def __init__(self, model, batches, blocks):
+            assert blocks == ["layers.0", "layers.1"]
+            self.model, self.batches = model, batches
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def grams(self, block, names):
+            return fake_grams(self.model, self.batches, names, block)
+
+    monkeypatch.setattr(calibration, "collect_input_grams", fake_grams)  # targets outside the blocks: a full pass
+    monkeypatch.setattr(calibration, "BlockInputs", FakeBlockInputs)
     monkeypatch.setitem(methods.QUANTIZERS, "gptq", _recording_quantizer(calls))
     model = _Toy()
     config = parse_qd_args({"method": "gptq", "group_size": 8, "quantize_embeddings": "true",

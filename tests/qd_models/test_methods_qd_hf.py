@@ -34,24 +34,25 @@ def test_gptq_block_inputs_come_from_the_quantized_earlier_blocks(tiny_model_dir
     from qd_models import calibration
 
     seen = {}
-    original = calibration.collect_input_grams
+    original = calibration.BlockInputs.grams
 
-    def recording(model, batches, names, stop_after=None, progress=False):
-        grams = original(model, batches, names, stop_after, progress)
+    def recording(self, block, names):
+        grams = original(self, block, names)
         seen.update({name: grams[name][0].clone() for name in names})
         return grams
 
-    monkeypatch.setattr(calibration, "collect_input_grams", recording)
+    monkeypatch.setattr(calibration.BlockInputs, "grams", recording)
     path = tiny_model_dir("llama")
     model, _, calib, report = quantize(path, {"method": "gptq", "group_size": "16", "calib_samples": "3"})
     name = "model.layers.1.self_attn.q_proj"
-    after = original(model, calib, [name], "model.layers.1")[name][0]
+    after = calibration.collect_input_grams(model, calib, [name], "model.layers.1")[name][0]
     from transformers import AutoModelForCausalLM
 
-    before = original(AutoModelForCausalLM.from_pretrained(path), calib, [name], "model.layers.1")[name][0]
+    before = calibration.collect_input_grams(AutoModelForCausalLM.from_pretrained(path), calib, [name], "model.layers.1")[name][0]
     assert float((seen[name] - after).abs().max()) <= 1e-12 * float(after.abs().max())
     assert float((seen[name] - before).abs().max()) > 1e-6 * float(before.abs().max())
-    assert report["calibration"]["forward_passes"] == 2  # one partial pass per block
+    # one capture pass; blocks run on cached inputs: block 0 collects and propagates, block 1 collects
+    assert report["calibration"]["forward_passes"] == 1 and report["calibration"]["block_evaluations"] == 3
     layers = [layer for layer in report["layers"] if layer["status"] == "quantized"]
     assert len(layers) == 14 and all(layer["rel_output_error"] < layer["rtn_rel_output_error"] for layer in layers)
     assert all(layer["bits_per_weight"] == 4 + 16 / 16 for layer in layers)  # codes + one 16-bit scale per group
