@@ -641,6 +641,8 @@ def test_keep_top_passes_the_unkept_mask_to_the_method(monkeypatch):
 
 
 class _FakeCalib:
+    tokens = {"en": 64}  # calibration tokens per language (the sufficiency report reads their sum)
+
     def report(self):
         return {"kind": "inputs", "marker": 1}
 
@@ -691,7 +693,11 @@ def test_inputs_calibration_collects_each_block_once_in_order(monkeypatch):
     assert [None if i.gram is None else (i.gram.dtype, float(i.gram[0, 0]), i.gram.shape[0]) for i in inputs[1:]] == [
         (torch.float32, 2.0, 8), (torch.float32, 2.0, 16), (torch.float32, 3.0, 16), (torch.float32, 4.0, 8)]
     assert all(i.mean_abs.dtype == torch.float32 for i in inputs[1:])
-    assert report["calibration"] == {"kind": "inputs", "marker": 1}
+    # calib.report() carried, plus the sufficiency summary of the fakes: 64 tokens, widest input 16,
+    # four identity-shaped Gram matrices (full rank, condition 1)
+    assert report["calibration"] == {"kind": "inputs", "marker": 1, "tokens": 64, "largest_input_dim": 16,
+                                     "tokens_per_largest_input_dim": 4.0, "gram_layers": 4,
+                                     "rank_deficient_layers": 0, "max_gram_condition": 1.0}
 
 
 def test_block_module_name():
