@@ -62,6 +62,13 @@ def check_pretrained_path(pretrained) -> None:
 
 @register_model(record.LM_EVAL_MODEL)
 class QDHFLM(HFLM):
+    sort_rolling_by_length: bool = True
+    """Score rolling documents longest first, so that each batch holds documents of similar
+    length: HFLM batches them in request order and right-pads every row to the batch's longest,
+    computing the model and the full-vocabulary log-softmax on the padding too. A document's
+    score does not depend on its batch (up to float round-off); ``False``: lm-eval's order
+    (``scripts/bench_throughput.py`` times both)."""
+
     def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
         """``device`` defaults to the lm_eval CLI's "cuda:0", which HFLM resolves to cuda when
         available and cpu otherwise (HFLM's own default "cuda" fails on CPU-only torch), so
@@ -194,18 +201,27 @@ class QDHFLM(HFLM):
             logger.info("qd-hf: quantized model saved to %s", config.save_to)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        """HFLM's rolling windows over ``[prefix] + text tokens`` (see the module doc); with
-        fidelity on, per-token fidelity data is collected and written once all are scored."""
+        """HFLM's rolling windows over ``[prefix] + text tokens`` (see the module doc), longest
+        documents first (:attr:`sort_rolling_by_length`), results in the order of ``requests``;
+        with fidelity on, per-token fidelity data is collected and written once all are scored."""
         with progress_bars_closed_on_error():
             self._rolling = True
             try:
+                order = list(range(len(requests)))
+                if self.sort_rolling_by_length:
+                    lengths = [len(self.tok_encode(req.args[0])) for req in requests]
+                    order.sort(key=lambda i: -lengths[i])
+                ordered = [requests[i] for i in order]
                 if self.fidelity is not None:
                     if self.backend != "causal":
                         raise ValueError("fidelity_* is not allowed here; allowed: a causal model")
-                    self.fidelity.plan(requests, self.tok_encode, self.prefix_token_id, self.max_length, padded=self.world_size > 1)
-                result = super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+                    self.fidelity.plan(ordered, self.tok_encode, self.prefix_token_id, self.max_length, padded=self.world_size > 1)
+                scored = super().loglikelihood_rolling(ordered, disable_tqdm=disable_tqdm)
             finally:
                 self._rolling = False
+            result = [0.0] * len(requests)
+            for i, value in zip(order, scored, strict=True):
+                result[i] = value
             if self.fidelity is not None:
                 self.fidelity.write(gather=(lambda docs: self.gather_object(docs, dst=0)) if self.world_size > 1 else None)
         return result

@@ -88,3 +88,33 @@ def test_bf16_scores_are_summed_in_float32_and_keep_the_degradation(tiny_model_d
     texts = _texts("en")
     for doc_id, expected in zip(texts, direct_doc_loglikelihoods(model, tokenizer, list(texts.values()))):
         assert samples[doc_id] == pytest.approx(expected, rel=1e-4)
+
+
+def test_rolling_documents_are_batched_longest_first_and_returned_in_request_order(tiny_model_dir):
+    """Scores equal a direct forward pass in request order, whatever the batching; the model sees
+    batches of length-sorted documents: padded tokens = sum over batches of size x longest, computed
+    here from the sorted lengths (lm-eval's request order pads more)."""
+    from lm_eval.api.instance import Instance
+
+    from qd_models.qd_hf import QDHFLM
+
+    model_dir = tiny_model_dir("llama", add_bos=True)
+    texts = [text for lang in LANGS for text in _texts(lang).values()]
+    texts = texts[::2] + texts[1::2]  # lengths in no particular order
+    requests = [Instance("loglikelihood_rolling", {}, (text,), i) for i, text in enumerate(texts)]
+    lm = QDHFLM(pretrained=str(model_dir), dtype="float32", device="cpu", batch_size=3)
+    model, tokenizer = _load(model_dir)
+    expected = direct_doc_loglikelihoods(model, tokenizer, texts)
+    call = lm._model_call
+    padded = []
+    lm._model_call = lambda inps, **kw: padded.append(inps.numel()) or call(inps, **kw)
+    by_sort = {}
+    for sort in (True, False):
+        padded.clear()
+        lm.sort_rolling_by_length = sort
+        scores = lm.loglikelihood_rolling(requests, disable_tqdm=True)
+        assert scores == pytest.approx(expected, rel=1e-4)
+        by_sort[sort] = sum(padded)
+    lengths = sorted((len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts), reverse=True)
+    assert by_sort[True] == sum(len(lengths[i:i + 3]) * lengths[i] for i in range(0, len(lengths), 3))
+    assert by_sort[True] < by_sort[False]
