@@ -82,6 +82,26 @@ def test_fingerprint_hashes_the_weight_files_and_caches_by_path_size_and_mtime(t
     assert model_fingerprint("org/some-model", "v2") == "name:org/some-model@v2"
 
 
+def test_calibration_statistics_key_changes_with_the_weight_files(tmp_path, monkeypatch):
+    """The calibration cache's model key uses the same weight fingerprint as every other identity:
+    other weight files in the folder the model was loaded from give another key."""
+    from transformers import AutoModelForCausalLM
+
+    from qd_models.calibration import model_key
+    from qd_models.model_identity import model_fingerprint
+    from qd_models.tiny_models import save_tiny_model
+
+    monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path / "cache"))
+    folder = save_tiny_model("llama", tmp_path / "m", seed=0)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    first = model_key(model)
+    assert first.startswith(model_fingerprint(str(folder)) + "|")
+    assert model_key(AutoModelForCausalLM.from_pretrained(folder)) == first  # a reload: the same key
+    other_weights_into(folder, tmp_path / "other", seed=1)
+    changed = model_key(model)
+    assert changed.startswith(model_fingerprint(str(folder)) + "|") and changed.split("|")[0] != first.split("|")[0]
+
+
 # ----------------------------------------------------------------------------- qd-sweep
 
 

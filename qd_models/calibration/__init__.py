@@ -36,7 +36,7 @@ from qd_models.calibration.activations import (
     tokenize_texts,
 )
 from qd_models.calibration.block_inputs import MEMORY_ENV, BlockInputs, calibration_memory_budget
-from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_fingerprint, stats_cache_dir
+from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_key, stats_cache_dir
 from qd_models.calibration.sources import (
     UDHR_SOURCE,
     calibration_records,
@@ -49,6 +49,6 @@ from qd_models.calibration.sources import (
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_LENGTH", "STATS_VERSION", "MEMORY_ENV", "UDHR_SOURCE", "ActivationStats", "BlockInputs", "CalibrationBatches",
     "calibration_key", "calibration_memory_budget", "calibration_records", "calibration_report", "collect_activation_stats", "collect_input_grams",
-    "default_prefix_id", "evaluation_texts", "layer_calibration_report", "load_calibration_texts", "model_fingerprint",
+    "default_prefix_id", "evaluation_texts", "layer_calibration_report", "load_calibration_texts", "model_key",
     "stats_cache_dir", "tokenize_texts", "udhr_calibration_records", "udhr_evaluation_texts",
 ]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_fingerprint, read_cache, stats_cache_dir, write_atomic
+from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_key, read_cache, stats_cache_dir, write_atomic
 
 if TYPE_CHECKING:
     from qd_models.config import QuantConfig
@@ -188,7 +188,7 @@ def collect_activation_stats(
     if unknown:
         raise ValueError(f"module_names contains {unknown[0]!r}, not a module of the model; allowed: names from model.named_modules()")
     token_ids = tokenize_texts(tokenizer, texts, max_length, prefix_id)
-    key = calibration_key(model_fingerprint(model), token_ids, list(module_names), seed)
+    key = calibration_key(model_key(model), token_ids, list(module_names), seed)
     path = stats_cache_dir() / f"{key}.pt"
     cached = read_cache(path) if use_cache and path.is_file() else None
     if cached is not None:

@@ -1,4 +1,4 @@
-"""The calibration statistics' disk cache: a key over the model's parameters, the calibration
+"""The calibration statistics' disk cache: a key over the model's weight fingerprint and parameters, the calibration
 token ids and the target modules; entries written atomically, unreadable ones a logged miss."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from qd_models.cache_dir import cache_dir
+from qd_models.model_identity import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,16 @@ STATS_VERSION = 2
 FINGERPRINT_CHUNK = 1 << 22
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def model_key(model: nn.Module) -> str:
+    """What the statistics depend on of ``model``: the weights' fingerprint
+    (:func:`qd_models.model_identity.model_fingerprint` of the folder it was loaded from, the one
+    identity sweeps, fidelity files and ``qd-analyze`` use) and :func:`parameter_digest` (what is in
+    memory now: the loaded dtype, any change made after loading)."""
+    source = getattr(getattr(model, "config", None), "_name_or_path", None)
+    return f"{model_fingerprint(source) if source else 'in-memory'}|{parameter_digest(model)}"
+
+
+def parameter_digest(model: nn.Module) -> str:
     """sha256 over the model class, its config (minus its path) and each parameter's name,
     shape, dtype, float64 sum and sum of squares."""
     digest = hashlib.sha256(type(model).__name__.encode())
