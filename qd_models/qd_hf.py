@@ -20,8 +20,8 @@ stores the baseline's top-``fidelity_topk`` (default 32) log-probs per scored to
 same top token, Δp) and writes the per-position results to DIR. Results record the files under
 ``quant_disparity.fidelity``.
 
-With ``method=none`` the results are identical to
-``--model hf --model_args pretrained=...,add_bos_token=False,softmax_dtype=float32``
+With ``method=none`` the results are identical, up to float round-off of differently padded
+batches, to ``--model hf --model_args pretrained=...,add_bos_token=False,softmax_dtype=float32``
 on perplexity tasks.
 """
 
