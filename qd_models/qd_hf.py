@@ -66,8 +66,8 @@ class QDHFLM(HFLM):
     """Score rolling documents longest first, so that each batch holds documents of similar
     length: HFLM batches them in request order and right-pads every row to the batch's longest,
     computing the model and the full-vocabulary log-softmax on the padding too. A document's
-    score does not depend on its batch (up to float round-off); ``False``: lm-eval's order
-    (``scripts/bench_throughput.py`` times both)."""
+    score does not depend on its batch up to float32 round-off (so ``hf``'s equal scores hold to
+    that precision); ``False``: lm-eval's order (``scripts/bench_throughput.py`` times both)."""
 
     def __init__(self, pretrained=None, device: str = "cuda:0", **kwargs) -> None:
         """``device`` defaults to the lm_eval CLI's "cuda:0", which HFLM resolves to cuda when
