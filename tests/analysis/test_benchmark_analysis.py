@@ -195,7 +195,7 @@ def test_side_by_side_agreement_with_perplexity_runs(tmp_path):
     write_run(tmp_path, "b-base", "2026-01-01T00-00-00.3", {f"belebele_{c}": {("acc", "none"): base[lg]} for lg, c in langs.items()})
     write_run(tmp_path, "b-rtn", "2026-01-01T00-00-00.4", {f"belebele_{c}": {("acc", "none"): quant[lg]} for lg, c in langs.items()},
               quant={"method": "rtn", "bits": 3})
-    out = tmp_path / "report"
+    out = tmp_path.with_name(f"{tmp_path.name}-report")  # outside the input folder (an --out inside an input is refused)
     assert main([str(tmp_path), "--out", str(out), "--n-resamples", "100"]) == 0
     agreement = pd.read_csv(out / "tables" / "measure_agreement.csv")
     row = agreement[(agreement.measure_a == "D qd_multilingual_ppl") & (agreement.measure_b == "Δacc belebele")].iloc[0]
