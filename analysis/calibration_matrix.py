@@ -67,6 +67,21 @@ def matrix(block: pd.DataFrame, value: str = "degradation") -> pd.DataFrame:
     return pivot.loc[sorted(pivot.index, key=order)]
 
 
+def matrices(block: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """:func:`matrix` of D and of its CI bounds, on the same rows and columns (a CI may be
+    undefined, e.g. from fewer than 3 documents: NaN there)."""
+    values = matrix(block)
+    low, high = (matrix(block, name).reindex(index=values.index, columns=values.columns) for name in ("ci_low", "ci_high"))
+    return values, low, high
+
+
+def _cell(d: float, low: float, high: float) -> str:
+    """A table cell: D and its CI in percent ("" without D; the CI left out where undefined)."""
+    if pd.isna(d):
+        return ""
+    return f"{100 * d:.2f}" + (f" [{100 * low:.2f}, {100 * high:.2f}]" if pd.notna(low) and pd.notna(high) else " [CI undefined]")
+
+
 def matched_summary(block: pd.DataFrame) -> dict:
     """For one family + suite: mean over evaluated languages of D with language-matched
     calibration (row = that language) and with ``all``; ``None`` where a row is missing."""
@@ -82,7 +97,7 @@ def plot_matrix(block: pd.DataFrame, title: str = ""):
     """Heatmap of :func:`matrix` with each cell's D and CI written in it; returns (fig, ax)."""
     from analysis.plots import degradation_heatmap
 
-    values, low, high = matrix(block), matrix(block, "ci_low"), matrix(block, "ci_high")
+    values, low, high = matrices(block)
     fig, ax = degradation_heatmap(values, "calibration", title)
     ax.set_xlabel("evaluation language")
     for i, label in enumerate(values.index):
@@ -134,12 +149,11 @@ def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Pa
         fig, _ = plot_matrix(block, f"{name} — {suite}")
         path = save(fig, figures / f"calibration_matrix_{index}.png")
         summary = matched_summary(block)
-        pivot, low, high = matrix(block), matrix(block, "ci_low"), matrix(block, "ci_high")
+        pivot, low, high = matrices(block)
         out += [f"### {name} — {suite}", "", f"![calibration matrix](figures/{path.name})", "",
                 "| calibration | " + " | ".join(pivot.columns) + " |", "|---" * (len(pivot.columns) + 1) + "|"]
         for label in pivot.index:
-            cells = [f"{100 * pivot.loc[label, lang]:.2f} [{100 * low.loc[label, lang]:.2f}, {100 * high.loc[label, lang]:.2f}]"
-                     if pd.notna(pivot.loc[label, lang]) else "" for lang in pivot.columns]
+            cells = [_cell(pivot.loc[label, lang], low.loc[label, lang], high.loc[label, lang]) for lang in pivot.columns]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         if summary["matched_mean"] is not None and summary["all_mean"] is not None:
             out += ["", (f"Mean D with language-matched calibration over {summary['n_matched']} languages: "

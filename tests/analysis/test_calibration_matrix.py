@@ -16,7 +16,7 @@ def test_sweep_calibration_grid_gives_matrix(tiny_model_dir, tmp_path, monkeypat
     grid.write_text('grid:\n  method: gptq\n  bits: 3\n  group_size: 16\n  calib_samples: 2\n  calib_langs: [en, he, all]\n')
     out, analysis_dir = tmp_path / "sweep", tmp_path / "analysis"
     code = sweep_main(["--grid", str(grid), "--tasks", "qd_multilingual_ppl_en,qd_multilingual_ppl_he", "--output_path", str(out),
-                       "--model_args", f"pretrained={tiny_model_dir('llama')}", "--limit", "2", "--device", "cpu", "--log_samples",
+                       "--model_args", f"pretrained={tiny_model_dir('llama')}", "--limit", "3", "--device", "cpu", "--log_samples",
                        "--analyze", str(analysis_dir)])
     assert code == 0
     rows = list(csv.DictReader((analysis_dir / "tables" / "calibration_matrix.csv").open()))
