@@ -50,7 +50,8 @@ def _group_cells(disp: pd.DataFrame) -> str:
 def degradation_tables(tables: Path) -> list[str]:
     deg = pd.read_csv(tables / "degradation.csv")
     disp = pd.read_csv(tables / "disparity.csv")
-    spread = pd.read_csv(tables / "calibration_spread.csv")
+    spread_path = tables / "calibration_spread.csv"  # absent from reports written before calibration draws
+    spread = pd.read_csv(spread_path) if spread_path.is_file() else None
     out = []
     for suite, block in deg.groupby("suite", sort=False):
         langs = [lang for lang in LANGS if lang in set(block.lang)]
@@ -59,7 +60,7 @@ def degradation_tables(tables: Path) -> list[str]:
         out.append("| config | draws | eff. bits/w | " + " | ".join(langs) + " | D_HR | D_LR | D_LR − D_HR [95% CI] | perm. p | worst |")
         out.append("|---" * (len(langs) + 8) + "|")
         for label, rows in block.groupby("label", sort=False):
-            n_draws = rows.quant_id.nunique()
+            n_draws = rows.quant_id.nunique() if spread is not None else 1
             config_spread = spread[(spread.suite == suite) & (spread.label == label)].set_index("lang") if n_draws > 1 else None
             cells = [_language_cell(rows, config_spread, lang) for lang in langs]
             group = _group_cells(disp[(disp.suite == suite) & (disp.label == label)])
