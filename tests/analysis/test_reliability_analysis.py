@@ -119,7 +119,7 @@ def test_same_label_of_two_models_names_the_model(tmp_path):
     for model in ("modelA", "modelB"):
         write_run(tmp_path / f"{model}-base", model, {"mine_en": BASE, "mine_he": BASE})
         write_run(tmp_path / f"{model}-q", model, {"mine_en": QUANT, "mine_he": QUANT}, method="rtn", bits=4)
-    proc, out = analyze(tmp_path, str(tmp_path))
+    proc, out = analyze(tmp_path.with_name(f"{tmp_path.name}-out"), str(tmp_path))  # --out outside the input folder
     assert proc.returncode == 0, proc.stderr
     text = (out / "report.md").read_text()
     assert "| rtn-w4 (modelA) |" in text and "| rtn-w4 (modelB) |" in text

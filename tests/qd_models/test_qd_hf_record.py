@@ -143,19 +143,19 @@ def test_a_model_object_as_pretrained_is_quantized_and_saved_without_a_source(ti
     assert lm.model_note is None and lm.get_model_info()["quant_disparity"]["model_source"] is None
 
 
-def test_fidelity_needs_one_process_and_a_causal_model_and_rolling_state_is_reset(tiny_model_dir, tmp_path):
-    """With ``fidelity_out``, rolling scoring in several processes or on a seq2seq model is
-    refused in one line; afterwards the tokenizer's default (a <bos>) holds again."""
+def test_fidelity_needs_a_causal_model_and_rolling_state_is_reset(tiny_model_dir, tmp_path):
+    """With ``fidelity_out``, rolling scoring on a seq2seq model is refused in one line (several
+    processes are allowed since data-parallel fidelity: ``test_data_parallel.py``); afterwards the
+    tokenizer's default (a <bos>) holds again."""
     from qd_models.qd_hf import QDHFLM
 
     lm = QDHFLM(pretrained=str(tiny_model_dir("llama", add_bos=True)), device="cpu", fidelity_out=str(tmp_path))
-    for attr, value in (("_world_size", 2), ("backend", "seq2seq")):
-        kept = getattr(lm, attr)
-        setattr(lm, attr, value)
-        with pytest.raises(ValueError, match=r"^fidelity_\* is not allowed here; allowed: a causal model in a single process$"):
-            lm.loglikelihood_rolling([])
-        setattr(lm, attr, kept)
-        assert lm.tok_encode("ab")[0] == 1
+    kept = lm.backend
+    lm.backend = "seq2seq"
+    with pytest.raises(ValueError, match=r"^fidelity_\* is not allowed here; allowed: a causal model$"):
+        lm.loglikelihood_rolling([])
+    lm.backend = kept
+    assert lm.tok_encode("ab")[0] == 1
 
 
 def test_seq2seq_model_calls_pass_the_encoder_mask_and_labels(tmp_path):
