@@ -81,7 +81,10 @@ def comparison_tables(tables: Path) -> list[str]:
     for (suite, a, b), rows in comp.groupby(["suite", "label_a", "label_b"], sort=False):
         stated = rows[(rows.ci_low > 0) | (rows.ci_high < 0)]
         cells = ", ".join(f"{r.lang} {r.difference * 100:+.1f} [{r.ci_low * 100:+.1f}, {r.ci_high * 100:+.1f}]" for r in stated.itertuples())
-        out.append(f"| {suite} | {a} | {b} | {cells or '— (all within method noise)'} |")
+        unmeasured = rows[rows.ci_low.isna() | rows.ci_high.isna()]
+        if not cells:
+            cells = "— (draw noise not measured: a calibrated config with one draw)" if len(unmeasured) == len(rows) else "— (all within method noise)"
+        out.append(f"| {suite} | {a} | {b} | {cells} |")
     return out + [""]
 
 
