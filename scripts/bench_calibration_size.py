@@ -11,10 +11,10 @@ ratio to the old default, tokens, tokens per input dim of the widest layer and t
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
 import torch
+from bench_methods import bench_model_path  # scripts/ is on sys.path when run as a script
 
 from qd_models.calibration import CalibrationBatches, load_calibration_texts
 from qd_models.calibration.sufficiency import calibration_texts_for_model
@@ -37,16 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if args.default_model:
-        from qd_models.default_model import default_model_path
-
-        path = str(default_model_path())
-    elif args.model:
-        path = args.model
-    else:
-        from qd_models.tiny_models import save_tiny_model
-
-        path = str(save_tiny_model("llama", tempfile.mkdtemp(prefix="qd-bench-")))
+    path = bench_model_path(args.default_model, args.model)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(args.device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     group = 128 if args.default_model or args.model else 16

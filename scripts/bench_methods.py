@@ -24,6 +24,19 @@ from qd_models.config import parse_qd_args
 from qd_models.engine import quantization_targets, quantize_, restore_
 
 
+def bench_model_path(default_model: bool, model: str | None) -> str:
+    """The benchmarked model folder: the default model, ``model``, or a fresh tiny random Llama."""
+    if default_model:
+        from qd_models.default_model import default_model_path
+
+        return str(default_model_path())
+    if model:
+        return model
+    from qd_models.tiny_models import save_tiny_model
+
+    return str(save_tiny_model("llama", tempfile.mkdtemp(prefix="qd-bench-")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--default-model", action="store_true", help="the Gemma-3-270M default model (minutes)")
@@ -36,16 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if args.default_model:
-        from qd_models.default_model import default_model_path
-
-        path = str(default_model_path())
-    elif args.model:
-        path = args.model
-    else:
-        from qd_models.tiny_models import save_tiny_model
-
-        path = str(save_tiny_model("llama", tempfile.mkdtemp(prefix="qd-bench-")))
+    path = bench_model_path(args.default_model, args.model)
     group = args.group_size or (16 if not (args.default_model or args.model) else 128)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
