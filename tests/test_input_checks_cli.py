@@ -10,17 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_reliability_cli import last_line, lm_eval
 
 TASK = "qd_multilingual_ppl_en"
-
-
-def lm_eval(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lm_eval", *args, "--device", "cpu", "--batch_size", "4"],
-                          capture_output=True, text=True, timeout=600)
-
-
-def last_line(proc: subprocess.CompletedProcess) -> str:
-    return proc.stderr.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
