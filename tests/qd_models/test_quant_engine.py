@@ -8,16 +8,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from qd_models.config import parse_qd_args
-from qd_models.engine import (
-    block_index,
-    bnb_from_pretrained_kwargs,
-    quantize_,
-    restore_,
-    save_quantized,
-    summarize_report,
-    validate_for_model,
-)
+from qd_models.config import parse_qd_args, validate_for_model
+from qd_models.engine import bnb_from_pretrained_kwargs, quantize_, restore_
+from qd_models.model_layout import block_index
+from qd_models.report import summarize_report
+from qd_models.saving import save_quantized
 
 
 def _load(tiny_model_dir, arch):

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from qd_models.engine import quantize_
-from qd_models.runners.scan import CSV_COLUMNS, block_modules, meta_model, module_type, run_scan, scan_items
+from qd_models.model_layout import block_linears, meta_model, module_type
+from qd_models.runners.scan import CSV_COLUMNS, run_scan, scan_items
 from qd_models.runners.sweep import EvalSettings
 from qd_tasks.languages import split_task_name
 
@@ -32,8 +33,8 @@ def test_meta_model_lists_every_block_module(arch, tiny_model_dir):
     from transformers import AutoConfig
 
     model_dir = tiny_model_dir(arch)
-    blocks = block_modules(meta_model(AutoConfig.from_pretrained(model_dir)))
-    assert blocks == block_modules(_loaded(model_dir))  # same names as the real load
+    blocks = block_linears(meta_model(AutoConfig.from_pretrained(model_dir)))
+    assert blocks == block_linears(_loaded(model_dir))  # same names as the real load
     assert sorted(blocks) == [0, 1]
     for kinds in blocks.values():
         assert kinds["attention"] and kinds["mlp"] and not kinds["other"]
@@ -42,7 +43,7 @@ def test_meta_model_lists_every_block_module(arch, tiny_model_dir):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_scan_items_quantize_exactly_the_intended_modules(arch, tiny_model_dir):
     model_dir = tiny_model_dir(arch)
-    blocks = block_modules(_loaded(model_dir))
+    blocks = block_linears(_loaded(model_dir))
     for mode in ("quantize_one", "protect_one"):
         items = scan_items(blocks, mode, ("block", "attention", "mlp"), QUANT)
         assert len(items) == 2 * 3
