@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .model_layout import weight_layout
+
 FOLD_KINDS = ("layernorm", "rmsnorm", "rmsnorm_one_plus")
 """How a norm applies its weight: LayerNorm (weight, bias), x * w, x * (1 + w) (Gemma)."""
 
@@ -42,20 +44,6 @@ class InputGroup:
     fold: str | None = None
     scales: Tensor | None = None
     results: dict = field(default_factory=dict)
-
-
-def _linear_layout(module: nn.Module) -> str | None:
-    from transformers.pytorch_utils import Conv1D
-
-    if isinstance(module, nn.Linear):
-        return "linear"
-    return "conv1d" if isinstance(module, Conv1D) else None
-
-
-def oriented_weight(module: nn.Module) -> Tensor:
-    """float32 weight ``[out, in]`` of a linear (Conv1D stores ``[in, out]``)."""
-    weight = module.weight.detach()
-    return (weight.t() if _linear_layout(module) == "conv1d" else weight).float().contiguous()
 
 
 def fold_kind(norm: nn.Module) -> str | None:
@@ -95,7 +83,7 @@ def scale_input_columns_(module: nn.Module, scales: Tensor) -> None:
     """Multiply a linear's weight by diag(``scales``) on its input side."""
     with torch.no_grad():
         scales = scales.to(device=module.weight.device, dtype=module.weight.dtype)
-        if _linear_layout(module) == "conv1d":
+        if weight_layout(module) == "conv1d":
             module.weight.mul_(scales.unsqueeze(1))
         else:
             module.weight.mul_(scales.unsqueeze(0))
@@ -129,7 +117,7 @@ def input_groups(model: nn.Module, quantized: set[str]) -> list[InputGroup]:
     model.eval()
     try:
         for name, module in named:
-            if _linear_layout(module) is not None:
+            if weight_layout(module) in ("linear", "conv1d"):
                 handles.append(module.register_forward_pre_hook(pre_hook(name)))
             elif name:
                 handles.append(module.register_forward_hook(out_hook(name)))

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .awq_scope import InputGroup, fold_into_norm_, input_groups, oriented_weight, scale_input_columns_
+from .awq_scope import InputGroup, fold_into_norm_, input_groups, scale_input_columns_
 from .config import METHODS, QuantConfig, num_blocks
+from .model_layout import oriented_weight, tied_embeddings
 from .quant.awq import awq_quantize, awq_quantize_shared
 from .quant.core import aciq_range, fake_quantize, full_range, mse_range
 from .quant.gguf_presets import tensor_types
@@ -265,12 +266,9 @@ def _gguf_plan(model: nn.Module, targets: list[PlanTarget], config: QuantConfig,
     """``{name: {"type", "role", "rule"[, "imatrix"]}}``: the GGUF type of every target (llama.cpp's
     per-tensor rules for presets, input dim fallbacks) and, with calibration, each quantized
     target's importance matrix (:func:`gguf_imatrix`)."""
-    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    tied = head is not None and embedding is not None and head.weight is embedding.weight
     n_layer = num_blocks(model.config) if hasattr(model, "config") else None
     n_layer = n_layer or 1 + max((target.block or 0 for target in targets), default=0)
-    plans = tensor_types([(target.name, target.in_features) for target in targets], config.gguf_type, n_layer, tied)
+    plans = tensor_types([(target.name, target.in_features) for target in targets], config.gguf_type, n_layer, tied_embeddings(model))
     if act_stats is not None and config.needs_calibration:
         for target in targets:
             if target.quantized:

@@ -87,7 +87,7 @@ class QDHFLM(HFLM):
             pretrained = str(default_model_path())
         check_pretrained_path(pretrained)
         if config.save_to is not None:
-            from qd_models.engine import check_save_target
+            from qd_models.saving import check_save_target
 
             check_output_folder("save_to", config.save_to)
             check_save_target(config.save_to, pretrained, config.save_overwrite)
@@ -105,7 +105,8 @@ class QDHFLM(HFLM):
             hf_config = load_hf_config(pretrained, hf_kwargs)
             validate_for_model(config, hf_config)
             if config.keep or config.granularity == "group":
-                from qd_models.engine import check_module_tree, meta_model
+                from qd_models.model_layout import meta_model
+                from qd_models.targets import check_module_tree
 
                 skeleton = meta_model(hf_config, bool(hf_kwargs.get("trust_remote_code", False)))
                 if skeleton is not None:  # keep patterns, group_size against every quantized layer's input dim
@@ -172,13 +173,14 @@ class QDHFLM(HFLM):
         self.quant_report: dict | None = None
         if config.mechanism == "none":
             return
-        from qd_models.engine import quantize_, summarize_report
+        from qd_models.engine import quantize_
+        from qd_models.report import summarize_report
 
         act_stats = calib = None
         if config.uses_calibration_texts:
             from qd_models.calibration import CalibrationBatches, collect_activation_stats, load_calibration_texts
             from qd_models.calibration.sources import calibration_source_name
-            from qd_models.engine import quantization_targets
+            from qd_models.targets import quantization_targets
 
             texts = calib_texts if calib_texts is not None else load_calibration_texts(config)
             source = calibration_source_name(config)
@@ -193,7 +195,7 @@ class QDHFLM(HFLM):
         self.quant_report = quantize_(self.model, config, originals_for_restore=originals_for_restore, act_stats=act_stats, calib=calib)  # bnb: report only
         logger.info("qd-hf quantization: %s", summarize_report(self.quant_report))
         if config.save_to:
-            from qd_models.engine import save_quantized
+            from qd_models.saving import save_quantized
 
             source = self.pretrained if isinstance(self.pretrained, str) else None  # lets qd-analyze pair the saved model
             save_quantized(self.model, self.tokenizer, config.save_to, {**self.quant_report, record.MODEL_SOURCE: source,

@@ -1,8 +1,12 @@
-"""Storage accounting, JSON safety and the log summary of a quantization report."""
+"""The quantization report: storage accounting (bits per weight), the one report builder (fake
+quantization and bitsandbytes), JSON safety and the log summary."""
 
 from __future__ import annotations
 
 import math
+
+from . import __version__
+from .model_layout import skip_reason
 
 SCALE_BITS = 16
 """Each block's scale is counted as one 16-bit float."""
@@ -22,6 +26,103 @@ def quantized_layer_bits(numel: int, n_blocks: int, bits: int, symmetric: bool, 
     if n_kept:
         total += n_kept * value_bits + min(INDEX_BITS * n_kept, numel)
     return total
+
+
+def layer_storage_bits(info: dict, numel: int, n_blocks: int | None, bits: int, symmetric: bool, n_kept: int, value_bits: int) -> int:
+    """Bits to store one quantized layer: its format's whole storage (``info["storage_bits"]``)
+    when the method gives it, else :func:`quantized_layer_bits` plus ``info["extra_bits"]``."""
+    if "storage_bits" in info:
+        return info["storage_bits"]
+    return quantized_layer_bits(numel, n_blocks, bits, symmetric, n_kept, value_bits) + info.get("extra_bits", 0)
+
+
+def info_fields(info: dict) -> dict:
+    """The report fields of a method's layer ``info`` (:mod:`qd_models.methods`): alpha/sigma,
+    its own ``report`` scalars, the Laplace fraction and the MSE clip ratio."""
+    fields = {}
+    if "alpha" in info and "sigma" in info:
+        alpha_over_sigma = info["alpha"] / info["sigma"]
+        fields["alpha_over_sigma"] = {k: float(getattr(alpha_over_sigma, k)()) for k in ("mean", "min", "max")}
+    fields.update(info.get("report", {}))
+    if "laplace" in info:
+        fields["laplace_fraction"] = float(info["laplace"].float().mean())
+    if "ratio" in info:
+        fields["clip_ratio"] = {k: float(getattr(info["ratio"], k)()) for k in ("mean", "min", "max")}
+    return fields
+
+
+def stored_bits(param) -> int:
+    """Width of ``param``'s dtype in bits."""
+    return param.element_size() * 8
+
+
+def deployed_bits(param, kept_value_bits: int | None) -> int:
+    """Width charged for a weight left unquantized: ``kept_value_bits`` (a deployment dtype,
+    default 16) rather than the load dtype (32 for the float32 default model)."""
+    return kept_value_bits or stored_bits(param)
+
+
+def skipped_parameters(model, handled: set[int], width) -> tuple[list[dict], int]:
+    """``({"name", "numel", "reason"} per parameter of ``model`` whose id is not in ``handled``,
+    their bits at ``width(param)``)``; a tied parameter once."""
+    skipped, bits = [], 0
+    for param_name, param in model.named_parameters(remove_duplicate=True):
+        if id(param) in handled:
+            continue
+        skipped.append({"name": param_name, "numel": param.numel(), "reason": skip_reason(param_name)})
+        bits += width(param) * param.numel()
+    return skipped, bits
+
+
+def build_report(config, layers: list[dict], skipped: list[dict], skipped_bits: int, storage_bits: int,
+                 params_quantized: int, params_kept: int, **more_totals) -> dict:
+    """The report (not yet :func:`json_safe`): ``config`` (a ``QuantConfig``), ``layers`` (one entry
+    per candidate weight, ``status`` quantized | kept | unchanged), ``skipped`` and ``totals``;
+    ``storage_bits``: the candidates' storage; ``more_totals`` end the totals in their order."""
+    candidates = params_quantized + params_kept
+    return {
+        "config": config.to_dict(),
+        "package_version": __version__,
+        "totals": {
+            "params_quantized": params_quantized,
+            "params_kept": params_kept,
+            "params_skipped": sum(s["numel"] for s in skipped),
+            "layers_quantized": sum(layer["status"] == "quantized" for layer in layers),
+            "layers_kept": sum(layer["status"] == "kept" for layer in layers),
+            "effective_bits_per_weight": storage_bits / candidates if candidates else float("nan"),
+            "estimated_size_bytes": (storage_bits + skipped_bits) // 8,
+            **more_totals,
+        },
+        "layers": layers,
+        "skipped": skipped,
+    }
+
+
+def bnb_report(model, config) -> dict:
+    """Report for a model bitsandbytes quantized at load: 4-bit codes plus one fp32 absmax per
+    block (nf4/fp4), or 8-bit codes plus one fp32 scale per output row (int8); everything else
+    skipped at its load width."""
+    import bitsandbytes as bnb
+
+    layers, storage_bits, quantized_params, seen = [], 0, 0, set()
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            numel = module.in_features * module.out_features
+            block = module.weight.quant_state.blocksize if module.weight.quant_state is not None else 64
+            bits = numel * 4 + (numel // block) * 32
+        elif isinstance(module, bnb.nn.Linear8bitLt):
+            numel = module.in_features * module.out_features
+            bits = numel * 8 + module.out_features * 32
+        else:
+            continue
+        seen.add(id(module.weight))
+        layers.append({"name": name, "kind": type(module).__name__, "shape": [module.out_features, module.in_features],
+                       "numel": numel, "status": "quantized", "bits_per_weight": bits / numel})
+        storage_bits += bits
+        quantized_params += numel
+    skipped, skipped_bits = skipped_parameters(model, seen, stored_bits)
+    return json_safe(build_report(config, layers, skipped, skipped_bits, storage_bits, quantized_params, 0,
+                                  original_size_bytes=None, nonfinite_weights=None))
 
 
 def json_safe(value):

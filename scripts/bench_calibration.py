@@ -27,18 +27,19 @@ MAIN_JOB_ARGS = "bits=4,group_size=128,calib_data=udhr,calib_samples=4"
 def _old_layer_inputs(model, targets, target, calib, grams, block_inputs):
     """The per-block re-run: all quantized targets of the block at once, by a forward pass
     through blocks 0..k that stops after block k."""
-    from qd_models import engine
+    from qd_models import model_layout
     from qd_models.calibration import collect_input_grams
+    from qd_models.methods import LayerInputs
 
     if target.layout == "embedding":
-        return engine.LayerInputs()
+        return LayerInputs()
     if target.name not in grams:
-        block = engine.block_module_name(target.name)
+        block = model_layout.block_module_name(target.name)
         names = [t.name for t in targets
-                 if t.status == "quantize" and t.layout != "embedding" and engine.block_module_name(t.name) == block]
+                 if t.status == "quantize" and t.layout != "embedding" and model_layout.block_module_name(t.name) == block]
         grams.update(collect_input_grams(model, calib, names, block))
     gram, mean_abs = grams.pop(target.name)
-    return engine.LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
+    return LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
 
 
 def child(path: str, qd_args: str, which: str, threads: int) -> dict:
@@ -46,7 +47,7 @@ def child(path: str, qd_args: str, which: str, threads: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from qd_models import engine
+    from qd_models import engine, model_layout
     from qd_models.calibration import CalibrationBatches, load_calibration_texts
     from qd_models.config import parse_qd_args
     from qd_models.runners.lm_eval_glue import parse_model_args
@@ -56,7 +57,7 @@ def child(path: str, qd_args: str, which: str, threads: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     calib = CalibrationBatches.from_texts(tokenizer, load_calibration_texts(config), config.calib_data or "bundled")
-    blocks = [model.get_submodule(name) for name in engine._block_modules(model)]
+    blocks = [model.get_submodule(name) for name in model_layout.block_names(model)]
     block_class = type(blocks[0])
     real_forward, calls = block_class.forward, [0]
 

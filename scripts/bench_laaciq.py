@@ -22,7 +22,8 @@ import torch
 from qd_models.calibration import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, collect_activation_stats, load_calibration_texts, tokenize_texts
 from qd_models.calibration.activations import _batches
 from qd_models.config import parse_qd_args
-from qd_models.engine import quantization_targets, quantize_, restore_
+from qd_models.engine import quantize_, restore_
+from qd_models.targets import quantization_targets
 
 
 def timed(fn, repeats: int):

@@ -21,7 +21,8 @@ from qd_models.calibration import (
 )
 from qd_models.calibration.sufficiency import calibration_texts_for_model
 from qd_models.config import parse_qd_args
-from qd_models.engine import quantization_targets, quantize_, restore_
+from qd_models.engine import quantize_, restore_
+from qd_models.targets import quantization_targets
 
 
 def bench_model_path(default_model: bool, model: str | None) -> str:

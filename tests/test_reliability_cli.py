@@ -106,7 +106,7 @@ def test_cli_typed_values_and_paths_fail_before_loading():
 
 
 def test_save_target_checks(tmp_path):
-    from qd_models.engine import check_save_target
+    from qd_models.saving import check_save_target
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is an existing file"):
@@ -128,7 +128,7 @@ def test_save_target_checks(tmp_path):
 def test_save_quantized_replaces_atomically(tiny_model_dir, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from qd_models.engine import save_quantized
+    from qd_models.saving import save_quantized
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("gpt2"))
     target = tmp_path / "out"

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from qd_models.calibration.cache import STATS_VERSION, calibration_key, model_key, read_cache, stats_cache_dir, write_atomic
+from qd_models.model_layout import output_embedding
 
 if TYPE_CHECKING:
     from qd_models.config import QuantConfig
@@ -197,7 +198,7 @@ def collect_activation_stats(
         stats.seconds = time.perf_counter() - start
         logger.info("qd calibration: statistics loaded from %s", path)
         return stats
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_embedding(model)
     head_is_target = head is not None and any(named[name] is head for name in module_names)
     stop_at = None if head is None or head_is_target else head
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -361,7 +362,7 @@ def collect_input_grams(model: nn.Module, batches: CalibrationBatches, module_na
     def stop(*args):
         raise _StopForward
 
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_embedding(model)
     handles = []
     start = time.perf_counter()
     was_training = model.training

@@ -51,6 +51,7 @@ from qd_models.calibration.activations import (
     gram_hook,
     language_weights,
 )
+from qd_models.model_layout import output_embedding
 
 MEMORY_ENV = "QD_CALIB_MEMORY_GB"
 DEFAULT_MEMORY_GB = 4.0
@@ -210,7 +211,7 @@ class BlockInputs:
         def stop(*args):
             raise _StopForward
 
-        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        head = output_embedding(self.model)
         saved = {name: named[name].__dict__.get("forward") for name in self.candidates}
         handle = head.register_forward_pre_hook(stop) if head is not None else None
         budget, kept = calibration_memory_budget(), 0

@@ -64,7 +64,7 @@ def calibration_texts_for_model(texts: dict[str, list[str]], config, model, toke
     :func:`target_tokens` of ``model``'s widest quantized layer when
     :func:`qd_models.calibration.sources.draws_to_token_target` (else unchanged)."""
     from qd_models.calibration.sources import draws_to_token_target
-    from qd_models.engine import largest_input_dim
+    from qd_models.targets import largest_input_dim
 
     if not draws_to_token_target(config):
         return texts

@@ -3,14 +3,15 @@
 Follows ``llama_tensor_get_type`` / ``llama_tensor_get_type_impl`` / ``tensor_type_fallback`` of
 ``src/llama-quant.cpp`` in the llama.cpp vendored by llama-cpp-python 0.3.36 (ggml 0.25.3), for
 dense (non-MoE, non-Falcon, non-70B) models. The rules depend only on a tensor's role, so they
-apply to every architecture here; HF module names map to llama.cpp roles by their last component
-(Llama/Gemma ``q_proj``..``down_proj``, GPT-2 ``c_attn``/``c_fc``/``c_proj``, BLOOM
-``query_key_value``/``dense``/``dense_h_to_4h``/``dense_4h_to_h``); a fused QKV is treated like
-``attn_v``, as llama.cpp does. A plain type (``q4_k``) is pure: every tensor gets it (then the
+apply to every architecture here; HF module names map to llama.cpp roles in
+:func:`qd_models.model_layout.llama_cpp_role`; a fused QKV is treated like ``attn_v``, as
+llama.cpp does. A plain type (``q4_k``) is pure: every tensor gets it (then the
 fallback). Pure functions of names and shapes; no CLI constants.
 """
 
 from __future__ import annotations
+
+from ..model_layout import llama_cpp_role
 
 PRESETS = {"q3_k_s": "q3_k", "q3_k_m": "q3_k", "q3_k_l": "q3_k", "q4_k_s": "q4_k", "q4_k_m": "q4_k",
            "q5_k_s": "q5_k", "q5_k_m": "q5_k"}
@@ -18,27 +19,9 @@ PRESETS = {"q3_k_s": "q3_k", "q3_k_m": "q3_k", "q3_k_l": "q3_k", "q4_k_s": "q4_k
 
 LLAMA_CPP_SOURCE = "llama.cpp vendored in llama-cpp-python 0.3.36 (ggml 0.25.3), src/llama-quant.cpp"
 
-_ROLES = {
-    "q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-    "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down",
-    "c_attn": "attn_qkv", "query_key_value": "attn_qkv", "c_fc": "ffn_up", "dense_h_to_4h": "ffn_up",
-    "dense_4h_to_h": "ffn_down", "lm_head": "output", "embed_tokens": "token_embd", "wte": "token_embd",
-    "word_embeddings": "token_embd",
-}
 _FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 _BLOCK = {"q4_0": 32, "q4_1": 32, "q5_0": 32, "q5_1": 32, "q8_0": 32, "q2_k": 256, "q3_k": 256, "q4_k": 256,
           "q5_k": 256, "q6_k": 256, "f16": 1}
-
-
-def tensor_role(module_name: str) -> str:
-    """llama.cpp tensor category of an HF module name (``other`` when unknown)."""
-    parts = module_name.split(".")
-    last = parts[-1]
-    if last == "c_proj":  # GPT-2: attn.c_proj is the attention output, mlp.c_proj the down projection
-        return "ffn_down" if "mlp" in parts else "attn_output"
-    if last == "dense":  # BLOOM self_attention.dense
-        return "attn_output" if any("attention" in p for p in parts) else "other"
-    return _ROLES.get(last, "other")
 
 
 def use_more_bits(i_layer: int, n_layers: int) -> bool:
@@ -91,7 +74,7 @@ def tensor_types(tensors: list[tuple[str, int]], type_name: str, n_layer: int, t
     (llama.cpp's rule for presets); an untied token embedding keeps the base type."""
     preset = type_name if type_name in PRESETS else None
     base = PRESETS.get(type_name, type_name)
-    roles = [tensor_role(name) for name, _ in tensors]
+    roles = [llama_cpp_role(name) for name, _ in tensors]
     n_v = sum(role in ("attn_v", "attn_qkv") for role in roles)
     i_v = i_down = 0
     out = {}

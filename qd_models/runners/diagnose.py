@@ -38,25 +38,21 @@ FERTILITY_COLUMNS = ("lang", *FERTILITY_FIELDS)
 
 def layer_weight_stats(model) -> list[dict]:
     """Stats of every ``nn.Linear`` / ``Conv1D`` / ``nn.Embedding`` weight (tied weights once)."""
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
-
-    from qd_models.engine import block_index
+    from qd_models.model_layout import block_index, weight_layout, weight_part
     from qd_models.quant import weight_stats
-    from qd_models.runners.scan import module_type
 
     rows, seen = [], set()
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, Conv1D, nn.Embedding)) or id(module.weight) in seen:
+        layout = weight_layout(module)
+        if layout is None or id(module.weight) in seen:
             continue
         seen.add(id(module.weight))
         weight = module.weight.detach().float()
         stats = weight_stats(weight)
         dev = (weight - weight.mean()).abs_()
         outliers = float((dev > OUTLIER_SIGMAS * stats["sigma"]).sum()) / weight.numel() if stats["sigma"] > 0 else math.nan
-        role = "embedding" if isinstance(module, nn.Embedding) else (module_type(name) or ("lm_head" if name.endswith("lm_head") else "other"))
         rows.append({
-            "name": name, "block": block_index(name), "module": role, "shape": "x".join(map(str, weight.shape)),
+            "name": name, "block": block_index(name), "module": weight_part(name, layout), "shape": "x".join(map(str, weight.shape)),
             "numel": weight.numel(), "sigma": stats["sigma"], "kurtosis": stats["kurtosis"],
             "max_over_sigma": stats["max_over_sigma"], "outlier_ratio_6sigma": outliers, "nonfinite": stats["nonfinite"],
         })

@@ -9,7 +9,8 @@ is reproducible as ``lm_eval --model qd-hf --model_args <model_args in its resul
 ``--modules block,attention,mlp`` narrows the unit to one module type of block *i*: the other
 type's modules of that block are listed in ``keep`` (``quantize_one``: kept; ``protect_one``:
 only that type is kept). Attention / MLP modules are recognised by a name component
-(``attn``, ``self_attn``, ``self_attention``, ``attention`` / ``mlp``, ``feed_forward``, ``ffn``).
+(``attn``, ``self_attn``, ``self_attention``, ``attention`` / ``mlp``, ``feed_forward``, ``ffn``;
+:func:`qd_models.model_layout.block_linears`).
 
 Each scan run records ``quant_config["scan"] = "<mode>:<block>[:<module>]"``. Output, besides
 the lm-eval folders: ``scan_<mode>_<module>.csv`` with columns
@@ -27,8 +28,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from qd_models.model_layout import block_linears, meta_model
 from qd_models.run_record import leaf_tasks
 from qd_models.runners.grid import SweepItem, build_items, make_item
+from qd_models.runners.lm_eval_glue import parse_model_args
 from qd_models.runners.sweep import EvalSettings, Sweep, SweepOutcome
 from qd_tasks.languages import split_task_name
 
@@ -36,45 +39,7 @@ logger = logging.getLogger(__name__)
 
 MODES = ("quantize_one", "protect_one")
 MODULE_TYPES = ("block", "attention", "mlp")
-ATTENTION_PARTS = frozenset({"attn", "self_attn", "self_attention", "attention"})
-MLP_PARTS = frozenset({"mlp", "feed_forward", "ffn"})
 CSV_COLUMNS = ("block", "module", "lang", "bits_per_byte", "baseline_bits_per_byte", "rel_degradation", "abs_degradation", "degradation")
-
-
-def module_type(name: str) -> str | None:
-    """``attention`` | ``mlp`` | ``None`` from a module name's components."""
-    parts = set(name.split("."))
-    if parts & ATTENTION_PARTS:
-        return "attention"
-    if parts & MLP_PARTS:
-        return "mlp"
-    return None
-
-
-def block_modules(model) -> dict[int, dict[str, list[str]]]:
-    """``{block: {"attention": [names], "mlp": [names], "other": [names]}}`` of the linear /
-    Conv1D modules inside transformer blocks (``model`` may live on the meta device)."""
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
-
-    from qd_models.engine import block_index
-
-    blocks: dict[int, dict[str, list[str]]] = {}
-    for name, module in model.named_modules():
-        block = block_index(name)
-        if block is None or not isinstance(module, (nn.Linear, Conv1D)):
-            continue
-        blocks.setdefault(block, {"attention": [], "mlp": [], "other": []})[module_type(name) or "other"].append(name)
-    return blocks
-
-
-def meta_model(hf_config):
-    """The model skeleton on the meta device (module names without loading weights)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(hf_config)
 
 
 def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tuple[str, ...], quant: dict[str, Any]) -> list[SweepItem]:
@@ -168,7 +133,11 @@ def run_scan(settings: EvalSettings, mode: str, modules: tuple[str, ...], quant:
     if make_item(quant).config.mechanism != "fake":
         raise ValueError(f"method={quant.get('method')} is not allowed in a scan; allowed: fake-quant methods (rtn, aciq, mse, ...)")
     sweep = Sweep(settings)
-    items = scan_items(block_modules(meta_model(sweep.hf_config())), mode, modules, quant)
+    skeleton = meta_model(sweep.hf_config(), bool(parse_model_args(settings.model_args).get("trust_remote_code", False)))
+    if skeleton is None:
+        raise ValueError(f"model_args={settings.model_args}: the model's module tree cannot be built without its weights; "
+                         "allowed: a model AutoModelForCausalLM.from_config builds (trust_remote_code=true for custom code)")
+    items = scan_items(block_linears(skeleton), mode, modules, quant)
     outcomes = sweep.run(build_items([], baseline=True) + items)
     paths = write_csvs(degradation_rows(outcomes), mode, Path(settings.output_path))
     return outcomes, paths

@@ -176,7 +176,8 @@ class Sweep:
             if item.config.mechanism == "fake":
                 validate_for_model(item.config, hf_config)
                 if item.config.keep or item.config.granularity == "group":
-                    from qd_models.engine import check_module_tree, meta_model
+                    from qd_models.model_layout import meta_model
+                    from qd_models.targets import check_module_tree
 
                     if not built:
                         trust = parse_model_args(self.settings.model_args).get("trust_remote_code", False)

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 import torch
 
-from qd_models import calibration, engine
+from qd_models import calibration, engine, methods, model_layout
 from qd_models.calibration import CalibrationBatches, collect_input_grams, load_calibration_texts
 from qd_models.config import parse_qd_args
 
@@ -48,14 +48,14 @@ def old_layer_inputs(model, targets, target, calib, grams, block_inputs):
     """The path this replaces (the reference): block k's Gram matrices from full-model passes
     through blocks 0..k, stopped after block k."""
     if target.layout == "embedding":
-        return engine.LayerInputs()
+        return methods.LayerInputs()
     if target.name not in grams:
-        block = engine.block_module_name(target.name)
+        block = model_layout.block_module_name(target.name)
         names = [t.name for t in targets
-                 if t.status == "quantize" and t.layout != "embedding" and engine.block_module_name(t.name) == block]
+                 if t.status == "quantize" and t.layout != "embedding" and model_layout.block_module_name(t.name) == block]
         grams.update(collect_input_grams(model, calib, names, block))
     gram, mean_abs = grams.pop(target.name)
-    return engine.LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
+    return methods.LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
 
 
 class _Stop(Exception):
@@ -119,7 +119,7 @@ def test_block_grams_equal_an_independent_per_block_rerun(arch, monkeypatch):
     monkeypatch.setattr(calibration.BlockInputs, "grams", recording)
     engine.quantize_(model, parse_qd_args({"method": "gptq", "group_size": "16"})[0], calib=calib)
     texts = load_calibration_texts(parse_qd_args({"method": "gptq", "calib_samples": "2"})[0])
-    blocks = engine._block_modules(model)
+    blocks = model_layout.block_names(model)
     assert list(seen) == blocks
     for k, block in enumerate(blocks):
         state = copy.deepcopy(original)  # blocks < k quantized as the engine left them, blocks >= k original

@@ -15,18 +15,10 @@ from transformers.pytorch_utils import Conv1D
 
 import qd_models
 from qd_models.config import QuantConfig, parse_qd_args
-from qd_models.engine import (
-    REPORT_FILENAME,
-    _global_threshold,
-    _matches,
-    _select,
-    _skip_reason,
-    bnb_from_pretrained_kwargs,
-    quantization_targets,
-    quantize_,
-    save_quantized,
-    write_report,
-)
+from qd_models.engine import bnb_from_pretrained_kwargs, quantize_
+from qd_models.model_layout import skip_reason
+from qd_models.saving import REPORT_FILENAME, save_quantized, write_report
+from qd_models.targets import global_threshold, matches, quantization_targets, select_targets
 
 
 class _Block(nn.Module):
@@ -237,17 +229,17 @@ def test_global_threshold_edges():
     layers with status keep take no part."""
     values = np.linspace(0.01, 1.0, 128).astype(np.float32)
     model = _two_layer_model(values)
-    targets, _ = _select(model, parse_qd_args({"method": "rtn"})[0], None)
+    targets, _ = select_targets(model, parse_qd_args({"method": "rtn"})[0], None)
     bins = 65536
     # 10 % of 128 = 12.8 -> 13 wanted: the 13th largest value's bin
     thirteenth = float(np.sort(values)[-13])
     edge = np.floor(thirteenth / 1.0 * bins) / bins
-    assert _global_threshold(targets, 10) == pytest.approx(edge, abs=1e-9)
-    assert _global_threshold(targets, 0.3) == float("inf")  # round(0.384) = 0
+    assert global_threshold(targets, 10) == pytest.approx(edge, abs=1e-9)
+    assert global_threshold(targets, 0.3) == float("inf")  # round(0.384) = 0
     targets[1].status = "keep"  # only layer 0 (values[:64], max 0.5 approx) counts now
     top = float(values[63])
     sixth = float(np.sort(values[:64])[-6])  # round(10 % of 64) = 6
-    assert _global_threshold(targets, 10) == pytest.approx(np.floor(sixth / top * bins) / bins * top, abs=1e-9)
+    assert global_threshold(targets, 10) == pytest.approx(np.floor(sixth / top * bins) / bins * top, abs=1e-9)
 
 
 def test_bare_linear_and_restore_names():
@@ -402,7 +394,7 @@ def test_keep_rules_reasons_and_precedence():
         return name != "layers.0.proj"
 
     config = parse_qd_args({"method": "rtn", "keep_layers": "1", "keep": "re:layers\\.\\d\\.conv"})[0]
-    targets, ids = _select(model, config, filter_fn)
+    targets, ids = select_targets(model, config, filter_fn)
     assert [(t.name, t.param_name, t.layout, t.status, t.reason) for t in targets] == [
         ("layers.0.proj", "layers.0.proj.weight", "linear", "keep", "filter_fn"),
         ("layers.0.conv", "layers.0.conv.weight", "conv1d", "keep", "keep:re:layers\\.\\d\\.conv"),
@@ -421,15 +413,15 @@ def test_unused_keep_patterns_are_named_in_one_line():
 
 
 def test_matches():
-    assert _matches("abc", ("abc",)) == "abc"
-    assert _matches("abc", ("ab",)) is None
-    assert _matches("abc", ("re:abc",)) == "re:abc"
-    assert _matches("abc", ("re:a",)) is None  # fullmatch, not match
-    assert _matches("xabc", ("re:abc",)) is None  # fullmatch, not search
-    assert _matches("abc", ("x", "re:a.*", "abc")) == "re:a.*"  # the first matching pattern
-    assert _matches("", ("re:",)) is None  # an empty regex matches nothing
-    assert _matches("re:abc", ("re:abc",)) is None
-    assert _matches("a", ("re:a",)) == "re:a"  # a one-character regex
+    assert matches("abc", ("abc",)) == "abc"
+    assert matches("abc", ("ab",)) is None
+    assert matches("abc", ("re:abc",)) == "re:abc"
+    assert matches("abc", ("re:a",)) is None  # fullmatch, not match
+    assert matches("xabc", ("re:abc",)) is None  # fullmatch, not search
+    assert matches("abc", ("x", "re:a.*", "abc")) == "re:a.*"  # the first matching pattern
+    assert matches("", ("re:",)) is None  # an empty regex matches nothing
+    assert matches("re:abc", ("re:abc",)) is None
+    assert matches("a", ("re:a",)) == "re:a"  # a one-character regex
 
 
 @pytest.mark.parametrize(("name", "reason"), [
@@ -443,7 +435,7 @@ def test_matches():
     ("model.rotary.inv_freq", "other"), ("ln.weight", "other"),
 ])
 def test_skip_reason(name, reason):
-    assert _skip_reason(name) == reason
+    assert skip_reason(name) == reason
 
 
 # ---------------------------------------------------------------------------- bitsandbytes
@@ -701,7 +693,7 @@ def test_inputs_calibration_collects_each_block_once_in_order(monkeypatch):
 
 
 def test_block_module_name():
-    from qd_models.engine import block_module_name
+    from qd_models.model_layout import block_module_name
 
     assert block_module_name("model.layers.3.mlp.down_proj") == "model.layers.3"
     assert block_module_name("transformer.h.11.attn.c_attn") == "transformer.h.11"
@@ -730,7 +722,7 @@ def test_group_size_must_divide_every_quantized_input_dim():
 
 
 def test_check_save_target_refusals(tmp_path):
-    from qd_models.engine import check_save_target
+    from qd_models.saving import check_save_target
 
     source = tmp_path / "model"
     source.mkdir()
@@ -766,7 +758,7 @@ def test_check_save_target_refusals(tmp_path):
 
 def test_check_save_target_unwritable_parent(tmp_path, monkeypatch):
     """The nearest existing parent must allow writing and entering (os.access faked: root passes any check)."""
-    from qd_models.engine import check_save_target
+    from qd_models.saving import check_save_target
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -988,7 +980,7 @@ def test_global_threshold_counts_exactly_past_float32_integers():
         flat[5:4094] = 0.1
         flat[4094:4094 + 2**23] = 0.9
     total = 4097 * 4096
-    targets, _ = _select(model, parse_qd_args({"method": "rtn"})[0], None)
+    targets, _ = select_targets(model, parse_qd_args({"method": "rtn"})[0], None)
     for wanted, kept in ((2**24 + 4, 2**24 + 7), (2**24 + 3, 2**24 + 3)):
-        threshold = _global_threshold(targets, 100.0 * wanted / total)
+        threshold = global_threshold(targets, 100.0 * wanted / total)
         assert int((model.weight.detach().abs() >= threshold).sum()) == kept, wanted

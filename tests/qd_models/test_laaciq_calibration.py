@@ -9,7 +9,8 @@ import torch
 
 from qd_models.calibration import collect_activation_stats, load_calibration_texts, stats_cache_dir
 from qd_models.config import parse_qd_args
-from qd_models.engine import quantization_targets, quantize_
+from qd_models.engine import quantize_
+from qd_models.targets import quantization_targets
 
 TEXTS = {"en": ["The cat sat on the mat.", "Quantization is lossy.", "Hi"],
          "he": ["שלום עולם", "החתול ישב על השטיח והסתכל החוצה."]}

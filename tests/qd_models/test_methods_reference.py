@@ -64,7 +64,7 @@ def test_qd_hf_scores_equal_a_direct_pass_over_quantize_of_a_fresh_model(args, t
             collect_activation_stats,
             load_calibration_texts,
         )
-        from qd_models.engine import quantization_targets
+        from qd_models.targets import quantization_targets
 
         act_stats = collect_activation_stats(model, tokenizer, load_calibration_texts(config), quantization_targets(model, config),
                                              progress=False, prefix_id=tokenizer.bos_token_id)

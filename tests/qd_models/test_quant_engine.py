@@ -8,16 +8,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from qd_models.config import parse_qd_args
-from qd_models.engine import (
-    block_index,
-    bnb_from_pretrained_kwargs,
-    quantize_,
-    restore_,
-    save_quantized,
-    summarize_report,
-    validate_for_model,
-)
+from qd_models.config import parse_qd_args, validate_for_model
+from qd_models.engine import bnb_from_pretrained_kwargs, quantize_, restore_
+from qd_models.model_layout import block_index
+from qd_models.report import summarize_report
+from qd_models.saving import save_quantized
 
 
 def _load(tiny_model_dir, arch):
@@ -190,3 +185,36 @@ def test_save_quantized_loads_back_identical(tiny_model_dir, tmp_path):
     assert json.loads(open(path).read())["config"]["bits"] == 3
     for (name, p), (_, q) in zip(model.named_parameters(), loaded.named_parameters()):
         assert torch.equal(p, q), name
+
+
+def test_build_report_totals_from_hand_counts():
+    """The one report builder (fake and bitsandbytes): totals from the counts it is given, the
+    caller's extra totals last, in their order; no candidates: effective bits NaN."""
+    from qd_models.report import build_report
+
+    config = parse_qd_args({"method": "rtn"})[0]
+    layers = [{"status": "quantized"}, {"status": "kept"}, {"status": "unchanged"}, {"status": "quantized"}]
+    skipped = [{"name": "a", "numel": 3, "reason": "bias"}, {"name": "b", "numel": 5, "reason": "norm"}]
+    report = build_report(config, layers, skipped, 8 * 16, 1001, 200, 50, original_size_bytes=7, nonfinite_weights=0)
+    assert report["totals"] == {
+        "params_quantized": 200, "params_kept": 50, "params_skipped": 8, "layers_quantized": 2, "layers_kept": 1,
+        "effective_bits_per_weight": 1001 / 250, "estimated_size_bytes": (1001 + 128) // 8, "original_size_bytes": 7,
+        "nonfinite_weights": 0,
+    }
+    assert list(report["totals"])[-2:] == ["original_size_bytes", "nonfinite_weights"]
+    assert report["layers"] is layers and report["skipped"] is skipped and report["config"] == config.to_dict()
+    empty = build_report(config, [], [], 0, 0, 0, 0)["totals"]
+    assert np.isnan(empty["effective_bits_per_weight"]) and empty["estimated_size_bytes"] == 0
+
+
+def test_skipped_parameters_lists_the_unhandled_once_with_their_bits():
+    from torch import nn
+
+    from qd_models.report import skipped_parameters
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2), nn.Linear(2, 2, bias=False))
+    model.add_module("again", model[1])  # the LayerNorm reachable twice: listed once
+    skipped, bits = skipped_parameters(model, {id(model[0].weight)}, lambda param: 16)
+    assert skipped == [{"name": "0.bias", "numel": 2, "reason": "bias"}, {"name": "1.weight", "numel": 2, "reason": "other"},
+                       {"name": "1.bias", "numel": 2, "reason": "bias"}, {"name": "2.weight", "numel": 4, "reason": "other"}]
+    assert bits == 16 * (2 + 2 + 2 + 4)

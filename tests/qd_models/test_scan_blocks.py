@@ -9,7 +9,8 @@ import math
 import pytest
 
 from qd_models.engine import quantize_
-from qd_models.runners.scan import CSV_COLUMNS, block_modules, meta_model, module_type, run_scan, scan_items
+from qd_models.model_layout import block_linears, meta_model, module_type
+from qd_models.runners.scan import CSV_COLUMNS, run_scan, scan_items
 from qd_models.runners.sweep import EvalSettings
 from qd_tasks.languages import split_task_name
 
@@ -32,8 +33,8 @@ def test_meta_model_lists_every_block_module(arch, tiny_model_dir):
     from transformers import AutoConfig
 
     model_dir = tiny_model_dir(arch)
-    blocks = block_modules(meta_model(AutoConfig.from_pretrained(model_dir)))
-    assert blocks == block_modules(_loaded(model_dir))  # same names as the real load
+    blocks = block_linears(meta_model(AutoConfig.from_pretrained(model_dir)))
+    assert blocks == block_linears(_loaded(model_dir))  # same names as the real load
     assert sorted(blocks) == [0, 1]
     for kinds in blocks.values():
         assert kinds["attention"] and kinds["mlp"] and not kinds["other"]
@@ -42,7 +43,7 @@ def test_meta_model_lists_every_block_module(arch, tiny_model_dir):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_scan_items_quantize_exactly_the_intended_modules(arch, tiny_model_dir):
     model_dir = tiny_model_dir(arch)
-    blocks = block_modules(_loaded(model_dir))
+    blocks = block_linears(_loaded(model_dir))
     for mode in ("quantize_one", "protect_one"):
         items = scan_items(blocks, mode, ("block", "attention", "mlp"), QUANT)
         assert len(items) == 2 * 3
@@ -63,6 +64,71 @@ def test_module_type_names():
     assert module_type("transformer.h.0.self_attention.query_key_value") == "attention"
     assert module_type("model.layers.3.mlp.down_proj") == "mlp"
     assert module_type("model.layers.3.attn_norm") is None  # a component must match exactly
+
+
+# one llama.cpp role per linear of a block, written out per architecture
+BLOCK_ROLES = {
+    "llama": {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"},
+    "gpt2": {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"},
+    "bloom": {"query_key_value": "attn_qkv", "self_attention.dense": "attn_output",
+              "dense_h_to_4h": "ffn_up", "dense_4h_to_h": "ffn_down"},
+}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bloom"])
+def test_layout_roles_agree_with_the_parts_of_each_block(arch, tiny_model_dir):
+    """Each block linear's llama.cpp role is the one written above for its name's tail, and an
+    ``attn_*`` role lies in the attention part, an ``ffn_*`` role in the MLP part."""
+    from qd_models.model_layout import llama_cpp_role
+
+    blocks = block_linears(_loaded(tiny_model_dir(arch)))
+    for kinds in blocks.values():
+        names = [name for part in ("attention", "mlp") for name in kinds[part]]
+        got = {}
+        for name in names:
+            tail = next(t for t in BLOCK_ROLES[arch] if name.endswith("." + t))
+            got[tail] = llama_cpp_role(name)
+            part = "attention" if name in kinds["attention"] else "mlp"
+            assert got[tail].startswith("attn_" if part == "attention" else "ffn_"), name
+        assert got == BLOCK_ROLES[arch]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bloom"])
+def test_tied_embeddings_is_one_shared_storage(arch, tiny_model_dir):
+    from qd_models.model_layout import input_embedding, output_embedding, tied_embeddings
+
+    model = _loaded(tiny_model_dir(arch))
+    shared = model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert tied_embeddings(model) is shared and shared is (arch != "llama")  # the tiny Llama has an untied head
+    assert output_embedding(model) is model.lm_head and input_embedding(model) is model.get_input_embeddings()
+
+
+def test_meta_model_of_an_unbuildable_config_is_none_and_the_scan_refuses_in_one_line(tmp_path):
+    """A config AutoModelForCausalLM cannot build (T5 has no causal-LM class): no module tree,
+    and qd-scan says so before anything is evaluated or written."""
+    from transformers import T5Config
+
+    T5Config(d_model=8, num_layers=1, num_heads=1, d_ff=8, d_kv=8, vocab_size=16).save_pretrained(tmp_path / "t5")
+    assert meta_model(T5Config(d_model=8, num_layers=1, num_heads=1, d_ff=8, d_kv=8, vocab_size=16)) is None
+    out = tmp_path / "out"
+    settings = EvalSettings(tasks=("qd_multilingual_ppl",), output_path=str(out), model_args=f"pretrained={tmp_path / 't5'}")
+    with pytest.raises(ValueError, match=r"^model_args=pretrained=.*: the model's module tree cannot be built without its weights; allowed: "):
+        run_scan(settings, "quantize_one", ("block",), QUANT)
+    assert not out.exists()
+
+
+def test_scan_builds_its_meta_model_with_trust_remote_code(tiny_model_dir, tmp_path, monkeypatch):
+    from qd_models.runners import scan
+
+    calls = []
+    monkeypatch.setattr(scan, "meta_model", lambda hf_config, trust: calls.append(trust))  # None: the scan stops there
+    for flag in ("", ",trust_remote_code=True"):
+        settings = EvalSettings(tasks=("qd_multilingual_ppl",), output_path=str(tmp_path),
+                                model_args=f"pretrained={tiny_model_dir('llama')}{flag}")
+        with pytest.raises(ValueError, match="module tree cannot be built"):
+            run_scan(settings, "quantize_one", ("block",), QUANT)
+    assert calls == [False, True]
 
 
 def test_scan_rejects_bad_arguments_before_loading(tiny_model_dir):
