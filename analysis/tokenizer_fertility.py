@@ -43,3 +43,21 @@ def fertility(runset: RunSet, count_tokens, tokens: pd.DataFrame | None = None) 
             for (suite, lang), block in docs.groupby(["suite", "lang"], sort=True)]
     out = pd.DataFrame(rows, columns=FERTILITY_COLUMNS)
     return out.astype({"n_words": float, "tokens_per_word": float})
+
+
+def runs_fertility(runset: RunSet, tokenizer: str | None) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """(fertility per language, per-document token counts, notes) with ``tokenizer``, else the runs'
+    model when it is one local folder; an empty table and ``None`` when skipped (the notes say why)."""
+    if runset.docs.empty:
+        return pd.DataFrame(), None, ["No samples files: fertility needs the task documents from --log_samples; skipped."]
+    if tokenizer is None:
+        local = sorted({run.model_path for run in runset.runs.values() if run.model_path and Path(run.model_path).is_dir()})
+        if len(local) != 1:
+            return pd.DataFrame(), None, ["Fertility skipped: pass --tokenizer PATH (the runs' models are not one local folder)."]
+        tokenizer = local[0]
+    try:
+        count = load_tokenizer(tokenizer)
+    except (OSError, ValueError) as err:
+        return pd.DataFrame(), None, [f"Fertility skipped: tokenizer {tokenizer!r} could not be loaded ({err})."]
+    tokens = doc_token_counts(runset, count)
+    return fertility(runset, count, tokens), tokens, [f"Fertility computed with the tokenizer {Path(tokenizer).name}."]
