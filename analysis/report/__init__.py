@@ -136,22 +136,28 @@ def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    figures: dict[str, list[Path]] = {}
+    lines = header(analysis.options, command)
     for section in SECTIONS:
-        result = analysis.results[section.name]
-        for name, table in section.tables(result).items():
-            table.to_csv(out / "tables" / f"{name}.csv", index=False)
-        figures[section.name] = [file.save(file.fig, out / "figures" / file.name) for file in section.figures(result)]
+        lines += write_section(section, analysis.results[section.name], out)
     report = out / "report.md"
-    report.write_text(report_markdown(analysis, command, figures), encoding="utf-8")
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
 
 
-def report_markdown(analysis: Analysis, command: str = "", figures: dict[str, list[Path]] | None = None) -> str:
-    """``report.md``: the header, then every section's lines; ``figures``: the files each section wrote (none: no links)."""
+def write_section(section: Section, result, out: Path) -> list[str]:
+    """Write one section's tables into ``out/tables`` and figures into ``out/figures`` (both existing);
+    return its lines of ``report.md``."""
+    for name, table in section.tables(result).items():
+        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    figures = [file.save(file.fig, out / "figures" / file.name) for file in section.figures(result)]
+    return section.markdown(result, figures)
+
+
+def report_markdown(analysis: Analysis, command: str = "") -> str:
+    """The text of ``report.md`` without writing any file (no figure links)."""
     lines = header(analysis.options, command)
     for section in SECTIONS:
-        lines += section.markdown(analysis.results[section.name], (figures or {}).get(section.name, []))
+        lines += section.markdown(analysis.results[section.name], [])
     return "\n".join(lines) + "\n"
 
 
