@@ -366,6 +366,37 @@ def test_cli_on_real_fixture(tmp_path):
     assert ((degradation.ci_low <= degradation.degradation) & (degradation.degradation <= degradation.ci_high)).all()
 
 
+def test_every_report_file_belongs_to_one_section(tmp_path):
+    """The sections' declared tables and figures are exactly the files write_outputs writes besides report.md,
+    each written by one section; every section is computed once."""
+    import matplotlib.pyplot as plt
+
+    from analysis.report import COMPUTE_ORDER, SECTIONS, write_outputs
+
+    assert sorted(COMPUTE_ORDER) == sorted(section.name for section in SECTIONS) and len(set(COMPUTE_ORDER)) == len(SECTIONS)
+    result = analysis.analyze([FIXTURE_RUNS], analysis.AnalysisOptions(n_resamples=50))
+    declared = []
+    for section in SECTIONS:
+        own = result.results[section.name]
+        declared += [f"tables/{name}.csv" for name in section.tables(own)] + [f"figures/{file.name}" for file in section.figures(own)]
+    plt.close("all")
+    write_outputs(result, tmp_path)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert len(set(declared)) == len(declared) and sorted([*declared, "report.md"]) == written
+    assert {"figures/rate_distortion_0.png", "tables/degradation.csv", "tables/runs.csv"} <= set(declared)
+
+
+@pytest.mark.parametrize("text", ["rtn-w4-calib_langs=en (tiny) #2", "gptq+awq/x", "__é__", "a/" * 100])
+def test_figure_names_follow_the_report_rules(text):
+    """Figure names: the report's rule (A-Za-z0-9_.- kept, stripped, 80 characters), benchmarks' (+ kept too, 100)."""
+    from analysis.report.section import figure_slug
+    from analysis.report.sections.benchmarks import figure_name
+
+    assert figure_slug(text) == re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80]
+    expected = re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"benchmark_{text}_acc_a+b").strip("_")[:100] + ".png"
+    assert figure_name(text, "acc", ["a", "b"]) == expected
+
+
 def test_language_metadata_from_package():
     groups = analysis.resource_groups(["en", "zh", "he", "yo", "xx"])
     assert groups == {"en": "high", "zh": "high", "he": "low", "yo": "low"}
