@@ -1,4 +1,4 @@
-"""The atlas section: which languages pay, with languages as the unit (the atlas suite, ≥ 30 languages).
+"""The atlas: which languages pay, with languages as the unit (the atlas suite, ≥ 30 languages).
 
 Only suites in :data:`ATLAS_SUITES` get the section (``qd_udhr_atlas_ppl``; the 521-language
 ``qd_udhr_ppl`` keeps the many-language view: its permutation and bootstrap fits cost minutes).

@@ -413,7 +413,7 @@ def _as_float(value) -> float | None:
 
 def _perplexity_tasks(run: Run, results: dict, problems: list[str]) -> list[str]:
     """Leaf tasks reporting a perplexity metric (the others — multiple choice, generation — are
-    read by :mod:`analysis.benchmarks`)."""
+    read by :mod:`analysis.benchmark_loading`)."""
     return [task for task in run_record.leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
 
 

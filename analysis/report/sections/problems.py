@@ -27,7 +27,7 @@ class ProblemsSection:
         return iter(())
 
     def markdown(self, result: Problems, figures) -> list[str]:
-        out = ["## Baseline notes", ""] + [f"> {note}" for note in result.baseline_notes] + [""] if result.baseline_notes else []
+        out = (["## Baseline notes", ""] + [f"> {note}" for note in result.baseline_notes] + [""]) if result.baseline_notes else []
         out += ["## Problems and flags", ""]
         out += [f"- {line}" for line in result.lines] if result.lines else ["None."]
         return out + [""]
