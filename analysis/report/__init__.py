@@ -81,7 +81,7 @@ class AnalysisOptions:
             raise ValueError(f"min_denominator={self.min_denominator} is not allowed; allowed: a number > 0")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Analysis:
     """Everything computed from one set of runs: the inputs every section reads (runs, options, user
     files, resource groups, per-language degradation, tokenizer fertility), the notes (one line per
@@ -124,7 +124,8 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
         why = "none of the --hr/--lr languages is in the runs" if given else "no language is in qd_tasks.languages; pass --hr/--lr"
         notes.append(f"No language has a resource class ({why}): group statistics are empty.")
     fert, tokens, fertility_notes = runs_fertility(runset, options.tokenizer)
-    analysis = Analysis(runset, options, groups, deg, fert, tokens, scan_csv, task_rules, notes + fertility_notes)
+    analysis = Analysis(runset=runset, options=options, groups=groups, deg=deg, fertility=fert, tokens=tokens, scan_csv=scan_csv,
+                        task_rules=task_rules, notes=notes + fertility_notes)
     by_name = {section.name: section for section in SECTIONS}
     for name in COMPUTE_ORDER:
         analysis.results[name] = by_name[name].compute(analysis)
