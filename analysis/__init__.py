@@ -15,8 +15,11 @@ from analysis.groups import resource_groups
 from analysis.language_degradation import Degradation, degradation
 from analysis.loading import AnalysisInputError, Run, RunSet, load_runs
 from analysis.pairing import Pair, pair_runs
-from analysis.relations import correlations, fertility, pareto_front, rate_distortion, weight_mse, weight_mse_slopes
+from analysis.pareto import pareto_front
+from analysis.predictors import correlations
+from analysis.rate_distortion import rate_distortion, weight_mse, weight_mse_slopes
 from analysis.report import AnalysisOptions, analyze, write_outputs
+from analysis.tokenizer_fertility import fertility
 
 __all__ = [
     "AnalysisInputError",

@@ -1,4 +1,4 @@
-"""The atlas section: which languages pay, with languages as the unit (the atlas suite, ≥ 30 languages).
+"""The atlas: which languages pay, with languages as the unit (the atlas suite, ≥ 30 languages).
 
 Only suites in :data:`ATLAS_SUITES` get the section (``qd_udhr_atlas_ppl``; the 521-language
 ``qd_udhr_ppl`` keeps the many-language view: its permutation and bootstrap fits cost minutes).
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import regression
-from analysis.many_languages import MIN_LANGUAGES, language_metadata
+from analysis.many_languages import language_metadata
 
 ATLAS_SUITES = ("qd_udhr_atlas_ppl",)
 MIN_LEVEL = 5
@@ -170,81 +170,3 @@ def scatter(frame: pd.DataFrame, coefs: pd.DataFrame, title: str = ""):
     fig.suptitle(title or "Who pays: relative D and absolute Δ vs how well the model knows the language", fontsize=9)
     fig.subplots_adjust(left=0.08, bottom=0.13, right=0.98, top=0.9, wspace=0.25)
     return fig, ax
-
-
-def write_section(deg, tables_dir, figures_dir, slug=lambda text: text, n_resamples: int = 2000, random_state: int = 0,
-                  confidence: float = 0.95) -> list[str]:
-    """``tables/atlas_*.csv``, ``figures/atlas_*.png`` and the report lines; [] without an atlas block of ≥ 30 languages."""
-    if deg.table.empty:
-        return []
-    frames, coef_tables, term_tables, summaries = [], [], [], []
-    out = ["## Atlas: which languages pay (languages as the unit)", "",
-           f"Suites {', '.join(ATLAS_SUITES)} with ≥ {MIN_LANGUAGES} languages. D = relative NLL increase, Δ = absolute bits/byte increase, side by side. "
-           "Regression per config and outcome: D (or Δ) ~ log2(baseline bits/byte / median) + script + family (levels with "
-           f"< {MIN_LEVEL} languages pooled as `{OTHER}`; references {REFERENCE_SCRIPT}, {REFERENCE_FAMILY}); second model "
-           "~ log2 rel. baseline + Joshi class over the languages that have one. CIs: bootstrap over languages; p: Freedman–Lane "
-           f"permutation of languages ({n_resamples} permutations, random_state={random_state}); driver = the language whose "
-           "removal changes the coefficient most.", ""]
-    for (quant_id, suite), block in deg.table.groupby(["quant_id", "suite"], sort=True):
-        if suite not in ATLAS_SUITES or block.lang.nunique() < MIN_LANGUAGES:
-            continue
-        frame = language_frame(block)
-        coefs, terms = analyze_block(frame, n_resamples, random_state, confidence)
-        label = block.label.iloc[0]
-        for table, rows in ((frames, frame), (coef_tables, coefs), (term_tables, terms), (summaries, group_summary(frame))):
-            table.append(rows.assign(quant_id=quant_id, suite=suite, config=label))
-        out += _block_lines(frame, coefs, terms, label, quant_id, suite, confidence)
-        fig, _ = scatter(frame, coefs, f"{label} — {suite} ({len(frame)} languages)")
-        path = figures_dir / f"atlas_{slug(quant_id)}_{slug(suite)}.png"
-        fig.savefig(path, dpi=90)
-        out += [f"![atlas_{slug(quant_id)}](figures/{path.name})", ""]
-    if not frames:
-        return []
-    for name, parts in (("atlas_languages", frames), ("atlas_coefficients", coef_tables), ("atlas_terms", term_tables),
-                        ("atlas_groups", summaries)):
-        pd.concat(parts, ignore_index=True).to_csv(tables_dir / f"{name}.csv", index=False)
-    out += ["Tables: tables/atlas_languages.csv, atlas_coefficients.csv, atlas_terms.csv, atlas_groups.csv.", ""]
-    return out
-
-
-def _block_lines(frame, coefs, terms, label, quant_id, suite, confidence) -> list[str]:
-    level = f"{100 * confidence:.0f}%"
-    out = [f"### {label} — `{quant_id}` — {suite} ({len(frame)} languages, {frame.script.nunique()} scripts, "
-           f"{frame.family.nunique()} families)", ""]
-    ordered = frame.sort_values(["degradation", "lang"], ascending=[False, True])
-    for heading, part in (("Pay most", ordered.head(TOP_K)), ("Pay least", ordered.tail(TOP_K).iloc[::-1])):
-        rows = [f"| {r.lang} | {r.name} | {r.script} | {r.family} | {_fmt(r.joshi_class, '.0f')} | {_fmt(r.bpb_base)} | "
-                f"{_fmt(r.rel_baseline)} | {_pct(r.degradation)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}] | {r.delta_bpb:+.3f} |"
-                for r in part.itertuples()]
-        out += [f"{heading} (D with its {level} document-bootstrap CI):", "",
-                "| lang | name | script | family | Joshi | bits/byte base | rel. baseline | D [CI] | Δ bits/byte |",
-                "|---|---|---|---|---|---|---|---|---|", *rows, ""]
-    out += [f"Coefficients ({level} bootstrap-over-languages CI, permutation p; D in %, Δ in bits/byte):", "",
-            "| model | term | D: coef [CI] | p | driver (D without it) | Δ: coef [CI] | p | driver (Δ without it) |",
-            "|---|---|---|---|---|---|---|---|"]
-    for (model, column), part in coefs[coefs.column != "intercept"].groupby(["model", "column"], sort=False):
-        cells = []
-        for outcome in OUTCOMES:
-            r = part[part.outcome == outcome].iloc[0]
-            scale, fmt = (100.0, "+.2f") if outcome == "degradation" else (1.0, "+.3f")
-            cells += [f"{scale * r.coef:{fmt}} [{scale * r.ci_low:{fmt}}, {scale * r.ci_high:{fmt}}]", f"{r.p_perm:.3g}",
-                      f"{r.driver} ({scale * r.coef_without_driver:{fmt}})"]
-        out.append(f"| {model} (n={int(part.n_langs.iloc[0])}) | {column} | " + " | ".join(cells) + " |")
-    out.append("")
-    if not terms.empty:
-        by = {(t.term, t.outcome): t for t in terms.itertuples()}
-        rows = []
-        for term in dict.fromkeys(terms.term):
-            d, a = by[(term, "degradation")], by[(term, "delta_bpb")]
-            rows.append(f"| {term} | {d.df} | {d.f:.3g} | {d.p_perm:.3g} | {a.f:.3g} | {a.p_perm:.3g} |")
-        out += ["Factors as a whole (F of dropping the factor, permutation p):", "",
-                "| factor | df | D: F | p | Δ: F | p |", "|---|---|---|---|---|---|", *rows, ""]
-    return out
-
-
-def _pct(value: float) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:+.1f}%"
-
-
-def _fmt(value, spec: str = ".3g") -> str:
-    return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):{spec}}"

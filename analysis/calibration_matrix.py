@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 
@@ -75,13 +74,6 @@ def matrices(block: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     return values, low, high
 
 
-def _cell(d: float, low: float, high: float) -> str:
-    """A table cell: D and its CI in percent ("" without D; the CI left out where undefined)."""
-    if pd.isna(d):
-        return ""
-    return f"{100 * d:.2f}" + (f" [{100 * low:.2f}, {100 * high:.2f}]" if pd.notna(low) and pd.notna(high) else " [CI undefined]")
-
-
 def matched_summary(block: pd.DataFrame) -> dict:
     """For one family + suite: mean over evaluated languages of D with language-matched
     calibration (row = that language) and with ``all``; ``None`` where a row is missing."""
@@ -128,38 +120,3 @@ def matched_comparisons(runset: RunSet, block: pd.DataFrame, comparisons: pd.Dat
                 ci = f" [{100 * low:+.2f}, {100 * high:+.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
                 lines.append(f"- {lang}: D(calibrated on {lang}) − D(all) = {100 * sign * r.difference:+.2f} pp{ci}: {reading}.")
     return lines
-
-
-def write_section(runset: RunSet, table: pd.DataFrame, tables: Path, figures: Path, comparisons: pd.DataFrame | None = None) -> str:
-    """Write ``calibration_matrix.csv`` and one figure per family + suite; return the report's
-    markdown section ('' when no family has two calibration settings). ``comparisons``: paired
-    differences of configs (:mod:`analysis.calibration_draws`), for the matched-vs-``all`` lines."""
-    from analysis.plots import save
-
-    long = calibration_table(runset, table)
-    long.to_csv(tables / "calibration_matrix.csv", index=False)
-    if long.empty:
-        return ""
-    out = ["## Calibration language × evaluation language", "",
-           ("D (%) of each calibration setting (rows; `all` = every language of the calibration source) per evaluated "
-            "language, with its CI; table `tables/calibration_matrix.csv`."), ""]
-    for index, ((family, suite), block) in enumerate(long.groupby(["family", "suite"], sort=True)):
-        config = json.loads(family)
-        name = f"{config.get('method')} w{config.get('bits')} {config.get('granularity') or ''}{config.get('group_size') or ''}"
-        fig, _ = plot_matrix(block, f"{name} — {suite}")
-        path = save(fig, figures / f"calibration_matrix_{index}.png")
-        summary = matched_summary(block)
-        pivot, low, high = matrices(block)
-        out += [f"### {name} — {suite}", "", f"![calibration matrix](figures/{path.name})", "",
-                "| calibration | " + " | ".join(pivot.columns) + " |", "|---" * (len(pivot.columns) + 1) + "|"]
-        for label in pivot.index:
-            cells = [_cell(pivot.loc[label, lang], low.loc[label, lang], high.loc[label, lang]) for lang in pivot.columns]
-            out.append(f"| {label} | " + " | ".join(cells) + " |")
-        if summary["matched_mean"] is not None and summary["all_mean"] is not None:
-            out += ["", (f"Mean D with language-matched calibration over {summary['n_matched']} languages: "
-                         f"{100 * summary['matched_mean']:.2f} %; with `all` on the same languages: {100 * summary['all_mean']:.2f} %.")]
-        matched = matched_comparisons(runset, block, comparisons) if comparisons is not None and not comparisons.empty else []
-        if matched:
-            out += ["", "Language-matched calibration vs `all`, paired per language (CI over calibration draws and documents):", "", *matched]
-        out.append("")
-    return "\n".join(out) + "\n"

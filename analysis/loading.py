@@ -23,12 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from qd_models import run_record
-from qd_models.run_record import config_family, config_label
+from qd_models.run_record import ROLLING_PREFIX_TEXT, config_family, config_label, parse_model_args
 from qd_tasks.languages import split_task_name
 
 AGGREGATE_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
 BASELINE_METHODS = ("none",)
-_RESULTS_RE = re.compile(r"^results_(?P<stamp>.+)\.json$")
+RESULTS_RE = re.compile(r"^results_(?P<stamp>.+)\.json$")
+"""An lm-eval results file name; ``stamp`` names its samples files (:func:`samples_path`)."""
 
 
 class AnalysisInputError(ValueError):
@@ -155,11 +156,6 @@ def _run_meta(run: Run) -> dict:
     return meta
 
 
-ROLLING_PREFIX_TEXT = "prefix+text"
-"""A rolling document scored as one prefix token then the text's own tokens (qd-hf; ``hf`` with
-``add_bos_token=False``)."""
-
-
 def _dtype_name(value) -> str | None:
     return None if value in (None, "", "auto") else str(value).removeprefix("torch.")
 
@@ -194,24 +190,13 @@ def scoring_identity(config: dict, model_args: dict, qd: dict) -> dict:
     }
 
 
-def parse_model_args(model_args) -> dict:
-    """``"pretrained=x,method=rtn,bits=4"`` or a dict -> dict, typed as lm-eval typed it."""
-    if isinstance(model_args, dict):
-        return dict(model_args)
-    if not model_args:
-        return {}
-    from lm_eval.utils import simple_parse_args_string
-
-    return simple_parse_args_string(str(model_args))
-
-
 def find_result_files(paths) -> list[Path]:
     """All ``results_*.json`` files under the given files/folders (sorted, deduplicated)."""
     found = set()
     for raw in paths:
         path = Path(raw)
         if path.is_file():
-            if not _RESULTS_RE.match(path.name):
+            if not RESULTS_RE.match(path.name):
                 raise AnalysisInputError(
                     f"path={path} is not an lm-eval results file; allowed: results_<timestamp>.json or a folder"
                 )
@@ -428,7 +413,7 @@ def _as_float(value) -> float | None:
 
 def _perplexity_tasks(run: Run, results: dict, problems: list[str]) -> list[str]:
     """Leaf tasks reporting a perplexity metric (the others — multiple choice, generation — are
-    read by :mod:`analysis.benchmarks`)."""
+    read by :mod:`analysis.benchmark_loading`)."""
     return [task for task in run_record.leaf_tasks(results) if any(f"{metric},none" in results["results"][task] for metric in AGGREGATE_METRICS)]
 
 
@@ -450,10 +435,15 @@ def _aggregate_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]
     return rows
 
 
+def samples_path(results_file: Path, task: str) -> Path:
+    """The ``samples_<task>_<stamp>.jsonl`` lm-eval writes beside ``results_<stamp>.json`` (present or not)."""
+    stamp = RESULTS_RE.match(results_file.name).group("stamp")
+    return results_file.with_name(f"samples_{task}_{stamp}.jsonl")
+
+
 def _doc_rows(run: Run, results: dict, problems: list[str]) -> list[tuple]:
-    stamp = _RESULTS_RE.match(run.path.name).group("stamp")
     tasks = _perplexity_tasks(run, results, [])
-    files = {task: run.path.with_name(f"samples_{task}_{stamp}.jsonl") for task in tasks}
+    files = {task: samples_path(run.path, task) for task in tasks}
     has_samples = any(path.is_file() for path in files.values())
     rows = []
     for task, samples in files.items():

@@ -1,5 +1,6 @@
 """Statistics used by the analysis: paired document bootstrap with studentized intervals,
-language-level permutation tests and hierarchical bootstrap, correlations and slope fits.
+language-level permutation tests and hierarchical bootstrap, paired item comparisons (bootstrap
+interval of a mean difference, exact McNemar test), correlations and slope fits.
 Every function returns NaN (never raises) for degenerate inputs that can legitimately occur
 (too few points, zero variance). Array inputs are read as float64, so a None entry is a missing
 value (NaN)."""
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
+
+from qd_tasks import metrics
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,10 @@ def too_few_docs_note(n_docs: int) -> str:
 
 
 def relative_increase(new_total, old_total):
-    """``new/old - 1`` elementwise; inf/NaN propagate (old == 0 gives inf or NaN)."""
+    """:func:`qd_tasks.metrics.relative_increase` (``new/old - 1``) elementwise on float64 arrays;
+    inf/NaN propagate (old == 0 gives inf or NaN) without warnings."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(new_total, dtype=float) / np.asarray(old_total, dtype=float) - 1.0
+        return metrics.relative_increase(np.asarray(new_total, dtype=float), np.asarray(old_total, dtype=float))
 
 
 def bootstrap_degradation_draws(nll_quant, nll_base, n_resamples: int, rng: np.random.Generator, with_se: bool = False):
@@ -201,3 +205,42 @@ def fit_slope(x, y, confidence: float = 0.95) -> dict:
         out.update(stderr=float(fit.stderr), low=float(fit.slope - half), high=float(fit.slope + half))
     return out
 
+
+
+def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
+    """Two-sided exact McNemar p: ``min(1, 2 · P(X ≤ min(b, c)))``, X ~ Bin(b + c, 1/2), by exact
+    integer sums; 1.0 when there is no discordant pair."""
+    b, c = int(right_to_wrong), int(wrong_to_right)
+    if b < 0 or c < 0:
+        raise ValueError(f"flip counts must be >= 0, got {b} and {c}")
+    n, k = b + c, min(b, c)
+    if n == 0 or 2 * k == n:
+        return 1.0
+    term, tail = 1, 1  # C(n, 0)
+    for i in range(k):
+        term = term * (n - i) // (i + 1)
+        tail += term
+    return min(1.0, 2 * tail / (1 << n))
+
+
+def paired_comparison(base, quant, n_resamples: int, random_state, confidence: float = 0.95) -> dict:
+    """Paired statistics of per-item values. base, quant: (n_items,) in the same item order.
+
+    Returns n_items, base, quant, delta (mean difference) with a paired bootstrap percentile
+    interval (ci_low, ci_high; draws ``mean(d[idx])`` with idx ~ rng.integers(0, n, (n_resamples, n)),
+    rng = ``np.random.default_rng(random_state)``: a seed, a seed sequence or a Generator), and for
+    0/1 values right_to_wrong, wrong_to_right and mcnemar_p (:func:`mcnemar_exact`; NaN otherwise).
+    """
+    base, quant = np.asarray(base, dtype=float), np.asarray(quant, dtype=float)
+    if base.shape != quant.shape or base.ndim != 1 or base.size == 0:
+        raise ValueError(f"base/quant must be equal-length non-empty 1-D arrays; got {base.shape} and {quant.shape}")
+    diff = quant - base
+    idx = np.random.default_rng(random_state).integers(0, diff.size, (n_resamples, diff.size))
+    interval = percentile_interval(float(diff.mean()), diff[idx].mean(axis=-1), confidence)
+    out = {"n_items": int(base.size), "base": float(base.mean()), "quant": float(quant.mean()), "delta": interval.estimate,
+           "ci_low": interval.low, "ci_high": interval.high, "right_to_wrong": math.nan, "wrong_to_right": math.nan,
+           "mcnemar_p": math.nan}
+    if np.isin(base, (0.0, 1.0)).all() and np.isin(quant, (0.0, 1.0)).all():
+        b, c = int(np.sum((base == 1) & (quant == 0))), int(np.sum((base == 0) & (quant == 1)))
+        out.update(right_to_wrong=b, wrong_to_right=c, mcnemar_p=mcnemar_exact(b, c))
+    return out

@@ -130,7 +130,7 @@ class QDHFLM(HFLM):
         self.scoring = {
             **{name: _plain(hf_kwargs.get(name)) for name in SCORING_ARGS},
             "softmax_dtype": str(self.softmax_dtype).removeprefix("torch."),
-            "rolling": "prefix+text",
+            "rolling": record.ROLLING_PREFIX_TEXT,
             "prefix_token_id": self.prefix_token_id,
         }
         if self.model_note:

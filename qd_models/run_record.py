@@ -107,9 +107,12 @@ def run_id(parts: tuple[str, ...]) -> str:
     return "/".join(part.rsplit("__", 1)[-1] if part.startswith("__") else part for part in parts)
 
 
-def slug(text: str, limit: int = 120) -> str:
-    """``text`` with characters other than ``A-Za-z0-9._=+-`` replaced by ``_`` (a folder or file name)."""
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)[:limit]
+def slug(text: str, limit: int = 120, keep: str = "._=+-", strip: bool = False) -> str:
+    """``text`` as a folder or file name: each run of characters other than ``A-Za-z0-9`` and ``keep``
+    replaced by ``_`` (``strip``: then leading/trailing ``_`` removed), at most ``limit`` characters.
+    Sweep folders use the defaults; ``qd-analyze``'s figure names their own ``keep`` and ``limit``."""
+    name = re.sub(f"[^A-Za-z0-9{re.escape(keep)}]+", "_", text)
+    return (name.strip("_") if strip else name)[:limit]
 
 
 def _setting_parts(config: dict) -> list[str]:
@@ -176,3 +179,20 @@ def format_arg(value: Any, list_sep: str = ";") -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
+
+ROLLING_PREFIX_TEXT = "prefix+text"
+"""``scoring.rolling`` of a rolling document scored as one prefix token then the text's own tokens (qd-hf
+records it; an ``hf`` run with ``add_bos_token=False`` scores the same way)."""
+
+
+def parse_model_args(model_args) -> dict:
+    """``"pretrained=x,method=rtn,bits=4"`` (or a dict, or nothing) -> dict, typed as lm-eval types
+    ``--model_args`` (lm-eval imported only when called)."""
+    if isinstance(model_args, dict):
+        return dict(model_args)
+    if not model_args:
+        return {}
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(str(model_args))

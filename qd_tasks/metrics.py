@@ -1,4 +1,5 @@
-"""Aggregations for ``loglikelihood_rolling`` perplexities that report ``inf`` instead of raising.
+"""Aggregations for ``loglikelihood_rolling`` perplexities that report ``inf`` instead of raising,
+and the one degradation rule (:func:`relative_increase`) of ``qd-scan`` and ``qd-analyze``.
 
 lm-eval's stock ``weighted_perplexity`` is ``math.exp(-weighted_mean(items))``; for a random
 model the word-level exponent exceeds ~709.78 and ``math.exp`` raises ``OverflowError``,
@@ -28,3 +29,17 @@ def weighted_perplexity(items: Iterable[tuple[float, int]]) -> float:
         return math.exp(-total_loglikelihood / total_units)
     except OverflowError:
         return math.inf
+
+
+def relative_increase(new_total, old_total):
+    """``new_total / old_total - 1``: the relative increase of a total (NLL, bits per byte).
+
+    Numbers or numpy arrays (elementwise, by the arrays' own division). A zero ``old_total`` gives
+    ``inf``/``-inf`` (``nan`` for 0/0) instead of raising; inf and NaN propagate.
+    """
+    try:
+        return new_total / old_total - 1.0
+    except ZeroDivisionError:
+        if new_total == 0 or math.isnan(new_total):
+            return math.nan
+        return math.copysign(math.inf, new_total) * math.copysign(1.0, old_total)

@@ -50,7 +50,7 @@ def child(path: str, qd_args: str, which: str, threads: int) -> dict:
     from qd_models import engine, model_layout
     from qd_models.calibration import CalibrationBatches, load_calibration_texts
     from qd_models.config import parse_qd_args
-    from qd_models.runners.lm_eval_glue import parse_model_args
+    from qd_models.run_record import parse_model_args
 
     torch.set_num_threads(threads)
     config = parse_qd_args(parse_model_args(qd_args))[0]

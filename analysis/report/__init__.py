@@ -1,25 +1,60 @@
-"""End-to-end analysis: load runs, compute every table, write ``report.md``, CSVs and PNGs.
+"""End-to-end analysis: load runs, compute every section, write ``report.md``, CSVs and PNGs.
 
-The report is written by three modules: :mod:`analysis.report.tables` (``tables/*.csv``),
-:mod:`analysis.report.figures` (``figures/*.png``) and :mod:`analysis.report.markdown` (``report.md``).
+The report is a header and the ordered :data:`SECTIONS` (:mod:`analysis.report.section`): each
+section computes its result from the :class:`Analysis` (:func:`analyze`), and :func:`write_outputs`
+writes every section's tables (``tables/*.csv``), figures (``figures/*.png``) and Markdown.
 """
 
 from __future__ import annotations
 
+import platform
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from analysis import atlas, benchmarks, calibration_draws, fidelity, many_languages, relations, task_languages
-from analysis.group_disparity import disparity
+from analysis import sensitivity_scan, task_languages
 from analysis.groups import resource_groups
 from analysis.language_degradation import Degradation, degradation
 from analysis.loading import RunSet, load_runs
-from analysis.report.figures import slug, write_figures
-from analysis.report.markdown import report_markdown
-from analysis.report.tables import write_tables
+from analysis.report.section import Section
+from analysis.report.sections import (
+    atlas,
+    benchmarks,
+    calibration_draws,
+    calibration_matrix,
+    correlations,
+    degradation_by_language,
+    disparity,
+    fidelity,
+    files,
+    many_languages,
+    method_comparison,
+    parallel_text,
+    problems,
+    rate_distortion,
+    runs,
+    scan,
+)
+from analysis.tokenizer_fertility import runs_fertility
+
+PACKAGES = ("quant-disparity", "lm_eval", "torch", "transformers", "bitsandbytes", "numpy", "scipy", "pandas", "matplotlib")
+
+SECTIONS: tuple[Section, ...] = (
+    problems.SECTION, runs.SECTION, degradation_by_language.SECTION, fidelity.SECTION, parallel_text.SECTION, disparity.SECTION,
+    correlations.SECTION, rate_distortion.SECTION, method_comparison.SECTION, scan.SECTION, many_languages.SECTION,
+    benchmarks.SECTION, files.SECTION, calibration_draws.SECTION, calibration_matrix.SECTION, atlas.SECTION,
+)
+"""The report's sections, in the order of ``report.md``."""
+COMPUTE_ORDER = ("runs", "degradation", "disparity", "parallel_view", "correlations", "rate_distortion", "method_comparison", "scan",
+                 "fidelity", "benchmarks", "calibration_draws", "calibration_matrix", "many_languages", "atlas", "files", "problems")
+"""The order the sections are computed in: a section reads only results computed before it (method
+comparison: disparity; benchmarks: fidelity; calibration matrix: calibration draws; problems: every
+note), and the problems list follows it."""
 
 
 @dataclass(frozen=True)
@@ -46,39 +81,41 @@ class AnalysisOptions:
             raise ValueError(f"min_denominator={self.min_denominator} is not allowed; allowed: a number > 0")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Analysis:
-    """Everything computed from one set of runs (all tables are pandas DataFrames)."""
+    """Everything computed from one set of runs: the inputs every section reads (runs, options, user
+    files, resource groups, per-language degradation, tokenizer fertility), the notes (one line per
+    skipped or degenerate part) and each section's result by section name (``results``, also readable
+    as attributes: ``analysis.benchmarks``)."""
 
     runset: RunSet
     options: AnalysisOptions
     groups: dict[str, str]
     deg: Degradation
-    disparity: pd.DataFrame
     fertility: pd.DataFrame
-    correlations: pd.DataFrame
-    rate_distortion: pd.DataFrame
-    weight_mse: pd.DataFrame
-    weight_mse_slopes: pd.DataFrame
-    pareto: pd.DataFrame
-    scan: pd.DataFrame
+    tokens: pd.DataFrame | None
+    scan_csv: pd.DataFrame | None = None
+    task_rules: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    parallel: pd.DataFrame = field(default_factory=pd.DataFrame)
-    fidelity: pd.DataFrame = field(default_factory=pd.DataFrame)
-    benchmarks: benchmarks.BenchmarkAnalysis | None = None
-    draws: calibration_draws.DrawAnalysis | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["results"][name]
+        except KeyError:
+            raise AttributeError(f"Analysis has no field or section result {name!r}") from None
 
 
 def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
-    """Load runs under ``paths`` and compute all tables (no files written)."""
+    """Load runs under ``paths`` and compute every section (no files written)."""
     options = options or AnalysisOptions()
-    scan_from_csv = relations.read_scan_csv(options.scan_csv) if options.scan_csv else None  # validate before heavy work
+    scan_csv = sensitivity_scan.read_scan_csv(options.scan_csv) if options.scan_csv else None  # user files before heavy work
     task_rules = task_languages.load_task_language_map(options.task_lang_map) if options.task_lang_map else []
     runset = load_runs(paths)
-    notes: list[str] = []
     deg = degradation(runset, options.baseline, options.n_resamples, options.random_state, options.confidence)
     languages = sorted(set(runset.aggregates.lang))
     groups = resource_groups(languages, options.hr, options.lr)
+    notes: list[str] = []
     given = [*(options.hr or []), *(options.lr or [])]
     absent = [code for code in given if code not in languages]
     if absent:
@@ -86,74 +123,64 @@ def analyze(paths, options: AnalysisOptions | None = None) -> Analysis:
     if not groups:
         why = "none of the --hr/--lr languages is in the runs" if given else "no language is in qd_tasks.languages; pass --hr/--lr"
         notes.append(f"No language has a resource class ({why}): group statistics are empty.")
-    disp = disparity(deg, groups, options.min_denominator, options.random_state)
-    fert, tokens = _fertility(runset, options.tokenizer, notes)
-    parallel, parallel_notes = relations.parallel_view(runset, deg, tokens)
-    notes += parallel_notes
-    kurtosis = relations.calibration_kurtosis(runset)
-    if kurtosis.empty:
-        notes.append("No quant report has per-language calibration kurtosis: that correlation is skipped.")
-    corr = relations.correlations(deg, groups, fert, kurtosis) if not deg.table.empty else pd.DataFrame()
-    rd = relations.rate_distortion(runset, deg, options.n_resamples, options.random_state, options.confidence)
-    mse = relations.weight_mse(runset)
-    if not disp.empty:
-        pareto_points = disp.copy()
-        pareto_points["on_front"] = relations.pareto_front(pareto_points).to_numpy()
-    else:
-        pareto_points = disp
-    scan = scan_from_csv if scan_from_csv is not None else relations.scan_matrix_from_runs(runset, deg)
-    fid, fid_problems = fidelity.fidelity_table(runset, deg.table, options.n_resamples, options.random_state, options.confidence)
-    notes += fid_problems
-    bench = benchmarks.analyze_benchmarks(runset, deg.table, options.baseline, options.n_resamples, options.random_state,
-                                          options.confidence, task_rules, benchmarks.fidelity_measures(runset, fid))
-    notes += bench.problems
-    draws = calibration_draws.draw_analysis(runset, deg, options.confidence)
-    return Analysis(runset, options, groups, deg, disp, fert, corr, rd, mse, relations.weight_mse_slopes(mse, options.confidence), pareto_points, scan, notes,
-                    parallel, fid, bench, draws)
-
-
-def _fertility(runset: RunSet, tokenizer: str | None, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(fertility per language, per-document token counts) — empty / None when skipped."""
-    if runset.docs.empty:
-        notes.append("No samples files: fertility needs the task documents from --log_samples; skipped.")
-        return pd.DataFrame(), None
-    if tokenizer is None:
-        local = sorted({run.model_path for run in runset.runs.values() if run.model_path and Path(run.model_path).is_dir()})
-        if len(local) != 1:
-            notes.append("Fertility skipped: pass --tokenizer PATH (the runs' models are not one local folder).")
-            return pd.DataFrame(), None
-        tokenizer = local[0]
-    try:
-        count = relations.load_tokenizer(tokenizer)
-    except (OSError, ValueError) as err:
-        notes.append(f"Fertility skipped: tokenizer {tokenizer!r} could not be loaded ({err}).")
-        return pd.DataFrame(), None
-    notes.append(f"Fertility computed with the tokenizer {Path(tokenizer).name}.")
-    tokens = relations.doc_token_counts(runset, count)
-    return relations.fertility(runset, count, tokens), tokens
+    fert, tokens, fertility_notes = runs_fertility(runset, options.tokenizer)
+    analysis = Analysis(runset=runset, options=options, groups=groups, deg=deg, fertility=fert, tokens=tokens, scan_csv=scan_csv,
+                        task_rules=task_rules, notes=notes + fertility_notes)
+    by_name = {section.name: section for section in SECTIONS}
+    for name in COMPUTE_ORDER:
+        analysis.results[name] = by_name[name].compute(analysis)
+    return analysis
 
 
 def write_outputs(analysis: Analysis, out: Path, command: str = "") -> Path:
-    """Write ``out/report.md``, ``out/tables/*.csv`` and ``out/figures/*.png``; return report path."""
+    """Write ``out/report.md``, ``out/tables/*.csv`` and ``out/figures/*.png``; return the report's path."""
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_tables(analysis, out / "tables")
-    figures = write_figures(analysis, out / "figures")
-    from analysis.calibration_matrix import write_section
-
-    draws = analysis.draws or calibration_draws.draw_analysis(analysis.runset, analysis.deg, analysis.options.confidence)
-    draw_lines = calibration_draws.write_section(draws, out / "tables", many_languages.MIN_LANGUAGES)
-    calibration = write_section(analysis.runset, draws.config_table, out / "tables", out / "figures", draws.comparisons)
-    many = many_languages.write_section(analysis.deg, out / "tables", out / "figures", slug)
-    options = analysis.options
-    atlas_lines = atlas.write_section(analysis.deg, out / "tables", out / "figures", slug, options.n_resamples, options.random_state,
-                                      options.confidence)
-    figures["benchmarks"] = benchmarks.write_outputs(analysis.benchmarks, out) if analysis.benchmarks else []
+    lines = header(analysis.options, command)
+    for section in SECTIONS:
+        lines += write_section(section, analysis.results[section.name], out)
     report = out / "report.md"
-    report.write_text(report_markdown(analysis, figures, command, many) + "\n".join(draw_lines) + "\n" + calibration
-                      + "".join(f"{line}\n" for line in atlas_lines), encoding="utf-8")
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
+
+
+def write_section(section: Section, result, out: Path) -> list[str]:
+    """Write one section's tables into ``out/tables`` and figures into ``out/figures`` (both existing);
+    return its lines of ``report.md``."""
+    for name, table in section.tables(result).items():
+        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+    figures = [file.save(file.fig, out / "figures" / file.name) for file in section.figures(result)]
+    return section.markdown(result, figures)
+
+
+def report_markdown(analysis: Analysis, command: str = "") -> str:
+    """The text of ``report.md`` without writing any file (no figure links)."""
+    lines = header(analysis.options, command)
+    for section in SECTIONS:
+        lines += section.markdown(analysis.results[section.name], [])
+    return "\n".join(lines) + "\n"
+
+
+def header(options: AnalysisOptions, command: str) -> list[str]:
+    """Title, command, bootstrap settings, definitions and package versions."""
+    level = f"{options.confidence:.0%}"
+    return ["# quant-disparity analysis report", "",
+            f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command or 'qd-analyze'}`.",
+            f"Bootstrap: {options.n_resamples} resamples, random_state={options.random_state}; per-language {level} CIs: studentized "
+            f"(bootstrap-t) over documents; group CIs: hierarchical (languages, then documents), {level} percentile intervals.",
+            "Definitions: see the section Analysis definitions of the quant-disparity README (D = relative increase of total NLL = relative increase of bits/byte).",
+            "", "Package versions: " + ", ".join(_versions()), ""]
+
+
+def _versions() -> list[str]:
+    found = [f"python {platform.python_version()}"]
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return found
 
 
 def command_line() -> str:

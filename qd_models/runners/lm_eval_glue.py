@@ -1,17 +1,12 @@
-"""What the runners need from lm-eval: model args parsing, one ``TaskManager`` for a list of
-tasks, and results written as a standalone ``lm_eval --model qd-hf`` run writes them."""
+"""What the runners need from lm-eval: one ``TaskManager`` for a list of tasks, and results
+written as a standalone ``lm_eval --model qd-hf`` run writes them (model args are parsed by
+:func:`qd_models.run_record.parse_model_args`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qd_models.run_record import LM_EVAL_MODEL, QUANT_CONFIG, SCAN, qd_block
-
-
-def parse_model_args(model_args: str) -> dict:
-    from lm_eval.utils import simple_parse_args_string
-
-    return simple_parse_args_string(model_args)
+from qd_models.run_record import LM_EVAL_MODEL, QUANT_CONFIG, SCAN, parse_model_args, qd_block
 
 
 def task_manager(tasks, include_path=None, manager=None):

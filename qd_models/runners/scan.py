@@ -34,6 +34,7 @@ from qd_models.runners.grid import SweepItem, build_items, make_item
 from qd_models.runners.lm_eval_glue import parse_model_args
 from qd_models.runners.sweep import EvalSettings, Sweep, SweepOutcome
 from qd_tasks.languages import split_task_name
+from qd_tasks.metrics import relative_increase
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,7 @@ def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tupl
 
 def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
     """Long rows (block, module, lang, ...) of every scan outcome against the baseline; the
-    degradation is the analysis' (:func:`analysis.stats.relative_increase`), NaN without a finite baseline."""
-    from analysis.stats import relative_increase
-
+    degradation is the analysis' (:func:`qd_tasks.metrics.relative_increase`), NaN without a finite baseline."""
     baseline = next(o for o in outcomes if o.item.config.mechanism == "none")
     base = _per_language_bpb(baseline.results)
     rows = []

@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import json
 import logging
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from qd_models.config import parse_qd_args
-from qd_models.run_record import LM_EVAL_MODEL, slug
+from qd_models.run_record import LM_EVAL_MODEL, parse_model_args, slug
 from qd_models.runners.grid import SweepItem, build_items, expand_draws, expand_grid
-from qd_models.runners.lm_eval_glue import parse_model_args, save_as_standalone, task_manager
+from qd_models.runners.lm_eval_glue import save_as_standalone, task_manager
 from qd_models.runners.shard import Shard, is_baseline
 from qd_models.runners.store import COMPLETE_MARKER, code_fingerprint, config_lock, read_results, remove_stale_tmp, tree_digest
 from qd_tasks.folder_swap import replace_folder
@@ -453,10 +454,9 @@ def _main(argv: list[str]) -> int:
     outcomes = sweep.run(items, shard)
     for outcome in outcomes:
         print(f"{outcome.status:8s} {outcome.seconds:8.1f}s  {outcome.folder}")
-    if args.analyze:
-        from analysis.cli import main as analyze_main
-
-        return analyze_main([args.output_path, "--out", args.analyze])
+    if args.analyze:  # qd-analyze in its own process: qd_models never imports analysis
+        sys.stdout.flush()
+        return subprocess.run([sys.executable, "-m", "analysis", args.output_path, "--out", args.analyze], check=False).returncode
     return 0
 
 

@@ -21,7 +21,7 @@ import pytest
 
 import analysis
 from analysis.cli import main
-from analysis.relations import calibration_kurtosis
+from analysis.predictors import calibration_kurtosis
 
 LANGS = ("en", "de", "sw", "yo")
 GROUPS = {"en": "high", "de": "high", "sw": "low", "yo": "low"}
@@ -166,8 +166,8 @@ def test_leave_one_out_names_the_language_that_drives_the_difference(tmp_path):
     disp = analysis.disparity(analysis.degradation(runs, n_resamples=50), GROUPS).iloc[0]
     # D_LR − D_HR = 0.16 − 0.055 > 0, but without yo it is 0.02 − 0.055 < 0
     assert disp.difference == pytest.approx(0.105) and disp.loo_flips == "yo" and not disp.loo_sign_survives
-    report = analysis.report.markdown.report_markdown(analysis.analyze([tmp_path], analysis.AnalysisOptions(hr=["en", "de"], lr=["sw", "yo"], n_resamples=50)),
-                                       {k: [] for k in ("degradation", "fertility", "rate_distortion", "pareto", "scan")}, "test")
+    report = analysis.report.report_markdown(analysis.analyze([tmp_path], analysis.AnalysisOptions(hr=["en", "de"], lr=["sw", "yo"], n_resamples=50)),
+                                             "test")
     assert "its sign flips when yo is left out: this is a statement about yo" in report
     assert "no: flips without yo" in report
 
@@ -246,7 +246,7 @@ def test_rate_distortion_slope_recovers_known_exponent(tmp_path):
 
 
 def test_weight_mse_reference_slope_for_the_int_grid():
-    from analysis.relations import grid_name, grid_reference_slope
+    from analysis.rate_distortion import grid_name, grid_reference_slope
 
     bits = np.arange(3.0, 9.0)
     # int grid: 2^(b-1) - 1 steps per half-range (3, 7, 15, ... at b = 3, 4, 5, ...)
@@ -366,6 +366,37 @@ def test_cli_on_real_fixture(tmp_path):
     assert ((degradation.ci_low <= degradation.degradation) & (degradation.degradation <= degradation.ci_high)).all()
 
 
+def test_every_report_file_belongs_to_one_section(tmp_path):
+    """The sections' declared tables and figures are exactly the files write_outputs writes besides report.md,
+    each written by one section; every section is computed once."""
+    import matplotlib.pyplot as plt
+
+    from analysis.report import COMPUTE_ORDER, SECTIONS, write_outputs
+
+    assert sorted(COMPUTE_ORDER) == sorted(section.name for section in SECTIONS) and len(set(COMPUTE_ORDER)) == len(SECTIONS)
+    result = analysis.analyze([FIXTURE_RUNS], analysis.AnalysisOptions(n_resamples=50))
+    declared = []
+    for section in SECTIONS:
+        own = result.results[section.name]
+        declared += [f"tables/{name}.csv" for name in section.tables(own)] + [f"figures/{file.name}" for file in section.figures(own)]
+    plt.close("all")
+    write_outputs(result, tmp_path)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert len(set(declared)) == len(declared) and sorted([*declared, "report.md"]) == written
+    assert {"figures/rate_distortion_0.png", "tables/degradation.csv", "tables/runs.csv"} <= set(declared)
+
+
+@pytest.mark.parametrize("text", ["rtn-w4-calib_langs=en (tiny) #2", "gptq+awq/x", "__é__", "a/" * 100])
+def test_figure_names_follow_the_report_rules(text):
+    """Figure names: the report's rule (A-Za-z0-9_.- kept, stripped, 80 characters), benchmarks' (+ kept too, 100)."""
+    from analysis.report.section import figure_slug
+    from analysis.report.sections.benchmarks import figure_name
+
+    assert figure_slug(text) == re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80]
+    expected = re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"benchmark_{text}_acc_a+b").strip("_")[:100] + ".png"
+    assert figure_name(text, "acc", ["a", "b"]) == expected
+
+
 def test_language_metadata_from_package():
     groups = analysis.resource_groups(["en", "zh", "he", "yo", "xx"])
     assert groups == {"en": "high", "zh": "high", "he": "low", "yo": "low"}
@@ -389,7 +420,8 @@ def test_activation_kurtosis_correlation_from_calibration_report(tmp_path):
 
 
 def test_parallel_view_by_hand(tmp_path):
-    from analysis.relations import align_key, doc_token_counts, parallel_view
+    from analysis.parallel_text import align_key, parallel_view
+    from analysis.tokenizer_fertility import doc_token_counts
 
     base = base_nll()
     factors = {"en": 1.02, "de": 1.04, "sw": 1.10, "yo": 1.20}
@@ -432,7 +464,7 @@ def test_parallel_view_by_hand(tmp_path):
 
 def test_fertility_table_by_hand(tmp_path):
     """Tokens per byte / per word per language; a task that logged no word counts (no word_perplexity) gets none."""
-    from analysis.relations import fertility
+    from analysis.tokenizer_fertility import fertility
 
     write_run(tmp_path, "tiny", "2025-01-01T00-00-01", base_nll())
     yo_samples = next(tmp_path.glob("tiny/samples_qd_multilingual_ppl_yo_*.jsonl"))

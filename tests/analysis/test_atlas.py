@@ -1,5 +1,7 @@
 """The atlas report section on a synthetic Degradation (coefficients recomputed with numpy lstsq from its own CSVs)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,10 +30,19 @@ def test_design_pools_small_levels_and_keeps_the_reference():
     assert list(levels) == ["L"] * 5 + [atlas.OTHER] * 2 + ["R"]
 
 
+def _write_atlas_section(deg, out, n_resamples: int = 2000) -> list[str]:
+    """The report's atlas section of ``deg`` written under ``out`` (tables/, figures/); its report lines."""
+    from analysis.report import AnalysisOptions, write_section
+    from analysis.report.sections.atlas import SECTION
+
+    result = SECTION.compute(SimpleNamespace(deg=deg, options=AnalysisOptions(n_resamples=n_resamples)))
+    return write_section(SECTION, result, out)
+
+
 def test_write_section_tables_report_and_figure(tmp_path):
     (tmp_path / "tables").mkdir()
     (tmp_path / "figures").mkdir()
-    lines = atlas.write_section(_degradation(), tmp_path / "tables", tmp_path / "figures", n_resamples=200)
+    lines = _write_atlas_section(_degradation(), tmp_path, n_resamples=200)
     text = "\n".join(lines)
     assert "## Atlas" in text and "Pay most" in text and "log2_rel_baseline" in text
     langs = pd.read_csv(tmp_path / "tables" / "atlas_languages.csv", keep_default_na=False, na_values=[""])
@@ -62,12 +73,14 @@ def test_scatter_returns_fig_and_axes(tmp_path):
 
 
 def test_no_section_below_the_language_threshold_or_outside_the_atlas_suite(tmp_path):
-    assert atlas.write_section(_degradation(n_langs=10), tmp_path, tmp_path) == []
+    assert _write_atlas_section(_degradation(n_langs=10), tmp_path) == []
     other = _degradation()
     other.table["suite"] = "qd_udhr_ppl"
-    assert atlas.write_section(other, tmp_path, tmp_path) == []
+    assert _write_atlas_section(other, tmp_path) == []
 
 
 @pytest.mark.parametrize("value, text", [(0.1234, "+12.3%"), (float("nan"), "n/a")])
 def test_percent_format(value, text):
-    assert atlas._pct(value) == text
+    from analysis.report.sections import atlas as atlas_section
+
+    assert atlas_section._pct(value) == text

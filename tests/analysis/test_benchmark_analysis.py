@@ -15,8 +15,8 @@ import pytest
 from scipy import stats as sps
 
 import analysis
-from analysis.benchmarks import mcnemar_exact, paired_comparison
 from analysis.cli import main
+from analysis.stats import mcnemar_exact, paired_comparison
 
 
 def _enumerated_mcnemar(b: int, c: int) -> float:
@@ -223,7 +223,7 @@ def test_unmapped_task_is_named_and_user_map_fixes_it(tmp_path):
 
 def test_extra_measures_join_side_by_side_and_agreement(tmp_path):
     """The place where fidelity measures (KL per byte ...) plug in: rows appended to the measures."""
-    from analysis.benchmarks import MEASURE_COLUMNS, analyze_benchmarks
+    from analysis.benchmark_stats import MEASURE_COLUMNS, analyze_benchmarks
 
     langs = {"en": "eng_Latn", "de": "deu_Latn", "sw": "swh_Latn", "he": "heb_Hebr"}
     quant = {"en": [0] + [1] * 9, "de": [0] * 3 + [1] * 7, "sw": [0] * 2 + [1] * 8, "he": [0] * 5 + [1] * 5}

@@ -138,7 +138,7 @@ def test_problem_lines(tmp_path):
     text = (out / "report.md").read_text()
     assert "--hr/--lr name xx, not among the runs' languages" in text and "no --hr/--lr" not in text
     assert f"samples_mine_de_{STAMP}.jsonl: missing" in text  # the one language without samples is named
-    assert "tasks without a language: arc_easy" in text  # benchmark tasks are read (analysis.benchmarks); this one has no language
+    assert "tasks without a language: arc_easy" in text  # benchmark tasks are read (analysis.benchmark_loading); this one has no language
     assert "unreadable samples" not in text
     assert "odd_yo bits_per_byte = [1.0, 2.0] is not a number" in text
     assert "sw: non-finite bits/byte (degenerate run) (kept and flagged)" in text  # reported, not dropped

@@ -240,7 +240,7 @@ def test_sweep_fidelity_flag_and_the_analysis_report(tiny_model_dir, tmp_path, c
             expected[label, task.rsplit("_", 1)[1]] = (data["kl"].sum() / (data["offsets"][-1]), data["kl"].sum() / data["n_bytes"].sum(),
                                                        data["agree"].mean(), np.quantile(data["dp"], 0.5, method="inverted_cdf"))
     analysis = analyze([runs])
-    table = analysis.fidelity
+    table = analysis.fidelity.table
     assert len(table) == len(expected)
     for r in table.itertuples():
         kl_tok, kl_byte, agree, dp_median = expected[r.label, r.lang]

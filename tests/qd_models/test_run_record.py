@@ -3,7 +3,7 @@
 import pytest
 
 from qd_models.config import parse_qd_args
-from qd_models.run_record import config_family, config_label, run_id
+from qd_models.run_record import config_family, config_label, run_id, slug
 
 
 def resolved(**args) -> dict:
@@ -50,3 +50,10 @@ def test_labels_of_recorded_configs_from_outside_the_package():
 def test_run_id_shortens_lm_eval_model_path_folders():
     assert run_id(("rtn-w4-0123456789", "__home__me__models__tiny", "results_2026")) == "rtn-w4-0123456789/tiny/results_2026"
     assert run_id(("a", "results_x")) == "a/results_x"
+
+
+def test_slug_keeps_the_given_characters_strips_and_truncates():
+    assert slug("rtn-w4 calib_langs=en;he/x+y") == "rtn-w4_calib_langs=en_he_x+y"  # sweep folders: the defaults
+    assert slug("__a b=c+d.e__", keep="._-", strip=True) == "a_b_c_d.e"
+    assert slug("__a b=c+d.e__", keep="._+-", strip=True) == "a_b_c+d.e"
+    assert slug("x" * 130) == "x" * 120 and slug("_ab_", limit=2, strip=True) == "ab" and slug("_ab_", limit=2) == "_a"

@@ -175,7 +175,7 @@ def test_run_scan_writes_consistent_csvs(protect_one_scan):
 
 
 def test_scan_csv_is_what_qd_analyze_reads(protect_one_scan):
-    from analysis.relations import read_scan_csv, scan_pivot
+    from analysis.sensitivity_scan import read_scan_csv, scan_pivot
 
     for path in protect_one_scan[1]:
         pivot = scan_pivot(read_scan_csv(str(path)))

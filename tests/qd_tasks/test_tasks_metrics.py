@@ -5,7 +5,7 @@ import math
 import pytest
 from lm_eval.api.metrics import weighted_perplexity as stock_weighted_perplexity
 
-from qd_tasks.metrics import weighted_perplexity
+from qd_tasks.metrics import relative_increase, weighted_perplexity
 
 
 def test_matches_stock_aggregation_on_finite_values():
@@ -37,3 +37,18 @@ def test_degenerate_inputs():
     assert weighted_perplexity([(-math.inf, 3), (-2.0, 1)]) == math.inf
     assert math.isnan(weighted_perplexity([(math.nan, 3)]))
     assert math.isnan(weighted_perplexity([]))
+
+
+def test_relative_increase_of_numbers_and_arrays_equals_numpy_division():
+    """Numbers (a zero denominator gives inf/-inf/nan, never raises) and arrays alike, against numpy's IEEE division."""
+    import numpy as np
+
+    new = np.array([3.0, 0.0, 2.0, -2.0, 2.0, 0.0, math.inf, math.nan, 1e-300])
+    old = np.array([2.0, 5.0, 0.0, 0.0, -0.0, 0.0, 1.0, 1.0, 1e300])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = new / old - 1.0
+        np.testing.assert_array_equal(relative_increase(new, old), expected)
+    assert list(expected[:6]) == pytest.approx([0.5, -1.0, math.inf, -math.inf, -math.inf, math.nan], nan_ok=True)
+    for n, o, e in zip(new.tolist(), old.tolist(), expected.tolist()):
+        got = relative_increase(n, o)
+        assert (math.isnan(got) and math.isnan(e)) or got == e, (n, o, got, e)
