@@ -44,6 +44,7 @@ def _bpb(results: dict) -> dict[str, float]:
     return {lang: results["results"][f"qd_multilingual_ppl_{lang}"]["bits_per_byte,none"] for lang in LANGS}
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_verbatim_command_runs_default_model(gemma_baseline):
     block = gemma_baseline["config"]["quant_disparity"]
@@ -53,6 +54,7 @@ def test_verbatim_command_runs_default_model(gemma_baseline):
     assert all(math.isfinite(v) for v in bpb.values())
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_verbatim_command_scores_documents_like_a_direct_single_bos_pass(gemma_baseline_dir):
     """Per-document log-likelihoods of the verbatim command equal a direct float64 log-softmax
@@ -83,6 +85,7 @@ def test_verbatim_command_scores_documents_like_a_direct_single_bos_pass(gemma_b
             assert scored[doc_id] == pytest.approx(expected, rel=1e-4), (lang, doc_id)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_w8_per_channel_moves_bits_per_byte_below_one_percent(gemma_baseline, evaluate_in_process):
     w8 = evaluate_in_process("qd-hf", "method=rtn,bits=8,granularity=channel", ["qd_multilingual_ppl"])

@@ -47,6 +47,7 @@ def _folder_contents(folder: Path) -> dict:
     return contents
 
 
+@pytest.mark.integration
 def test_two_concurrent_shards_fill_one_folder_like_one_sweep(tiny_model_dir, tmp_path, monkeypatch):
     from analysis.loading import load_runs
 
