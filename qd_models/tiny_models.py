@@ -1,4 +1,9 @@
-"""Tiny random HF models with a byte-level tokenizer, built offline (tests, benchmarks, fixtures).
+"""Tiny random HF models with a byte-level tokenizer, built offline: a public helper of the
+package, used by the benchmarks (``scripts/bench_*.py``), the tests (``tests/conftest.py``'s
+``tiny_model_dir``) and the analysis fixtures. Random weights (2 blocks, hidden 64): they exercise
+code paths and say nothing about quantization of real models.
+
+    save_tiny_model("llama", folder)  # -> folder, loadable as ``pretrained=folder``
 
 Importing this module is cheap; torch/transformers/tokenizers load inside the functions.
 """

@@ -34,6 +34,7 @@ for module in "${ORDER[@]}"; do
   tests=${TESTS[$module]:?"module=$module is not allowed; allowed: ${!TESTS[*]}"}
   work=$(mktemp -d)
   git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work"
+  "$PY" scripts/mutation_setup.py "$work" "$module"  # mutmut-only rewrites, in the scratch copy only
   {
     echo "[mutmut]"
     echo "source_paths="; for p in qd_models qd_tasks analysis; do echo "    $p"; done

@@ -21,24 +21,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-_ACIQ_CACHES_CLEARED_FOR: set[str] = set()
-
-
-@pytest.fixture(autouse=True)
-def fresh_aciq_caches_under_mutation_testing():
-    """Mutation testing (mutmut maps each function to the tests that call it, then tests each
-    mutant in a session forked from one process): the cached ACIQ constants are recomputed before
-    every test of the mapping run ("stats"), so each test that needs them is seen calling them,
-    and once per session of a mutant of their module, so no inherited value hides the mutant."""
-    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
-    if mutant == "stats" or (mutant.startswith("qd_models.quant.aciq.") and mutant not in _ACIQ_CACHES_CLEARED_FOR):
-        from qd_models.quant.aciq import CACHED
-
-        _ACIQ_CACHES_CLEARED_FOR.add(mutant)
-        for cached in CACHED:
-            cached.cache_clear()
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """``tiny_model_dir(arch, add_bos=False)`` -> path of a saved tiny random model (gpt2 | llama |

@@ -38,6 +38,7 @@ def wide_heads_llama(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.integration
 def test_output_folders_are_checked_before_loading(tiny_model_dir, tmp_path):
     model = tiny_model_dir("llama")
     existing = tmp_path / "a_file"
@@ -61,6 +62,7 @@ def test_output_folders_are_checked_before_loading(tiny_model_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "link"]  # nothing written in the working folder either
 
 
+@pytest.mark.integration
 def test_group_size_is_checked_against_every_layer_before_loading(wide_heads_llama, tmp_path):
     proc = lm_eval("--model", "qd-hf", "--model_args", f"pretrained={wide_heads_llama},method=rtn,granularity=group,group_size=64",
                    "--tasks", TASK, "--limit", "1", "--output_path", str(tmp_path / "r"))
@@ -78,6 +80,7 @@ def test_group_size_is_checked_against_every_layer_before_loading(wide_heads_lla
     assert "Loading weights" not in proc.stderr and not out.exists()
 
 
+@pytest.mark.integration
 def test_an_error_in_the_middle_of_the_evaluation_is_the_last_stderr_line(tiny_model_dir, tmp_path):
     model = tiny_model_dir("llama")
     base = lm_eval("--model", "qd-hf", "--model_args", f"pretrained={model},fidelity_out={tmp_path / 'base'}",
@@ -91,6 +94,7 @@ def test_an_error_in_the_middle_of_the_evaluation_is_the_last_stderr_line(tiny_m
     assert not os.path.exists(tmp_path / "r1")
 
 
+@pytest.mark.integration
 def test_awq_grid_bound_and_calib_data_case_are_one_line(tiny_model_dir, tmp_path):
     model = tiny_model_dir("llama")
     cases = {"method=awq,awq_grid=100000": "awq_grid=100000 is not allowed; allowed: an integer in 1..1000",

@@ -36,6 +36,7 @@ def samples_of(folder: Path, task: str) -> dict:
     return {row["doc"]["doc_id"]: row["bits_per_byte"] for row in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.integration
 def test_saved_model_workflow_end_to_end(tiny_model_dir, tmp_path):
     model = str(tiny_model_dir("llama"))
     saved = tmp_path / "saved"
@@ -77,6 +78,7 @@ def test_saved_model_workflow_end_to_end(tiny_model_dir, tmp_path):
     assert onto_source.returncode != 0 and "is the source model folder" in last_line(onto_source)
 
 
+@pytest.mark.integration
 def test_documented_list_forms_work_through_lm_eval_cli(tiny_model_dir, tmp_path):
     model = str(tiny_model_dir("llama"))
     proc = lm_eval("--model", "qd-hf", "--model_args",
@@ -189,6 +191,7 @@ def one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
     assert lines == [lines[-1]] and needle in lines[-1] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
+@pytest.mark.integration
 def test_sweep_validates_every_config_and_task_before_loading(tiny_model_dir, tmp_path):
     model = str(tiny_model_dir("llama"))
     grid = tmp_path / "grid.yaml"
@@ -205,6 +208,7 @@ def test_sweep_validates_every_config_and_task_before_loading(tiny_model_dir, tm
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_diagnose_leaves_no_empty_out(tmp_path):
     out = tmp_path / "diag"
     proc = run_tool("qd_models.diagnose", "--model_args", "pretrained=/nonexistent/model", "--out", str(out))
@@ -217,6 +221,7 @@ def _corpus(path: Path, langs: list[str]) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_make_tasks_rules(tmp_path):
     out = tmp_path / "tasks"
     proc = run_tool("qd_tasks.make_tasks", str(_corpus(tmp_path / "a.jsonl", ["en-US", "pt_BR", "fr"])), "--name", "mine", "--out", str(out))

@@ -124,6 +124,7 @@ def changed_model_sweeps(tiny_model_dir, tmp_path_factory):
     return {"root": root, "model": model, "runs": runs, "old": old_results, "common": common, "second": second.stdout.splitlines()}
 
 
+@pytest.mark.integration
 def test_changed_weights_rerun_every_config_and_are_never_paired_with_the_old_baseline(changed_model_sweeps):
     from analysis.loading import load_runs
     from analysis.pairing import pair_runs
@@ -150,6 +151,7 @@ def test_changed_weights_rerun_every_config_and_are_never_paired_with_the_old_ba
     assert not [p for p in problems if "weight fingerprint" in p]
 
 
+@pytest.mark.integration
 def test_several_models_fidelity_in_one_report(changed_model_sweeps, tmp_path):
     """Two models' --fidelity sweeps in one folder (same model name and labels, other weights):
     python -m analysis writes the report, one fidelity row per run and language, each equal to the
@@ -171,6 +173,7 @@ def test_several_models_fidelity_in_one_report(changed_model_sweeps, tmp_path):
     assert (tmp_path / "report" / "figures" / "fidelity_qd_multilingual_ppl.png").is_file()
 
 
+@pytest.mark.integration
 def test_truncated_fidelity_baseline_is_one_line_in_qd_sweep_before_loading(changed_model_sweeps, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(changed_model_sweeps["runs"], runs)
@@ -185,6 +188,7 @@ def test_truncated_fidelity_baseline_is_one_line_in_qd_sweep_before_loading(chan
     assert not list(runs.glob("rtn-w2-*")) and not list(runs.glob(".tmp-*"))
 
 
+@pytest.mark.integration
 def test_truncated_and_empty_fidelity_files_are_flagged_by_qd_analyze(changed_model_sweeps, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(changed_model_sweeps["runs"], runs)
@@ -217,6 +221,7 @@ def test_baseline_of_other_weights_with_the_same_folder_name_and_config_is_refus
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.integration
 def test_truncated_fidelity_baseline_is_one_line_in_qd_hf_before_loading(tmp_path, tiny_model_dir):
     base = tmp_path / "base"
     base.mkdir()
@@ -228,6 +233,7 @@ def test_truncated_fidelity_baseline_is_one_line_in_qd_hf_before_loading(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_two_limits_sharing_fidelity_out_keep_their_own_files(tiny_model_dir, evaluate_in_process, tmp_path):
     """Two --limit runs of one config with the same fidelity_out (= lm-eval's --output_path, as the
     README recommends): analysing the first reports the first's KL — the sums over its 2

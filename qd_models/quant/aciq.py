@@ -46,9 +46,10 @@ def expected_mse(alpha: float, bits: int, prior: str, steps: int | None = None) 
     return clipping + rounding_noise(alpha, bits, steps)
 
 
-def _aciq_constant(bits: int, prior: str, steps: int | None = None) -> float:
+@cache
+def aciq_constant(bits: int, prior: str, steps: int | None = None) -> float:
     """alpha* / b (Laplace) or alpha* / sigma (Gaussian) minimising :func:`expected_mse`
-    (``steps``: see the module doc; default the paper's 2^bits)."""
+    (``steps``: see the module doc; default the paper's 2^bits); cached."""
     if prior not in PRIORS:
         raise ValueError(f"prior={prior!r} is not allowed; allowed: {', '.join(PRIORS)}")
     if not (isinstance(bits, int) and 1 <= bits <= 16):
@@ -60,10 +61,6 @@ def _aciq_constant(bits: int, prior: str, steps: int | None = None) -> float:
         lambda a: expected_mse(a, bits, prior, steps), bounds=(1e-3, upper), method="bounded", options={"xatol": 1e-9}
     )
     return float(result.x)
-
-
-aciq_constant = cache(_aciq_constant)
-"""Cached :func:`_aciq_constant` (defined undecorated so that mutation testing mutates its body)."""
 
 
 def _density(x, prior: str):
@@ -98,8 +95,9 @@ def grid_expected_mse(alpha: float, bits: int, prior: str, grid: str = "int") ->
     return float(np.trapezoid((reconstructed - x) ** 2 * _density(x, prior), x))
 
 
-def _grid_optimal_alpha(bits: int, prior: str, grid: str) -> float:
-    """alpha / b (Laplace) or alpha / sigma (Gaussian) minimising :func:`grid_expected_mse`."""
+@cache
+def grid_optimal_alpha(bits: int, prior: str, grid: str) -> float:
+    """alpha / b (Laplace) or alpha / sigma (Gaussian) minimising :func:`grid_expected_mse`; cached."""
     if prior not in PRIORS:
         raise ValueError(f"prior={prior!r} is not allowed; allowed: {', '.join(PRIORS)}")
     guess = aciq_constant(bits, prior)
@@ -108,9 +106,3 @@ def _grid_optimal_alpha(bits: int, prior: str, grid: str) -> float:
         options={"xatol": 1e-5},
     )
     return float(result.x)
-
-
-grid_optimal_alpha = cache(_grid_optimal_alpha)
-"""Cached :func:`_grid_optimal_alpha` (defined undecorated so that mutation testing mutates its body)."""
-CACHED = (aciq_constant, grid_optimal_alpha)
-"""Every cache of this module (``tests/conftest.py`` clears them under mutation testing, whose sessions fork from one process)."""

@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+from qd_tasks.cli_errors import UserInputError
 from qd_tasks.folder_swap import STAGING_PREFIX, staged_folder_name
 
 COMPLETE_MARKER = "sweep_complete.json"
@@ -47,15 +48,15 @@ def code_fingerprint() -> str:
 
 @contextlib.contextmanager
 def config_lock(output: Path, name: str):
-    """Hold the exclusive lock of config folder ``output/name`` (``RuntimeError`` at once when
-    another process holds it)."""
+    """Hold the exclusive lock of config folder ``output/name`` (:class:`UserInputError` at once
+    when another process holds it)."""
     lock_path = output / LOCK_DIR / f"{name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another qd-sweep is writing {name} in {output}; wait for it, or give each process its own --shard K/N") from None
+            raise UserInputError(f"another qd-sweep is writing {name} in {output}; wait for it, or give each process its own --shard K/N") from None
         try:
             yield
         finally:
@@ -70,7 +71,7 @@ def remove_stale_tmp(output: Path) -> None:
         try:
             with config_lock(output, name):
                 shutil.rmtree(stale, ignore_errors=True)
-        except RuntimeError:  # being written now
+        except UserInputError:  # being written now
             continue
 
 

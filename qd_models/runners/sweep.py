@@ -49,6 +49,7 @@ from qd_models.runners.grid import SweepItem, build_items, expand_draws, expand_
 from qd_models.runners.lm_eval_glue import save_as_standalone, task_manager
 from qd_models.runners.shard import Shard, is_baseline
 from qd_models.runners.store import COMPLETE_MARKER, code_fingerprint, config_lock, read_results, remove_stale_tmp, tree_digest
+from qd_tasks.cli_errors import UserInputError
 from qd_tasks.folder_swap import replace_folder
 
 logger = logging.getLogger(__name__)
@@ -303,14 +304,14 @@ class Sweep:
 
     def wait_for_baseline(self, poll_seconds: float = 2.0) -> None:
         """Return once the baseline's folder is complete (another shard may be writing it);
-        ``RuntimeError`` naming it after ``baseline_timeout`` seconds."""
+        :class:`UserInputError` naming it after ``baseline_timeout`` seconds."""
         deadline = time.monotonic() + self.settings.baseline_timeout
         name = self.folder_name(self._baseline_item)
         if not self.is_complete(self._baseline_item):
             logger.info("qd-sweep: waiting for the baseline %s (shard 1 writes it)", name)
         while not self.is_complete(self._baseline_item):
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"the fidelity baseline {name} is not complete in {self.output} after {self.settings.baseline_timeout:g} s; "
+                raise UserInputError(f"the fidelity baseline {name} is not complete in {self.output} after {self.settings.baseline_timeout:g} s; "
                                    "allowed: run shard 1 (it writes the baseline) or a longer --baseline_timeout")
             time.sleep(poll_seconds)
 

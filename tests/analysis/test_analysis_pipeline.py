@@ -334,6 +334,7 @@ def test_cli_bad_input_one_line_error(tmp_path, capsys):
     assert "confidence=1.5" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "analysis", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--hr" in proc.stdout

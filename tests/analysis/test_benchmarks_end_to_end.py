@@ -47,6 +47,7 @@ def _correct(rows: list[dict]) -> np.ndarray:
     return np.array([float(np.argmax(ll) == int(row["target"])) for ll, row in zip(lls, rows)])
 
 
+@pytest.mark.integration
 def test_paired_table_matches_independent_computation(runs, tmp_path):
     _, out = runs
     report = tmp_path / "report"
@@ -80,6 +81,7 @@ def test_paired_table_matches_independent_computation(runs, tmp_path):
     assert (report / "figures" / "benchmark_qdbench_belebele_acc_rtn-w2.png").stat().st_size > 10_000
 
 
+@pytest.mark.integration
 def test_qd_hf_none_equals_hf_item_by_item(runs):
     _, out = runs
     for code in LANGS:
@@ -90,6 +92,7 @@ def test_qd_hf_none_equals_hf_item_by_item(runs):
             assert a["acc"] == b["acc"] and a["acc_norm"] == b["acc_norm"]
 
 
+@pytest.mark.integration
 def test_per_choice_loglikelihoods_equal_a_direct_pass(runs):
     """Multiple-choice requests keep the tokenizer's default special tokens (one <bos>, like hf):
     sum of log p(choice tokens | <bos> + context) from a direct float32 forward pass."""

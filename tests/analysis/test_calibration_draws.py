@@ -71,11 +71,13 @@ def _t_interval(configs, base, coefficients, level=0.95) -> tuple[float, float]:
     return estimate - half, estimate + half
 
 
+@pytest.mark.integration
 def test_draws_share_one_label(analysed):
     labels = analysed["runs"].label.value_counts().to_dict()
     assert labels == {"baseline": 1, RTN: 1, GPTQ_ALL: 2, GPTQ_EN: 2}
 
 
+@pytest.mark.integration
 def test_spread_table_against_numpy_and_the_t_interval(analysed):
     spread, deg, docs = analysed["spread"], analysed["deg"], analysed["docs"]
     assert list(spread.columns) == SPREAD_COLUMNS
@@ -95,6 +97,7 @@ def test_spread_table_against_numpy_and_the_t_interval(analysed):
         assert (row.d_ci_low, row.d_ci_high) == pytest.approx(_t_interval([rows], base, [1.0]), rel=1e-9)
 
 
+@pytest.mark.integration
 def test_method_comparisons_against_the_t_interval_and_report(analysed):
     comparisons, deg, docs, report = analysed["comparisons"], analysed["deg"], analysed["docs"], analysed["report"]
     assert len(comparisons) == 3  # 3 config pairs x 1 language
@@ -113,6 +116,7 @@ def test_method_comparisons_against_the_t_interval_and_report(analysed):
     assert f"| {GPTQ_ALL} | qd_multilingual_ppl | en | 2 |" in report
 
 
+@pytest.mark.integration
 def test_calibration_matrix_cells_are_draw_means_with_the_combined_ci(analysed):
     matrix, spread, comparisons, report = analysed["matrix"], analysed["spread"], analysed["comparisons"], analysed["report"]
     assert sorted(set(matrix.calibration)) == ["all", "en"]
@@ -125,6 +129,7 @@ def test_calibration_matrix_cells_are_draw_means_with_the_combined_ci(analysed):
     assert line in report
 
 
+@pytest.mark.integration
 def test_one_draw_of_a_calibrated_config_reads_draw_noise_not_measured(analysed, tmp_path):
     """Drop one of GPTQ_EN's two draws: its comparisons have no CI and say so; RTN vs GPTQ_ALL keeps its t interval."""
     from analysis.report import analyze, write_outputs

@@ -75,6 +75,7 @@ EDITS = {  # folder: (hand edit, words the problem line must hold)
 }
 
 
+@pytest.mark.integration
 def test_hand_edited_fields_are_flagged_and_the_rest_is_reported(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs / "base", dict.fromkeys(TASKS, BASE), method="none")
@@ -95,6 +96,7 @@ def test_hand_edited_fields_are_flagged_and_the_rest_is_reported(tmp_path):
     assert ("task_null", "he") not in rows and not any(key[0] in ("config_string", "block_string", "results_list") for key in rows)
 
 
+@pytest.mark.integration
 def test_positive_log_likelihood_is_excluded_and_too_few_documents_give_no_interval(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs / "base", {"mine_en": BASE}, method="none")
@@ -109,6 +111,7 @@ def test_positive_log_likelihood_is_excluded_and_too_few_documents_give_no_inter
     assert "en: no CI: 2 docs (an interval needs at least 3)." in (out / "report.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.integration
 def test_a_saved_model_folder_that_is_gone_is_flagged(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs / "base", {"mine_en": BASE}, method="none")
@@ -119,6 +122,7 @@ def test_a_saved_model_folder_that_is_gone_is_flagged(tmp_path):
     assert str(tmp_path) not in (out / "report.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mapping, words", [
     ({"re:mybench_(.*)": "\\2"}, "language '\\\\2' for 're:mybench_(.*)' is not allowed (invalid group reference 2"),
     ({"re:mybench_(.*)": {"lang": "\\1", "suite": "s\\g<x>"}}, "suite 's\\\\g<x>' for 're:mybench_(.*)' is not allowed"),

@@ -18,6 +18,7 @@ def analyze(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "analysis", *args, "--n-resamples", "20"], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("option", ["--scan-csv", "--task-lang-map", "--tokenizer", "--baseline"])
 def test_overwrite_never_deletes_an_input_inside_out(tmp_path, option):
     runs, out = tmp_path / "runs", tmp_path / "report"
@@ -45,6 +46,7 @@ def test_overwrite_never_deletes_an_input_inside_out(tmp_path, option):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]
 
 
+@pytest.mark.integration
 def test_out_inside_an_input_folder_is_refused(tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(FIXTURE_RUNS, runs)

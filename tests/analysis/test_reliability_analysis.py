@@ -61,6 +61,7 @@ BASE = [-10.0, -20.0, -5.0]
 QUANT = [-11.0, -21.0, -6.0]
 
 
+@pytest.mark.integration
 def test_region_and_script_codes_form_one_suite_with_resource_groups(tmp_path):
     tasks = ("mine_en-US", "mine_pt_BR", "mine_he")
     write_run(tmp_path / "base", "m", dict.fromkeys(tasks, BASE))
@@ -77,6 +78,7 @@ def test_region_and_script_codes_form_one_suite_with_resource_groups(tmp_path):
     assert "High-resource: en-US, pt_BR; low-resource: he" in (out / "report.md").read_text()
 
 
+@pytest.mark.integration
 def test_saved_quantized_folder_is_a_quantized_run_paired_with_its_source(tmp_path):
     saved = tmp_path / "saved_model"
     saved.mkdir()
@@ -104,6 +106,7 @@ def test_saved_quantized_folder_is_a_quantized_run_paired_with_its_source(tmp_pa
     assert proc.returncode == 0 and [r["label"] for r in table(out, "degradation")] == ["rtn-w4"]
 
 
+@pytest.mark.integration
 def test_baseline_pairs_plain_runs_of_any_model(tmp_path):
     write_run(tmp_path / "base", "a", {"mine_he": BASE})
     write_run(tmp_path / "other", "b", {"mine_he": QUANT})
@@ -115,6 +118,7 @@ def test_baseline_pairs_plain_runs_of_any_model(tmp_path):
     assert "see problems above" not in (out / "report.md").read_text() and "pass --baseline" in (out / "report.md").read_text()
 
 
+@pytest.mark.integration
 def test_same_label_of_two_models_names_the_model(tmp_path):
     for model in ("modelA", "modelB"):
         write_run(tmp_path / f"{model}-base", model, {"mine_en": BASE, "mine_he": BASE})
@@ -125,6 +129,7 @@ def test_same_label_of_two_models_names_the_model(tmp_path):
     assert "| rtn-w4 (modelA) |" in text and "| rtn-w4 (modelB) |" in text
 
 
+@pytest.mark.integration
 def test_problem_lines(tmp_path):
     inf_doc = [-11.0, -21.0, -math.inf]
     write_run(tmp_path / "base", "m", {"mine_en": BASE, "mine_de": BASE, "mine_he": BASE, "mine_sw": BASE},
@@ -146,6 +151,7 @@ def test_problem_lines(tmp_path):
     assert (int(disp["n_langs_HR"]), int(disp["n_langs_LR"])) == (1, 2)  # language-level: en | he, sw
 
 
+@pytest.mark.integration
 def test_aggregates_only_says_which_run_lacks_samples(tmp_path):
     write_run(tmp_path / "base", "m", {"mine_he": BASE})
     write_run(tmp_path / "q", "m", {"mine_he": QUANT}, method="rtn", bits=4, samples=False)
@@ -154,6 +160,7 @@ def test_aggregates_only_says_which_run_lacks_samples(tmp_path):
     assert "he: aggregates only: no samples in the quantized run" in (out / "report.md").read_text()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, needle", [
     (["nowhere"], "path=nowhere does not exist"),
     (["HERE", "--hr", "en,", "--lr", "he"], "--hr='en,' has an empty entry"),

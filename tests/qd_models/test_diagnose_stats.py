@@ -65,6 +65,7 @@ def test_fertility_of_a_byte_tokenizer_is_one_token_per_byte(tiny_model_dir):
     assert len(axes) == 2
 
 
+@pytest.mark.integration
 def test_quantized_weights_are_bit_identical_across_processes(tiny_model_dir, tmp_path):
     model_dir = tiny_model_dir("llama")
     quant = "method=aciq,bits=3,granularity=group,group_size=32,keep_top=1"

@@ -52,6 +52,7 @@ def test_bits_per_weight_are_real_block_sizes():
         assert quantize_blocks(np.ones((2, 256), np.float32), name).shape[1] * 8 / 256 == expected[name]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("with_imatrix", [False, True])
 @pytest.mark.parametrize("type_name", TYPES)
 def test_byte_identical_to_llama_cpp_random(ref, type_name, with_imatrix):
@@ -89,6 +90,8 @@ def _tensor(reader, name: str) -> np.ndarray:
     return gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("type_name", TYPES)
 def test_byte_identical_on_default_model_tensor(ref, default_gguf, type_name):
     x = _tensor(default_gguf, "blk.3.ffn_down.weight")[:128]  # [rows, 2048]: 128 rows of a real weight
@@ -98,6 +101,7 @@ def test_byte_identical_on_default_model_tensor(ref, default_gguf, type_name):
         assert np.array_equal(quantize_blocks(x, type_name, im), ref.quantize(x, type_name, im))
 
 
+@pytest.mark.slow
 def test_q4_k_m_rules_reproduce_the_default_model_file(default_gguf):
     """Every block tensor of the shipped Gemma-3-270M Q4_K_M file has the type our rules give."""
     hf = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -147,6 +151,7 @@ def _tiny_llama(hidden: int, inter: int, layers: int):
     return LlamaForCausalLM(cfg)
 
 
+@pytest.mark.integration
 def test_engine_q4_k_m_on_hidden_256_llama(ref):
     """Every quantized weight equals llama.cpp's bytes for the rule's type, dequantized by gguf."""
     import gguf
@@ -191,6 +196,7 @@ def test_engine_fallback_for_input_dims_not_multiple_of_256():
     assert layers["model.layers.0.self_attn.q_proj"]["gguf_type"] == "q8_0"
 
 
+@pytest.mark.integration
 def test_cli_gguf_with_imatrix(tiny_model_dir, lm_eval_cli, tmp_path):
     model = tiny_model_dir("llama")
     results = lm_eval_cli(["--model", "qd-hf", "--model_args", f"pretrained={model},method=gguf,gguf_type=q4_k_m,calib_langs=en",

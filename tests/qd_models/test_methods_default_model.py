@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.slow
 TASKS = [f"qd_multilingual_ppl_{lang}" for lang in ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")]
 _MEAN_BPB: dict[str, float] = {}
 
@@ -25,6 +24,7 @@ def mean_bits_per_byte(evaluate_in_process):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["gptq", "awq"])
 def test_w4_g128_degrades_less_than_rtn(method, mean_bits_per_byte):
     base = mean_bits_per_byte("method=none")

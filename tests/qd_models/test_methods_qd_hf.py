@@ -97,6 +97,7 @@ def test_calib_langs_all_is_every_language():
     assert parse_qd_args({"method": "awq", "calib_langs": "all"})[0].calib_langs == ()
 
 
+@pytest.mark.integration
 def test_real_cli_gptq_with_language_calibration(tiny_model_dir, lm_eval_cli, tmp_path):
     args = f"pretrained={tiny_model_dir('llama')},method=gptq,bits=4,group_size=16,calib_langs=he,calib_samples=2"
     results = lm_eval_cli(["--model", "qd-hf", "--model_args", args, "--tasks", "qd_multilingual_ppl_en", "--device", "cpu",
@@ -108,6 +109,7 @@ def test_real_cli_gptq_with_language_calibration(tiny_model_dir, lm_eval_cli, tm
     assert report["totals"]["layers_quantized"] == 14
 
 
+@pytest.mark.integration
 def test_real_cli_bad_method_value_is_one_line_error(tiny_model_dir, tmp_path):
     cmd = [sys.executable, "-m", "lm_eval", "--model", "qd-hf", "--model_args",
            f"pretrained={tiny_model_dir('llama')},method=awq,awq_grid=0,calib_langs=en;he", "--tasks", "qd_multilingual_ppl_en",

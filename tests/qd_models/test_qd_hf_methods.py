@@ -14,6 +14,7 @@ def _bpb(results: dict, lang: str) -> float:
     return results["results"][f"qd_multilingual_ppl_{lang}"]["bits_per_byte,none"]
 
 
+@pytest.mark.integration
 def test_cli_rtn_on_gpt2_conv1d_writes_report_beside_results(tiny_model_dir, lm_eval_cli, tmp_path):
     path = tiny_model_dir("gpt2")
     out = tmp_path / "out"

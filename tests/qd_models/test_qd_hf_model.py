@@ -15,6 +15,7 @@ def _bpb(results: dict, lang: str) -> float:
     return results["results"][f"qd_multilingual_ppl_{lang}"]["bits_per_byte,none"]
 
 
+@pytest.mark.integration
 def test_cli_method_none_equals_plain_hf(tiny_model_dir, lm_eval_cli, tmp_path):
     """The real CLI in subprocesses, as a user runs it."""
     path = tiny_model_dir("llama")
@@ -70,6 +71,7 @@ def test_unknown_method_fails_before_loading(tmp_path):
     assert "\n" not in message and "method" in message and "rtn" in message
 
 
+@pytest.mark.integration
 def test_cli_bad_argument_is_one_line_nonzero_exit(tiny_model_dir, tmp_path):
     import subprocess
     import sys

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qd_models import _autoload
 
 
@@ -18,6 +20,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_startup_imports_no_torch_and_installs_hook():
     proc = _python(
         "import sys; import qd_models._autoload as a;"
@@ -37,6 +40,7 @@ def test_pth_file_is_installed_next_to_the_package():
     assert pth[0].read_text().strip() == "import qd_models._autoload"
 
 
+@pytest.mark.integration
 def test_model_registry_resolves_qd_hf_lazily():
     proc = _python(
         "import sys; from lm_eval.api.registry import get_model, model_registry;"
@@ -49,6 +53,7 @@ def test_model_registry_resolves_qd_hf_lazily():
     assert lines[1] == "QDHFLM HFLM"
 
 
+@pytest.mark.integration
 def test_autoload_can_be_disabled():
     proc = _python(
         "import lm_eval.models; from lm_eval.api.registry import model_registry;"
@@ -79,6 +84,7 @@ def test_with_qd_tasks_is_idempotent():
     assert _autoload._with_qd_tasks(("a", "b"))[-2:] == ["a", "b"]
 
 
+@pytest.mark.integration
 def test_ls_tasks_lists_qd_groups():
     exe = Path(sys.executable).parent / "lm-eval"
     proc = subprocess.run([str(exe), "ls", "tasks"], capture_output=True, text=True, timeout=300)

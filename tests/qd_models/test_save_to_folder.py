@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COMMON = ["--tasks", "qd_multilingual_ppl_en", "--limit", "1", "--device", "cpu"]
 
 # lm_eval with os.rename failing once, for the move of the staged folder onto the save target (the
@@ -36,6 +38,7 @@ def files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.integration
 def test_save_to_parent_of_the_source_is_refused_before_loading(tiny_model_dir, tmp_path):
     source = tmp_path / "models" / "tiny"
     shutil.copytree(tiny_model_dir("llama"), source)  # the source folder lies inside save_to's folder
@@ -49,6 +52,7 @@ def test_save_to_parent_of_the_source_is_refused_before_loading(tiny_model_dir, 
     assert files(source) == before and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
 
 
+@pytest.mark.integration
 def test_save_to_through_a_link_and_a_failed_swap(tiny_model_dir, tmp_path):
     model = str(tiny_model_dir("llama"))
     real = tmp_path / "store" / "saved"

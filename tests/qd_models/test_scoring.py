@@ -37,6 +37,7 @@ def _load(path, dtype=torch.float32):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval(), AutoTokenizer.from_pretrained(path)
 
 
+@pytest.mark.integration
 def test_bos_adding_tokenizer_is_scored_once_through_the_real_cli(tiny_model_dir, lm_eval_cli, tmp_path):
     model_dir = tiny_model_dir("llama", add_bos=True)
     tasks = ",".join(f"qd_multilingual_ppl_{lang}" for lang in LANGS)

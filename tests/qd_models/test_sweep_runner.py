@@ -11,6 +11,7 @@ import pytest
 from qd_models.runners.grid import build_items, expand_grid, make_item
 from qd_models.runners.store import COMPLETE_MARKER, LOCK_DIR, TMP_PREFIX
 from qd_models.runners.sweep import EvalSettings, Sweep, build_parser, combos_from_args
+from qd_tasks.cli_errors import UserInputError
 
 TASKS = ("qd_multilingual_ppl",)
 LIMIT = 2
@@ -162,7 +163,7 @@ def test_a_config_another_sweep_is_writing_fails_fast(tiny_model_dir, tmp_path):
     (tmp_path / LOCK_DIR).mkdir()
     with open(tmp_path / LOCK_DIR / f"{baseline}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        with pytest.raises(RuntimeError, match=f"another qd-sweep is writing {baseline} in "):
+        with pytest.raises(UserInputError, match=f"another qd-sweep is writing {baseline} in "):
             sweep.run(build_items([]))
     assert not (tmp_path / baseline).exists()
 

@@ -17,6 +17,7 @@ from qd_models.runners.grid import build_items
 from qd_models.runners.shard import Shard
 from qd_models.runners.store import COMPLETE_MARKER, LOCK_DIR
 from qd_models.runners.sweep import EvalSettings, Sweep, main
+from qd_tasks.cli_errors import UserInputError
 
 GRID = ["--methods", "rtn,aciq", "--bits", "3,4", "--granularity", "channel"]  # baseline + 4 configs
 
@@ -47,6 +48,7 @@ def _folder_contents(folder: Path) -> dict:
     return contents
 
 
+@pytest.mark.integration
 def test_two_concurrent_shards_fill_one_folder_like_one_sweep(tiny_model_dir, tmp_path, monkeypatch):
     from analysis.loading import load_runs
 
@@ -109,6 +111,6 @@ def test_shard_without_the_baseline_fails_naming_it_after_the_timeout(tiny_model
                             limit=1, batch_size=4, device="cpu", fidelity=True, baseline_timeout=0)
     sweep = Sweep(settings)
     items = build_items([{"method": "rtn", "bits": 4}])
-    with pytest.raises(RuntimeError, match=rf"the fidelity baseline {sweep.folder_name(items[0])} is not complete in .* after 0 s; allowed: run shard 1"):
+    with pytest.raises(UserInputError, match=rf"the fidelity baseline {sweep.folder_name(items[0])} is not complete in .* after 0 s; allowed: run shard 1"):
         sweep.run(items, Shard(2, 2))
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_DIR]  # no half-written config

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qd_tasks.make_tasks import MAX_NAME_LENGTH
 
 
@@ -32,6 +34,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else b"") for p in sorted(folder.rglob("*"))}
 
 
+@pytest.mark.integration
 def test_a_failed_rerun_leaves_the_good_suite_as_it_was(tmp_path):
     out = tmp_path / "tasks"
     good = corpus(tmp_path / "good.jsonl", ['{"lang": "en", "text": "hello"}', '{"lang": "de", "text": "hallo"}'])
@@ -58,6 +61,7 @@ def test_a_failed_rerun_leaves_the_good_suite_as_it_was(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.integration
 def test_names_whose_tasks_or_group_collide_are_refused(tmp_path):
     out = tmp_path / "tasks"
     en_de = corpus(tmp_path / "a.jsonl", ['{"lang": "en", "text": "hello"}', '{"lang": "de", "text": "hallo"}'])

@@ -25,6 +25,7 @@ def direct_loglikelihoods(model_dir, texts):
     return direct_doc_loglikelihoods(model, tokenizer, texts)
 
 
+@pytest.mark.integration
 def test_multilingual_group_on_random_model(tiny_model_dir, lm_eval_cli, tmp_path):
     model_dir = tiny_model_dir("gpt2")
     output = lm_eval_cli(
@@ -53,6 +54,7 @@ def test_multilingual_group_on_random_model(tiny_model_dir, lm_eval_cli, tmp_pat
     assert group_bpb == pytest.approx(sum(per_lang_bpb) / len(per_lang_bpb), rel=1e-9)  # unweighted mean
 
 
+@pytest.mark.integration
 def test_user_corpus_round_trip(tiny_model_dir, lm_eval_cli, tmp_path, monkeypatch):
     corpus = tmp_path / "mine.jsonl"
     lines = [
@@ -87,6 +89,7 @@ def test_user_corpus_round_trip(tiny_model_dir, lm_eval_cli, tmp_path, monkeypat
     assert "mycorpus" in results
 
 
+@pytest.mark.integration
 def test_make_tasks_cli_errors_are_one_line(tmp_path):
     corpus = tmp_path / "bad.jsonl"
     corpus.write_text('{"lang": "en", "text": "fine"}\n{"lang": "en", "text": broken}\n', encoding="utf-8")

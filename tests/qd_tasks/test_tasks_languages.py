@@ -56,6 +56,7 @@ def test_lookup_by_either_code_and_one_line_error():
     assert "\n" not in str(error.value) and "en, de" in str(error.value)
 
 
+@pytest.mark.integration
 def test_import_is_light():
     code = "import sys, qd_tasks, qd_tasks.languages, qd_tasks.metrics; print(sorted(m for m in ('torch', 'lm_eval', 'datasets', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

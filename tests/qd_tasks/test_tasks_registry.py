@@ -62,6 +62,7 @@ def test_flores_configs_resolve_offline(task_manager):
     assert group["task"] == [f"qd_flores_ppl_{lang}" for lang in expected_codes]
 
 
+@pytest.mark.integration
 def test_committed_yamls_equal_generator_output():
     proc = subprocess.run([sys.executable, "scripts/generate_tasks.py", "--check"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -103,6 +103,7 @@ def test_converter_parts():
     assert converter["encode"](built) == converter["encode"](built)
 
 
+@pytest.mark.integration
 def test_converter_rejects_a_missing_tarball(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/make_udhr_corpus.py", "--tarball", str(tmp_path / "none.tgz")],
                           cwd=REPO, capture_output=True, text=True, check=False)
@@ -141,6 +142,7 @@ def _direct_bits(model_dir, texts):
     return out
 
 
+@pytest.mark.integration
 def test_all_udhr_subtasks_on_a_tiny_model_and_the_analysis(tiny_model_dir, lm_eval_cli, records, tmp_path):
     """Every UDHR subtask (article 1 each: --limit 1) through the real CLI, baseline and RTN 4-bit, then qd-analyze."""
     model_dir = tiny_model_dir("gpt2")
