@@ -29,7 +29,7 @@ from torch import nn
 from qd_tasks.folder_swap import check_folder_target, real_folder, replace_folder
 
 from . import __version__
-from .config import METHODS, QuantConfig, validate_for_model
+from .config import INPUTS, STATS, Mechanism, QuantConfig, validate_for_model
 from .methods import QUANTIZERS, LayerInputs, PlanTarget
 from .quant.core import check_group_size, to_blocks, top_fraction_mask, weight_stats
 from .quant.weighted import activation_keep_scores, mode_weights, normalise_second_moments
@@ -79,11 +79,11 @@ def block_index(name: str) -> int | None:
 
 def bnb_from_pretrained_kwargs(config: QuantConfig) -> dict:
     """``from_pretrained`` kwargs for bitsandbytes methods (``{}`` for the others)."""
-    if config.mechanism != "bnb":
+    if config.mechanism != Mechanism.BNB:
         return {}
     from transformers import BitsAndBytesConfig
 
-    return {"quantization_config": BitsAndBytesConfig(**METHODS[config.method].load_quantization)}
+    return {"quantization_config": BitsAndBytesConfig(**config.spec.load_quantization)}
 
 
 def block_module_name(name: str) -> str | None:
@@ -181,7 +181,7 @@ def _select(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None) -
 
 def _check_group_sizes(targets: list[_Target], config: QuantConfig) -> None:
     """``group_size`` divides the input dim of every target that is quantized (one-line ``ValueError``)."""
-    if config.mechanism == "fake" and config.granularity == "group":
+    if config.mechanism == Mechanism.FAKE and config.granularity == "group":
         for target in targets:
             if target.status == "quantize":
                 shape = target.module.weight.shape
@@ -274,7 +274,7 @@ def quantize_(
     ``filter_fn(module, name) -> bool``: False keeps the module in original precision.
     ``originals_for_restore``: if a dict, receives CPU copies of every modified weight (by parameter
     name) for :func:`restore_`. ``act_stats``: a :class:`qd_models.calibration.ActivationStats`
-    over :func:`quantization_targets`, required when ``config.needs_calibration`` (``method=laaciq``,
+    over :func:`quantization_targets`, required when ``config.calibration_passes`` has ``stats`` (``method=laaciq``,
     ``keep_by=activation``, a gguf importance matrix; adds ``calibration`` blocks to the report).
     ``calib``: a :class:`qd_models.calibration.CalibrationBatches`, required by methods whose
     calibration is ``inputs`` (GPTQ, AWQ: block by block, see :func:`_layer_inputs`; each block's
@@ -295,18 +295,18 @@ def quantize_(
 def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None, originals_for_restore: dict | None,
               act_stats, calib, block_inputs) -> dict:
     """:func:`quantize_` with the calibration's block inputs (``None`` without ``calib``)."""
-    if config.mechanism == "bnb":
+    if config.mechanism == Mechanism.BNB:
         return _bnb_report(model, config)
     start = time.perf_counter()
     targets, target_ids = _select(model, config, filter_fn)
-    if config.mechanism == "fake" and not any(target.status == "quantize" for target in targets):
+    if config.mechanism == Mechanism.FAKE and not any(target.status == "quantize" for target in targets):
         logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
                        config.method, ", ".join(sorted({t.reason for t in targets})) or "no quantizable module")
     _check_group_sizes(targets, config)
-    active = config.mechanism == "fake" and config.bits != 16
-    if active and config.needs_calibration and act_stats is None:
+    active = config.mechanism == Mechanism.FAKE and config.bits != 16
+    if active and STATS in config.calibration_passes and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
-    sequential = active and config.calibration == "inputs"
+    sequential = INPUTS in config.calibration_passes
     if sequential and calib is None:
         raise ValueError(f"calib is required with method={config.method}; allowed: qd_models.calibration.CalibrationBatches.from_texts(...)")
     gram_report = None
@@ -341,7 +341,7 @@ def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
             continue
         blocks = to_blocks(weight, config.granularity, config.group_size) if config.granularity else None
         inputs = degenerate = None
-        if act_stats is not None and config.needs_calibration:
+        if act_stats is not None and STATS in config.calibration_passes:
             inputs, degenerate = normalise_second_moments(act_stats.inputs(target.name, config.calib_langs).to(weight.device))
         if threshold is not None:
             kept = weight.abs() >= threshold
@@ -426,7 +426,7 @@ def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
         "layers": layers,
         "skipped": skipped,
     }
-    if act_stats is not None and config.needs_calibration:
+    if act_stats is not None and STATS in config.calibration_passes:
         from .calibration import calibration_report
 
         report["calibration"] = calibration_report(act_stats, config, layers)

@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from qd_models.config import Mechanism, methods_of
 from qd_models.run_record import leaf_tasks
 from qd_models.runners.grid import SweepItem, build_items, make_item
 from qd_models.runners.sweep import EvalSettings, Sweep, SweepOutcome
@@ -165,8 +166,9 @@ def write_csvs(rows: list[dict], mode: str, folder: Path) -> list[Path]:
 def run_scan(settings: EvalSettings, mode: str, modules: tuple[str, ...], quant: dict[str, Any]) -> tuple[list[SweepOutcome], list[Path]]:
     """Build the items (meta-device model, no weights), run them as one sweep, write CSVs."""
     make_item(quant)  # validate the shared quant args before anything heavy
-    if make_item(quant).config.mechanism != "fake":
-        raise ValueError(f"method={quant.get('method')} is not allowed in a scan; allowed: fake-quant methods (rtn, aciq, mse, ...)")
+    if make_item(quant).config.mechanism != Mechanism.FAKE:
+        raise ValueError(f"method={quant.get('method')} is not allowed in a scan; allowed: fake-quant methods "
+                         f"({', '.join(methods_of(Mechanism.FAKE)[:3])}, ...)")
     sweep = Sweep(settings)
     items = scan_items(block_modules(meta_model(sweep.hf_config())), mode, modules, quant)
     outcomes = sweep.run(build_items([], baseline=True) + items)
