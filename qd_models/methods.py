@@ -2,7 +2,7 @@
 
 :data:`qd_models.config.METHODS` says what a method needs (mechanism, calibration, options type);
 :data:`QUANTIZERS` says how one layer is quantized. :func:`qd_models.engine.quantize_` selects
-the layers, runs the calibration the method's ``MethodSpec.calibration`` names, calls the
+the layers, runs the calibration passes of ``QuantConfig.calibration_passes``, calls the
 method's ``plan`` once per model (when it has one) and its ``layer`` for every layer; it knows
 no method names.
 
