@@ -306,7 +306,7 @@ def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
     active = config.mechanism == Mechanism.FAKE and config.bits != 16
     if active and STATS in config.calibration_passes and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
-    sequential = INPUTS in config.calibration_passes
+    sequential = active and INPUTS in config.calibration_passes
     if sequential and calib is None:
         raise ValueError(f"calib is required with method={config.method}; allowed: qd_models.calibration.CalibrationBatches.from_texts(...)")
     gram_report = None

@@ -1,4 +1,4 @@
-"""Argument parsing and validation of the qd quantization config (no torch needed)."""
+"""Argument parsing and validation of the qd quantization config (no torch needed but for the registry check)."""
 
 import pytest
 
@@ -132,3 +132,16 @@ def test_messages_that_list_methods_are_built_from_the_registry_unchanged():
     with pytest.raises(ValueError) as err:
         parse_qd_args({"method": "gguf", "awq_grid": 3})
     assert str(err.value) == "awq_grid not allowed with method=gguf; allowed with method=awq"
+
+
+def test_the_registry_is_consistent_for_every_method():
+    """Each fake-quant method has a Quantizer (torch side) and no other does; a method's ``bits_option``
+    is one of its own options; option arguments belong to one family each."""
+    from qd_models.config import OPTION_ARGS, Mechanism
+    from qd_models.methods import QUANTIZERS
+
+    assert set(QUANTIZERS) == {method for method, spec in METHODS.items() if spec.mechanism == Mechanism.FAKE}
+    for spec in METHODS.values():
+        assert spec.bits_option is None or spec.bits_option in spec.option_names
+        assert spec.fixed_bits is None or spec.mechanism == Mechanism.BNB
+    assert len(OPTION_ARGS) == len(set(OPTION_ARGS)) == 7
