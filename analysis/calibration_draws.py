@@ -87,7 +87,7 @@ def depends_on_draw(quant_config: dict) -> bool:
     """The config reads calibration texts, so its result depends on which were drawn (a config that no
     longer parses counts as dependent: its draw noise is not known to be absent)."""
     try:
-        return parse_qd_args({k: v for k, v in quant_config.items() if k in QD_ARGS and v is not None})[0].uses_calibration_texts
+        return bool(parse_qd_args({k: v for k, v in quant_config.items() if k in QD_ARGS and v is not None})[0].calibration_passes)
     except ValueError:
         return True
 

@@ -18,6 +18,7 @@ import math
 import pandas as pd
 
 from analysis.loading import RunSet
+from qd_models.config import METHODS
 
 CALIB_KEYS = ("calib_langs", "calib_data", "calib_samples", "calib_seed")
 COLUMNS = ("family", "method", "suite", "calibration", "lang", "degradation", "ci_low", "ci_high", "n_docs", "quant_id")
@@ -27,7 +28,8 @@ def calibration_label(quant_config: dict) -> str | None:
     """``en`` / ``en;he`` / ``all`` (plus ``@source`` when ``calib_data`` is set), or ``None``
     for a run without a calibration pass."""
     report_langs = quant_config.get("calib_langs")
-    if report_langs is None or quant_config.get("method") not in ("gptq", "awq", "laaciq", "gguf") and not quant_config.get("calib_mode"):
+    spec = METHODS.get(str(quant_config.get("method")))
+    if report_langs is None or not (spec is not None and spec.reads_calibration) and not quant_config.get("calib_mode"):
         return None
     label = ";".join(report_langs) if report_langs else "all"
     return f"{label}@{quant_config['calib_data']}" if quant_config.get("calib_data") else label

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from qd_models import run_record
-from qd_models.run_record import ROLLING_PREFIX_TEXT, config_family, config_label, parse_model_args
+from qd_models.run_record import ROLLING_PREFIX_TEXT, parse_model_args
 from qd_tasks.languages import split_task_name
 
 AGGREGATE_METRICS = ("bits_per_byte", "byte_perplexity", "word_perplexity")
@@ -56,6 +56,8 @@ class Run:
     model_fingerprint: str | None = None
     """The weights' fingerprint (``quant_disparity.model_fingerprint``; a saved model: its source's);
     ``None`` for results written before it was recorded or by other models than ``qd-hf``."""
+    labels: tuple[str, str] | None = None
+    """``(label, family)`` (:func:`qd_models.run_record.run_labels`: stored with the run, or computed)."""
 
     @property
     def method(self) -> str:
@@ -97,12 +99,12 @@ class Run:
     @property
     def label(self) -> str:
         """Short human label, e.g. ``rtn-w4``, ``laaciq-w3-calib_mode=target-calib_langs=he`` (:func:`qd_models.run_record.config_label`)."""
-        return config_label(self.quant_config)
+        return (self.labels or run_record.run_labels(self.quant_config))[0]
 
     @property
     def family(self) -> str:
         """The label without the bits (:func:`qd_models.run_record.config_family`)."""
-        return config_family(self.quant_config)
+        return (self.labels or run_record.run_labels(self.quant_config))[1]
 
 
 @dataclass
@@ -374,6 +376,7 @@ def _make_run(file: Path, results: dict, root: Path, problems: list[str]) -> Run
         lm_eval_version=results.get("lm_eval_version"),
         scoring=scoring_identity(config, model_args, qd),
         model_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        labels=run_record.run_labels(quant_config, qd),
     )
 
 

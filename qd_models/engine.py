@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .config import METHODS, QuantConfig
+from .config import INPUTS, STATS, Mechanism, QuantConfig
 from .methods import QUANTIZERS, LayerInputs
 from .model_layout import block_module_name, block_names
 from .quant.core import to_blocks, weight_stats
@@ -29,11 +29,11 @@ logger = logging.getLogger(__name__)
 
 def bnb_from_pretrained_kwargs(config: QuantConfig) -> dict:
     """``from_pretrained`` kwargs for bitsandbytes methods (``{}`` for the others)."""
-    if config.mechanism != "bnb":
+    if config.mechanism != Mechanism.BNB:
         return {}
     from transformers import BitsAndBytesConfig
 
-    return {"quantization_config": BitsAndBytesConfig(**METHODS[config.method].load_quantization)}
+    return {"quantization_config": BitsAndBytesConfig(**config.spec.load_quantization)}
 
 
 def _layer_inputs(model: nn.Module, targets: list[Target], target: Target, calib, grams: dict, block_inputs) -> LayerInputs:
@@ -72,7 +72,7 @@ def quantize_(
     ``filter_fn(module, name) -> bool``: False keeps the module in original precision.
     ``originals_for_restore``: if a dict, receives CPU copies of every modified weight (by parameter
     name) for :func:`restore_`. ``act_stats``: a :class:`qd_models.calibration.ActivationStats`
-    over :func:`qd_models.targets.quantization_targets`, required when ``config.needs_calibration`` (``method=laaciq``,
+    over :func:`qd_models.targets.quantization_targets`, required when ``config.calibration_passes`` has ``stats`` (``method=laaciq``,
     ``keep_by=activation``, a gguf importance matrix; adds ``calibration`` blocks to the report).
     ``calib``: a :class:`qd_models.calibration.CalibrationBatches`, required by methods whose
     calibration is ``inputs`` (GPTQ, AWQ: block by block, see :func:`_layer_inputs`; each block's
@@ -93,18 +93,18 @@ def quantize_(
 def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None, originals_for_restore: dict | None,
               act_stats, calib, block_inputs) -> dict:
     """:func:`quantize_` with the calibration's block inputs (``None`` without ``calib``)."""
-    if config.mechanism == "bnb":
+    if config.mechanism == Mechanism.BNB:
         return bnb_report(model, config)
     start = time.perf_counter()
     targets, target_ids = select_targets(model, config, filter_fn)
-    if config.mechanism == "fake" and not any(target.status == "quantize" for target in targets):
+    if config.mechanism == Mechanism.FAKE and not any(target.status == "quantize" for target in targets):
         logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
                        config.method, ", ".join(sorted({t.reason for t in targets})) or "no quantizable module")
     check_group_sizes(targets, config)
-    active = config.mechanism == "fake" and config.bits != 16
-    if active and config.needs_calibration and act_stats is None:
+    active = config.mechanism == Mechanism.FAKE and config.bits != 16
+    if active and STATS in config.calibration_passes and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
-    sequential = active and config.calibration == "inputs"
+    sequential = active and INPUTS in config.calibration_passes
     if sequential and calib is None:
         raise ValueError(f"calib is required with method={config.method}; allowed: qd_models.calibration.CalibrationBatches.from_texts(...)")
     gram_report = None
@@ -139,7 +139,7 @@ def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
             continue
         blocks = to_blocks(weight, config.granularity, config.group_size) if config.granularity else None
         inputs = degenerate = None
-        if act_stats is not None and config.needs_calibration:
+        if act_stats is not None and STATS in config.calibration_passes:
             inputs, degenerate = normalise_second_moments(act_stats.inputs(target.name, config.calib_langs).to(weight.device))
         kept = keep_mask(weight, config, threshold, inputs)
         valid = None if kept is None else (~kept).float().view_as(blocks)
@@ -186,7 +186,7 @@ def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
     report = build_report(config, layers, skipped, skipped_bits, storage_bits, counts["quantized"], counts["kept"],
                           original_size_bytes=original_bits // 8, kept_value_bits=config.kept_value_bits,
                           nonfinite_weights=counts["nonfinite"])
-    if act_stats is not None and config.needs_calibration:
+    if act_stats is not None and STATS in config.calibration_passes:
         from .calibration import calibration_report
 
         report["calibration"] = calibration_report(act_stats, config, layers)

@@ -2,7 +2,7 @@
 
 :data:`qd_models.config.METHODS` says what a method needs (mechanism, calibration, options type);
 :data:`QUANTIZERS` says how one layer is quantized. :func:`qd_models.engine.quantize_` selects
-the layers, runs the calibration the method's ``MethodSpec.calibration`` names, calls the
+the layers, runs the calibration passes of ``QuantConfig.calibration_passes``, calls the
 method's ``plan`` once per model (when it has one) and its ``layer`` for every layer; it knows
 no method names.
 
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .awq_scope import InputGroup, fold_into_norm_, input_groups, scale_input_columns_
-from .config import METHODS, QuantConfig, num_blocks
+from .config import METHODS, STATS, QuantConfig, num_blocks
 from .model_layout import oriented_weight, tied_embeddings
 from .quant.awq import awq_quantize, awq_quantize_shared
 from .quant.core import aciq_range, fake_quantize, full_range, mse_range
@@ -218,7 +218,7 @@ class _SharedGroup(InputGroup):
 def _awq_plan(model: nn.Module, targets: list[PlanTarget], config: QuantConfig, act_stats) -> dict[str, Any]:
     """``awq_scope=shared``: ``{name: (name, group)}`` for every quantized linear
     (:func:`qd_models.awq_scope.input_groups`); ``linear``: ``{}`` (each layer on its own)."""
-    if config.awq_scope != "shared":
+    if config.options.awq_scope != "shared":
         return {}
     quantized = {target.name for target in targets if target.quantized}
     modules = dict(model.named_modules())
@@ -268,8 +268,8 @@ def _gguf_plan(model: nn.Module, targets: list[PlanTarget], config: QuantConfig,
     target's importance matrix (:func:`gguf_imatrix`)."""
     n_layer = num_blocks(model.config) if hasattr(model, "config") else None
     n_layer = n_layer or 1 + max((target.block or 0 for target in targets), default=0)
-    plans = tensor_types([(target.name, target.in_features) for target in targets], config.gguf_type, n_layer, tied_embeddings(model))
-    if act_stats is not None and config.needs_calibration:
+    plans = tensor_types([(target.name, target.in_features) for target in targets], config.options.gguf_type, n_layer, tied_embeddings(model))
+    if act_stats is not None and STATS in config.calibration_passes:
         for target in targets:
             if target.quantized:
                 plans[target.name]["imatrix"] = gguf_imatrix(act_stats, target.name, config.calib_langs)

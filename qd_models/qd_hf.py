@@ -41,7 +41,7 @@ from lm_eval.models.huggingface import HFLM
 
 from qd_models import __version__
 from qd_models import run_record as record
-from qd_models.config import QuantConfig, check_output_folder, parse_qd_args
+from qd_models.config import INPUTS, STATS, Mechanism, QuantConfig, check_output_folder, parse_qd_args
 from qd_models.data_parallel import all_gather_objects, check_rank_agreement, launched_ranks, weight_digest
 from qd_models.default_model import DEFAULT_MODEL_NOTE, default_model_path, is_default_model
 
@@ -77,7 +77,7 @@ class QDHFLM(HFLM):
 
         fidelity_args = {name: kwargs.pop(name) for name in FIDELITY_ARGS if name in kwargs}
         config, hf_kwargs = parse_qd_args(kwargs)  # raises ValueError before loading
-        fidelity = parse_fidelity_args(fidelity_args, config.mechanism == "none")
+        fidelity = parse_fidelity_args(fidelity_args, config.mechanism == Mechanism.NONE)
         if fidelity is not None:
             check_output_folder("fidelity_out", fidelity_args.get("fidelity_out"))
         self.fidelity = None
@@ -95,11 +95,11 @@ class QDHFLM(HFLM):
             isinstance(pretrained, str) and is_default_model(pretrained)
         ) else None
         self._load_overrides: dict = {}
-        if config.mechanism == "bnb":
+        if config.mechanism == Mechanism.BNB:
             from qd_models.engine import bnb_from_pretrained_kwargs
 
             self._load_overrides = bnb_from_pretrained_kwargs(config)
-        elif config.mechanism == "fake" and isinstance(pretrained, str):
+        elif config.mechanism == Mechanism.FAKE and isinstance(pretrained, str):
             from qd_models.config import load_hf_config, validate_for_model
 
             hf_config = load_hf_config(pretrained, hf_kwargs)
@@ -112,11 +112,11 @@ class QDHFLM(HFLM):
                 if skeleton is not None:  # keep patterns, group_size against every quantized layer's input dim
                     check_module_tree(skeleton, config)
         calib_texts = None
-        if config.uses_calibration_texts:
+        if config.calibration_passes:
             from qd_models.calibration import load_calibration_texts
 
             calib_texts = load_calibration_texts(config)  # checked before loading weights
-        if config.calibration == "inputs":
+        if INPUTS in config.calibration_passes:
             from qd_models.calibration import calibration_memory_budget
 
             calibration_memory_budget()  # $QD_CALIB_MEMORY_GB checked before loading weights
@@ -171,23 +171,23 @@ class QDHFLM(HFLM):
         """
         self.quant_config: QuantConfig = config
         self.quant_report: dict | None = None
-        if config.mechanism == "none":
+        if config.mechanism == Mechanism.NONE:
             return
         from qd_models.engine import quantize_
         from qd_models.report import summarize_report
 
         act_stats = calib = None
-        if config.uses_calibration_texts:
+        if config.calibration_passes:
             from qd_models.calibration import CalibrationBatches, collect_activation_stats, load_calibration_texts
             from qd_models.calibration.sources import calibration_source_name
             from qd_models.targets import quantization_targets
 
             texts = calib_texts if calib_texts is not None else load_calibration_texts(config)
             source = calibration_source_name(config)
-            if config.needs_calibration:
+            if STATS in config.calibration_passes:
                 act_stats = collect_activation_stats(self.model, self.tokenizer, texts, quantization_targets(self.model, config),
                                                      source=source, prefix_id=self.prefix_token_id, seed=config.calib_seed)
-            if config.calibration == "inputs":
+            if INPUTS in config.calibration_passes:
                 from qd_models.calibration.sufficiency import calibration_texts_for_model
 
                 texts = calibration_texts_for_model(texts, config, self.model, self.tokenizer, self.prefix_token_id)
@@ -278,6 +278,7 @@ class QDHFLM(HFLM):
             record.BASELINE_NOTE: self.model_note,
             record.SCORING: self.scoring,
             record.QUANT_CONFIG: self.quant_config.to_dict(),
+            **record.label_fields(self.quant_config.to_dict()),
             record.QUANT_TOTALS: report.get("totals"),
             record.QUANT_REPORT: report or None,
         }

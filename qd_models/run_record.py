@@ -11,7 +11,9 @@ One label per config: :func:`config_label` names a resolved quant config (``rtn-
 and every setting that differs from what :class:`qd_models.config.QuantConfig` resolves
 without it; sweep folders (``<label>-<hash>``), report tables and figures all use it.
 :func:`config_family` is the same label without the bits (runs of one family differ in bits
-only). :func:`run_id` is a results file's stable id below the analysed folder.
+only). A run stores its label and family in its block when it is made (:func:`label_fields`);
+:func:`run_labels` reads them back, and computes them only for results written before they were
+stored. :func:`run_id` is a results file's stable id below the analysed folder.
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ MODEL_FINGERPRINT = "model_fingerprint"
 BASELINE_NOTE = "baseline_note"
 SCORING = "scoring"
 QUANT_CONFIG = "quant_config"
+CONFIG_LABEL = "config_label"
+CONFIG_FAMILY = "config_family"
+"""The run's :func:`config_label` and :func:`config_family` of its ``quant_config``, stored when it is made."""
 QUANT_TOTALS = "quant_totals"
 QUANT_REPORT = "quant_report"
 FIDELITY = "fidelity"
 RANKS = "ranks"
-BLOCK_FIELDS = (VERSION, MODEL_SOURCE, MODEL_FINGERPRINT, BASELINE_NOTE, SCORING, QUANT_CONFIG, QUANT_TOTALS, QUANT_REPORT, FIDELITY, RANKS)
+BLOCK_FIELDS = (VERSION, MODEL_SOURCE, MODEL_FINGERPRINT, BASELINE_NOTE, SCORING, QUANT_CONFIG, CONFIG_LABEL, CONFIG_FAMILY, QUANT_TOTALS,
+                QUANT_REPORT, FIDELITY, RANKS)
 """Fields of the ``quant_disparity`` block (``fidelity`` only with fidelity on; ``ranks`` only in a
 data-parallel run: world size and every rank's weight digest, checked equal)."""
 
@@ -57,6 +63,8 @@ DRAW = "calib_seed"
 _NOT_SETTINGS = ("method", "bits", "group_size", "save_to", "save_overwrite", DRAW)
 """QuantConfig fields that are not label parts of their own (group_size is shown with granularity; the draw is
 not part of the config)."""
+BITS_OPTIONS = tuple(dict.fromkeys(spec.bits_option for spec in METHODS.values() if spec.bits_option))
+"""Options that fix a method's bits (``MethodSpec.bits_option``): labels show them in place of ``w<bits>``."""
 _MISSING = object()
 
 
@@ -71,9 +79,25 @@ def leaf_tasks(results: dict) -> list[str]:
     return [task for task in results["results"] if task not in groups]
 
 
+def label_fields(quant_config: dict) -> dict[str, str]:
+    """``{CONFIG_LABEL: label, CONFIG_FAMILY: family}`` of ``quant_config``, for its run's block."""
+    return {CONFIG_LABEL: config_label(quant_config), CONFIG_FAMILY: config_family(quant_config)}
+
+
+def run_labels(quant_config: dict, block: dict | None = None) -> tuple[str, str]:
+    """``(label, family)`` of a run's ``quant_config``: those stored in its ``quant_disparity`` ``block``
+    when the block records them for this config; else :func:`config_label` and :func:`config_family`
+    (results written before labels were stored, a saved model's config read from its folder, other models)."""
+    block = block or {}
+    label, family = block.get(CONFIG_LABEL), block.get(CONFIG_FAMILY)
+    if isinstance(label, str) and isinstance(family, str) and block.get(QUANT_CONFIG) == quant_config:
+        return label, family
+    return config_label(quant_config), config_family(quant_config)
+
+
 def config_label(quant_config: dict) -> str:
-    """``baseline`` for ``method=none``, else ``<method>[-w<bits>][-<setting>...]`` (gguf:
-    ``gguf-<gguf_type>``): each setting
+    """``baseline`` for ``method=none``, else ``<method>[-w<bits>][-<setting>...]`` (a method whose bits
+    an option fixes shows that option's value, ``MethodSpec.bits_option``: ``gguf-q4_k_m``): each setting
     that differs from its default, in :data:`qd_models.config.QD_ARGS` order (see the module doc)."""
     method = str(quant_config.get("method", "none"))
     if method == "none":
@@ -81,9 +105,11 @@ def config_label(quant_config: dict) -> str:
     bits = quant_config.get("bits")
     parts = [method]
     settings = _setting_parts(quant_config)
-    if method == "gguf" and quant_config.get("gguf_type"):  # the type says more than its nominal width
-        parts.append(str(quant_config["gguf_type"]))
-        settings = [part for part in settings if not part.startswith("gguf_type=")]
+    spec = METHODS.get(method)
+    bits_option = spec.bits_option if spec is not None else None
+    if bits_option and quant_config.get(bits_option):  # the type says more than its nominal width
+        parts.append(str(quant_config[bits_option]))
+        settings = [part for part in settings if not part.startswith(f"{bits_option}=")]
     elif isinstance(bits, (int, float)) and not isinstance(bits, bool):
         parts.append(f"w{bits:g}")
     return "-".join(parts + settings)
@@ -96,8 +122,8 @@ def config_draw(quant_config: dict) -> int | None:
 
 
 def config_family(quant_config: dict) -> str:
-    """:func:`config_label` without the bits (or GGUF type): ``rtn``, ``rtn-group-g128``, ``gguf``, ``baseline``."""
-    return config_label({k: v for k, v in quant_config.items() if k not in ("bits", "gguf_type")})
+    """:func:`config_label` without the bits (or the option that fixes them): ``rtn``, ``rtn-group-g128``, ``gguf``, ``baseline``."""
+    return config_label({k: v for k, v in quant_config.items() if k not in ("bits", *BITS_OPTIONS)})
 
 
 def run_id(parts: tuple[str, ...]) -> str:
@@ -124,7 +150,7 @@ def _setting_parts(config: dict) -> list[str]:
     saved by another quantizer) shows its settings as recorded."""
     method = str(config.get("method"))
     args: dict[str, Any] = {"method": method}
-    if METHODS.get(method) is not None and METHODS[method].mechanism == "fake" and method != "gguf" and config.get("bits") is not None:
+    if METHODS.get(method) is not None and METHODS[method].bits_argument and config.get("bits") is not None:
         args["bits"] = config["bits"]
     defaults = _resolve(args) if method in METHODS else {}
     scanned = config.get(SCAN) is not None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import QuantConfig
+from .config import Mechanism, QuantConfig
 from .methods import PlanTarget
 from .model_layout import block_index, input_embedding, oriented_weight, output_embedding, weight_layout
 from .quant.core import check_group_size, top_fraction_mask
@@ -109,7 +109,7 @@ def select_targets(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | 
 
 def check_group_sizes(targets: list[Target], config: QuantConfig) -> None:
     """``group_size`` divides the input dim of every target that is quantized (one-line ``ValueError``)."""
-    if config.mechanism == "fake" and config.granularity == "group":
+    if config.mechanism == Mechanism.FAKE and config.granularity == "group":
         for target in targets:
             if target.status == "quantize":
                 check_group_size(config.group_size, target.in_features, target.name)

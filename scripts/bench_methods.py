@@ -20,7 +20,7 @@ from qd_models.calibration import (
     load_calibration_texts,
 )
 from qd_models.calibration.sufficiency import calibration_texts_for_model
-from qd_models.config import parse_qd_args
+from qd_models.config import STATS, parse_qd_args
 from qd_models.engine import quantize_, restore_
 from qd_models.targets import quantization_targets
 
@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         restore_(model, originals)
         start, start_cpu = time.perf_counter(), time.process_time()
         act_stats = calib = None
-        if config.uses_calibration_texts:
+        if config.calibration_passes:
             texts = calibration_texts_for_model(load_calibration_texts(config), config, model, tokenizer)
-            if config.needs_calibration:
+            if STATS in config.calibration_passes:
                 act_stats = collect_activation_stats(model, tokenizer, texts, quantization_targets(model, config), progress=False,
                                                      use_cache=False)
             else:

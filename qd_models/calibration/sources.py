@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qd_models.config import INPUTS
 from qd_tasks.corpus import corpus_path, read_corpus_file
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def draws_to_token_target(config: QuantConfig) -> bool:
     ``qd_udhr8_ppl`` does not evaluate (unset ``calib_data``) or from those articles
     (``calib_data=udhr``). An explicit ``calib_samples`` or a user JSONL keeps the first
     ``calib_samples`` texts per language (all when unset) of that source only."""
-    return config.calibration == "inputs" and config.calib_samples is None and config.calib_data in (None, UDHR_SOURCE)
+    return INPUTS in config.calibration_passes and config.calib_samples is None and config.calib_data in (None, UDHR_SOURCE)
 
 
 def calibration_source_name(config: QuantConfig) -> str:

@@ -155,11 +155,11 @@ def diagnose(model_args: str, tasks: list[str], out: str | Path, quant_args: str
     else cpu), write CSVs, plots and ``summary.json`` (a folder it created is removed on failure)."""
     from lm_eval.utils import simple_parse_args_string
 
-    from qd_models.config import parse_qd_args
+    from qd_models.config import Mechanism, parse_qd_args
 
     model_kwargs = simple_parse_args_string(model_args)
     quant = simple_parse_args_string(quant_args)
-    if parse_qd_args(model_kwargs)[0].mechanism != "none":  # validates before loading
+    if parse_qd_args(model_kwargs)[0].mechanism != Mechanism.NONE:  # validates before loading
         raise ValueError("model_args method is not allowed in diagnose; allowed: hf args only (use --quant_args)")
     config, rest = parse_qd_args(quant)
     if rest:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from qd_models.config import METHODS, QD_ARGS, QuantConfig, parse_qd_args
+from qd_models.config import METHODS, QD_ARGS, Mechanism, QuantConfig, calibrated_methods, parse_qd_args
 from qd_models.run_record import SCAN, config_label, format_arg
 
 FAKE_ONLY_ARGS = tuple(name for name in QD_ARGS if name not in ("method", "bits", "save_to"))
@@ -71,7 +71,7 @@ def expand_grid(grid: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, A
     for values in itertools.product(*axes):
         combo = dict(zip(keys, values))
         method = str(combo.get("method", "none")).lower()
-        if method in METHODS and METHODS[method].mechanism != "fake":
+        if method in METHODS and METHODS[method].mechanism != Mechanism.FAKE:
             combo = {k: v for k, v in combo.items() if k not in FAKE_ONLY_ARGS and k != "bits"}
         combos.append(combo)
     return _dedupe(combos)
@@ -90,6 +90,7 @@ def expand_draws(combos: Iterable[dict[str, Any]], draws: int | None = None) -> 
     if draws is not None:
         _check_draws(draws, "--calib_draws")
     out, calibrated = [], 0
+    always, optional = calibrated_methods()
     for combo in combos:
         combo = dict(combo)
         own = combo.pop(CALIB_DRAWS, None)
@@ -98,18 +99,18 @@ def expand_draws(combos: Iterable[dict[str, Any]], draws: int | None = None) -> 
             out.append(combo)
             continue
         config, _ = parse_qd_args(dict(combo))
-        if not config.uses_calibration_texts or combo.get("calib_seed") is not None:
+        if not config.calibration_passes or combo.get("calib_seed") is not None:
             if own is None:
                 out.append(combo)
                 continue
             why = "a calib_seed of its own" if combo.get("calib_seed") is not None else "no calibration texts"
             raise ValueError(f"calib_draws={own} is not allowed with {config_label(config.to_dict())} ({why}); allowed: "
-                             "a config of method=gptq|awq|laaciq, keep_by=activation or gguf with calib_* arguments, without calib_seed")
+                             f"a config of method={always}, keep_by=activation or {optional} with calib_* arguments, without calib_seed")
         calibrated += 1
         out += [{**combo, "calib_seed": seed} for seed in range(count)]
     if draws is not None and not calibrated:
         raise ValueError(f"--calib_draws={draws} is not allowed here: no config of the sweep reads calibration texts; "
-                         "allowed: a sweep with a gptq|awq|laaciq config (or keep_by=activation, gguf with calib_* arguments)")
+                         f"allowed: a sweep with a {always} config (or keep_by=activation, {optional} with calib_* arguments)")
     return out
 
 
@@ -138,5 +139,5 @@ def build_items(combos: Iterable[dict[str, Any]], baseline: bool = True) -> list
     unique: dict[str, SweepItem] = {}
     for item in items:
         unique.setdefault(json.dumps([item.config.to_dict(), item.scan], sort_keys=True), item)
-    order = {"none": 0, "fake": 1, "bnb": 2}
+    order = {Mechanism.NONE: 0, Mechanism.FAKE: 1, Mechanism.BNB: 2}
     return sorted(unique.values(), key=lambda item: order[item.config.mechanism])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qd_models.run_record import LM_EVAL_MODEL, QUANT_CONFIG, SCAN, parse_model_args, qd_block
+from qd_models.run_record import LM_EVAL_MODEL, QUANT_CONFIG, SCAN, label_fields, parse_model_args, qd_block
 
 
 def task_manager(tasks, include_path=None, manager=None):
@@ -26,7 +26,8 @@ def task_manager(tasks, include_path=None, manager=None):
 
 def save_as_standalone(tracker, results: dict, lm, model_args: str, scan: str | None, log_samples: bool) -> None:
     """Write ``results`` (and samples) with lm-eval's ``tracker`` as ``lm_eval --model qd-hf
-    --model_args <model_args>`` records them; a scan's label goes into ``quant_config``."""
+    --model_args <model_args>`` records them; a scan's label goes into ``quant_config`` (and the stored
+    config label and family are those of the config with it)."""
     results["config"]["model"] = LM_EVAL_MODEL
     general = tracker.general_config_tracker
     general.model_source = LM_EVAL_MODEL
@@ -36,7 +37,9 @@ def save_as_standalone(tracker, results: dict, lm, model_args: str, scan: str | 
         general.model_name = Path(str(lm.pretrained)).name
         general.model_name_sanitized = sanitize_model_name(general.model_name)
     if scan is not None:
-        qd_block(results)[QUANT_CONFIG][SCAN] = scan
+        block = qd_block(results)
+        block[QUANT_CONFIG][SCAN] = scan
+        block.update(label_fields(block[QUANT_CONFIG]))
     samples = results.pop("samples", None) if log_samples else None
     tracker.save_results_aggregated(results=results, samples=samples)
     if samples is not None:

@@ -28,10 +28,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from qd_models.config import Mechanism, methods_of
 from qd_models.model_layout import block_linears, meta_model
-from qd_models.run_record import leaf_tasks
+from qd_models.run_record import leaf_tasks, parse_model_args
 from qd_models.runners.grid import SweepItem, build_items, make_item
-from qd_models.runners.lm_eval_glue import parse_model_args
 from qd_models.runners.sweep import EvalSettings, Sweep, SweepOutcome
 from qd_tasks.languages import split_task_name
 from qd_tasks.metrics import relative_increase
@@ -83,7 +83,7 @@ def scan_items(blocks: dict[int, dict[str, list[str]]], mode: str, modules: tupl
 def degradation_rows(outcomes: list[SweepOutcome]) -> list[dict]:
     """Long rows (block, module, lang, ...) of every scan outcome against the baseline; the
     degradation is the analysis' (:func:`qd_tasks.metrics.relative_increase`), NaN without a finite baseline."""
-    baseline = next(o for o in outcomes if o.item.config.mechanism == "none")
+    baseline = next(o for o in outcomes if o.item.config.mechanism == Mechanism.NONE)
     base = _per_language_bpb(baseline.results)
     rows = []
     for outcome in outcomes:
@@ -129,8 +129,9 @@ def write_csvs(rows: list[dict], mode: str, folder: Path) -> list[Path]:
 def run_scan(settings: EvalSettings, mode: str, modules: tuple[str, ...], quant: dict[str, Any]) -> tuple[list[SweepOutcome], list[Path]]:
     """Build the items (meta-device model, no weights), run them as one sweep, write CSVs."""
     make_item(quant)  # validate the shared quant args before anything heavy
-    if make_item(quant).config.mechanism != "fake":
-        raise ValueError(f"method={quant.get('method')} is not allowed in a scan; allowed: fake-quant methods (rtn, aciq, mse, ...)")
+    if make_item(quant).config.mechanism != Mechanism.FAKE:
+        raise ValueError(f"method={quant.get('method')} is not allowed in a scan; allowed: fake-quant methods "
+                         f"({', '.join(methods_of(Mechanism.FAKE)[:3])}, ...)")
     sweep = Sweep(settings)
     skeleton = meta_model(sweep.hf_config(), bool(parse_model_args(settings.model_args).get("trust_remote_code", False)))
     if skeleton is None:

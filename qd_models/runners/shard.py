@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from qd_models.config import Mechanism
 from qd_models.runners.grid import SweepItem
 
 
 def is_baseline(item: SweepItem) -> bool:
     """The ``method=none`` config that fidelity compares with (not a scan's)."""
-    return item.config.mechanism == "none" and item.scan is None
+    return item.config.mechanism == Mechanism.NONE and item.scan is None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qd_models.config import parse_qd_args
+from qd_models.config import Mechanism, parse_qd_args
 from qd_models.run_record import LM_EVAL_MODEL, parse_model_args, slug
 from qd_models.runners.grid import SweepItem, build_items, expand_draws, expand_grid
 from qd_models.runners.lm_eval_glue import save_as_standalone, task_manager
@@ -76,7 +76,7 @@ class EvalSettings:
         if not self.tasks:
             raise ValueError("tasks=[] is not allowed; allowed: one or more lm-eval task or group names")
         base, _ = parse_qd_args(parse_model_args(self.model_args))
-        if base.mechanism != "none":
+        if base.mechanism != Mechanism.NONE:
             raise ValueError(f"model_args method={base.method} is not allowed in a sweep; allowed: hf args only (methods come from the grid)")
         if self.fidelity_topk < 1:
             raise ValueError(f"fidelity_topk={self.fidelity_topk} is not allowed; allowed: an integer >= 1")
@@ -175,7 +175,7 @@ class Sweep:
         hf_config = self.hf_config()
         skeleton, built = None, False
         for item in items:
-            if item.config.mechanism == "fake":
+            if item.config.mechanism == Mechanism.FAKE:
                 validate_for_model(item.config, hf_config)
                 if item.config.keep or item.config.granularity == "group":
                     from qd_models.model_layout import meta_model
@@ -186,7 +186,7 @@ class Sweep:
                         skeleton, built = meta_model(hf_config, trust), True
                     if skeleton is not None:  # keep patterns, group_size against every quantized layer's input dim
                         check_module_tree(skeleton, item.config)
-                if item.config.uses_calibration_texts:
+                if item.config.calibration_passes:
                     from qd_models.calibration import load_calibration_texts
 
                     load_calibration_texts(item.config)  # raises on missing/bad calibration data
@@ -213,7 +213,7 @@ class Sweep:
         the LM (for bitsandbytes items: a freshly loaded one)."""
         from qd_models.engine import restore_
 
-        if item.config.mechanism == "bnb":
+        if item.config.mechanism == Mechanism.BNB:
             from qd_models.qd_hf import QDHFLM
 
             self.release_model()  # bnb items come last: free the shared model's memory

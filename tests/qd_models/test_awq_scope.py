@@ -143,7 +143,7 @@ def test_folded_forward_equals_the_unfolded_scaled_model_and_bits_are_honest(tin
 
 
 def test_awq_scope_values_are_checked_before_loading():
-    assert parse_qd_args({"method": "awq"})[0].awq_scope == "linear"
+    assert parse_qd_args({"method": "awq"})[0].options.awq_scope == "linear"
     with pytest.raises(ValueError, match=r"^awq_scope='both' is not allowed; allowed: linear, shared$"):
         parse_qd_args({"method": "awq", "awq_scope": "both"})
     with pytest.raises(ValueError, match="awq_scope not allowed with method=gptq"):

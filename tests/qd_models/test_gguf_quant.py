@@ -130,9 +130,9 @@ def test_use_more_bits_by_hand():
 
 def test_config_validation():
     config, _ = parse_qd_args({"method": "gguf"})
-    assert config.gguf_type == "q4_k_m" and not config.needs_calibration
+    assert config.options.gguf_type == "q4_k_m" and config.calibration_passes == ()
     config, _ = parse_qd_args({"method": "gguf", "gguf_type": "Q6_K", "calib_langs": "he"})
-    assert config.gguf_type == "q6_k" and config.needs_calibration and config.bits == 6
+    assert config.options.gguf_type == "q6_k" and config.calibration_passes == ("stats",) and config.bits == 6
     for bad, word in [({"method": "gguf", "gguf_type": "q7_k"}, "gguf_type"), ({"method": "rtn", "gguf_type": "q4_k"}, "gguf_type"),
                       ({"method": "gguf", "bits": 4}, "bits"), ({"method": "gguf", "keep_top": 1}, "keep_top"),
                       ({"method": "gguf", "calib_mode": "mean"}, "calib_mode")]:

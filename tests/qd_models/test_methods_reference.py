@@ -59,7 +59,7 @@ def test_qd_hf_scores_equal_a_direct_pass_over_quantize_of_a_fresh_model(args, t
     model, tokenizer = _load(path)
     original = {name: p.detach().clone() for name, p in model.named_parameters()}
     act_stats = None
-    if config.needs_calibration:
+    if "stats" in config.calibration_passes:
         from qd_models.calibration import (
             collect_activation_stats,
             load_calibration_texts,

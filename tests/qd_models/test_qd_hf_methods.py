@@ -25,6 +25,7 @@ def test_cli_rtn_on_gpt2_conv1d_writes_report_beside_results(tiny_model_dir, lm_
     )
     block = results["config"]["quant_disparity"]
     assert block["quant_config"]["method"] == "rtn" and block["quant_config"]["bits"] == 3
+    assert (block["config_label"], block["config_family"]) == ("rtn-w3", "rtn")  # stored when the run is made
     report = block["quant_report"]
     conv1d = [layer for layer in report["layers"] if layer["kind"] == "conv1d"]
     assert conv1d and all(layer["status"] == "quantized" for layer in conv1d)

@@ -1,9 +1,14 @@
 """One label per config (qd_models.run_record): expected labels written by hand."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from qd_models.config import parse_qd_args
-from qd_models.run_record import config_family, config_label, run_id, slug
+from qd_models.run_record import config_family, config_label, label_fields, qd_block, run_id, run_labels, slug
+
+FIXTURE_RUNS = Path(__file__).parents[1] / "fixtures" / "analysis"
 
 
 def resolved(**args) -> dict:
@@ -57,3 +62,27 @@ def test_slug_keeps_the_given_characters_strips_and_truncates():
     assert slug("__a b=c+d.e__", keep="._-", strip=True) == "a_b_c_d.e"
     assert slug("__a b=c+d.e__", keep="._+-", strip=True) == "a_b_c+d.e"
     assert slug("x" * 130) == "x" * 120 and slug("_ab_", limit=2, strip=True) == "ab" and slug("_ab_", limit=2) == "_a"
+
+
+def test_run_labels_are_read_from_the_block_when_it_stores_them_for_its_config():
+    config = resolved(method="rtn", bits=3, granularity="tensor")
+    block = {"quant_config": config, **label_fields(config)}
+    assert (block["config_label"], block["config_family"]) == ("rtn-w3-tensor", "rtn-tensor")
+    assert run_labels(dict(config), block) == ("rtn-w3-tensor", "rtn-tensor")
+    stored = {**block, "config_label": "as-recorded", "config_family": "family-as-recorded"}
+    assert run_labels(dict(config), stored) == ("as-recorded", "family-as-recorded")  # read, not recomputed
+    saved = {"method": "gptq", "bits": 3, "saved_model": True}  # a saved model's config replaces the block's: computed
+    assert run_labels(saved, stored) == ("gptq-w3", "gptq")
+    assert run_labels(config, {"quant_config": config}) == ("rtn-w3-tensor", "rtn-tensor")  # written before labels were stored
+    assert run_labels({"method": "hf-bnb", "bits": 4}) == ("hf-bnb-w4", "hf-bnb")
+
+
+def test_old_fixture_results_without_stored_labels_get_the_labels_their_sweep_folders_were_named_by():
+    files = sorted((FIXTURE_RUNS / "runs").glob("*/*/results_*.json"))
+    assert len(files) == 3
+    for file in files:
+        block = qd_block(json.loads(file.read_text(encoding="utf-8")))
+        assert "config_label" not in block and "config_family" not in block
+        folder_label = file.parents[1].name.rsplit("-", 1)[0]  # <label>-<hash>, written by qd-sweep when the run was made
+        label, family = run_labels(dict(block["quant_config"]), block)
+        assert label == folder_label and family == {"baseline": "baseline", "rtn-w3": "rtn", "rtn-w4": "rtn"}[folder_label]
