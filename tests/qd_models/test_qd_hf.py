@@ -1,18 +1,108 @@
-"""What ``QDHFLM`` checks before loading and records after, without evaluating: the ``pretrained``
+"""`qd-hf` through the real lm_eval CLI on tiny random models.
+
+What ``QDHFLM`` checks before loading and records after, without evaluating: the ``pretrained``
 path rule, the default model and its note, the scoring record, ``save_to`` (refusals, the saved
 report's model source), a model object passed as ``pretrained``, and the tokenizer default
-outside rolling scoring."""
+outside rolling scoring.
+
+``save_to`` through the real ``lm_eval`` command (issue 19): the folder is replaced by
+``qd_tasks.folder_swap.replace_folder`` — a link stays a link, a failed swap leaves the folder as it
+was, and a folder holding the source model is refused before loading."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from qd_models.default_model import DEFAULT_MODEL_NOTE
+from qd_models.qd_hf import QDHFLM
+
+LANGS = ("en", "de", "fr", "zh", "ar", "he", "sw", "yo")
+
+
+def _bpb(results: dict, lang: str) -> float:
+    return results["results"][f"qd_multilingual_ppl_{lang}"]["bits_per_byte,none"]
+
+
+@pytest.mark.integration
+def test_cli_method_none_equals_plain_hf(tiny_model_dir, lm_eval_cli, tmp_path):
+    """The real CLI in subprocesses, as a user runs it."""
+    path = tiny_model_dir("llama")
+    common = ["--tasks", "qd_multilingual_ppl", "--device", "cpu", "--batch_size", "4"]
+    hf = lm_eval_cli(["--model", "hf", "--model_args", f"pretrained={path}", *common], tmp_path / "hf")
+    qd = lm_eval_cli(
+        ["--model", "qd-hf", "--model_args", f"pretrained={path},method=none", *common], tmp_path / "qd"
+    )
+    _assert_same_metrics(hf, qd)
+    block = qd["config"]["quant_disparity"]
+    assert block["quant_config"]["method"] == "none"
+    assert block["baseline_note"] is None  # a user model, not the dequantized-GGUF default
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "bloom"])
+def test_method_none_equals_plain_hf_in_process(arch, tiny_model_dir, evaluate_in_process):
+    path = tiny_model_dir(arch)
+    hf = evaluate_in_process("hf", f"pretrained={path}", ["qd_multilingual_ppl"])
+    qd = evaluate_in_process("qd-hf", f"pretrained={path},method=none", ["qd_multilingual_ppl"])
+    _assert_same_metrics(hf, qd)
+    # a random byte-level model: about 8 bits per byte, finite, on every language
+    assert all(math.isfinite(_bpb(qd, lang)) and 4 < _bpb(qd, lang) < 12 for lang in LANGS)
+
+
+def _assert_same_metrics(hf: dict, qd: dict) -> None:
+    """Equal up to float32 round-off of differently padded batches (qd-hf batches documents longest
+    first): perplexities, exp(mean negative log-likelihood), are compared by their logarithm, as the
+    log-likelihood metrics are (a random model's word perplexity is ~1e28: exp amplifies round-off)."""
+    for lang in LANGS:
+        task = f"qd_multilingual_ppl_{lang}"
+        for metric, value in hf["results"][task].items():
+            if isinstance(value, float):
+                got = qd["results"][task][metric]
+                if "perplexity" in metric:
+                    got, value = math.log(got), math.log(value)
+                assert got == pytest.approx(value, rel=1e-6, abs=1e-6), (task, metric)
+
+
+def test_random_model_finishes_group_with_word_perplexity(tiny_model_dir, evaluate_in_process):
+    results = evaluate_in_process(
+        "qd-hf", f"pretrained={tiny_model_dir('gpt2')}", ["qd_multilingual_ppl"], limit=2
+    )
+    en = results["results"]["qd_multilingual_ppl_en"]
+    assert en["word_perplexity,none"] > 1  # a number or inf, never a crash
+    assert "word_perplexity,none" not in results["results"]["qd_multilingual_ppl_zh"]
+
+
+def test_unknown_method_fails_before_loading(tmp_path):
+    missing = tmp_path / "does-not-exist"
+    with pytest.raises(ValueError) as err:
+        QDHFLM(pretrained=str(missing), method="hqq")
+    message = str(err.value)
+    assert "\n" not in message and "method" in message and "rtn" in message
+
+
+@pytest.mark.integration
+def test_cli_bad_argument_is_one_line_nonzero_exit(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "qd-hf", "--model_args",
+         f"pretrained={tiny_model_dir('llama')},method=rtn,bits=9", "--tasks", "qd_multilingual_ppl_en",
+         "--device", "cpu", "--output_path", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "bits" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "out").exists()  # no half-written outputs
 
 
 @pytest.mark.parametrize(("pretrained", "refused"), [
@@ -179,3 +269,67 @@ def test_seq2seq_model_calls_pass_the_encoder_mask_and_labels(tmp_path):
     with torch.no_grad():
         expected = direct(input_ids=inps, attention_mask=mask, labels=labels).logits
     torch.testing.assert_close(lm._model_call(inps, attn_mask=mask, labels=labels), expected, rtol=0, atol=1e-6)
+
+
+COMMON = ["--tasks", "qd_multilingual_ppl_en", "--limit", "1", "--device", "cpu"]
+
+# lm_eval with os.rename failing once, for the move of the staged folder onto the save target (the
+# second rename of the swap: the old folder is already aside)
+FAILING_SECOND_RENAME = """
+import os, runpy, sys
+target, real_rename, failed = sys.argv.pop(1), os.rename, []
+def rename(src, dst):
+    if not failed and os.path.basename(os.fspath(src)).startswith(".") and os.fspath(dst) == target:
+        failed.append(src)
+        raise OSError("injected: the second rename fails")
+    real_rename(src, dst)
+os.rename = rename
+sys.argv[0] = "lm_eval"
+runpy.run_module("lm_eval", run_name="__main__", alter_sys=True)
+"""
+
+
+def lm_eval(*args: str, prefix: tuple[str, ...] = ("-m", "lm_eval")) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *prefix, *args, *COMMON], capture_output=True, text=True, timeout=600)
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.integration
+def test_save_to_parent_of_the_source_is_refused_before_loading(tiny_model_dir, tmp_path):
+    source = tmp_path / "models" / "tiny"
+    shutil.copytree(tiny_model_dir("llama"), source)  # the source folder lies inside save_to's folder
+    before = files(source)
+    proc = lm_eval("--model", "qd-hf", "--model_args", f"pretrained={source},method=rtn,save_to={tmp_path / 'models'},save_overwrite=true",
+                   "--output_path", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        f"save_to={tmp_path / 'models'} holds the input {source}; allowed: a folder outside the inputs")
+    assert "Loading" not in proc.stderr and not (tmp_path / "out").exists()
+    assert files(source) == before and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+@pytest.mark.integration
+def test_save_to_through_a_link_and_a_failed_swap(tiny_model_dir, tmp_path):
+    model = str(tiny_model_dir("llama"))
+    real = tmp_path / "store" / "saved"
+    real.mkdir(parents=True)
+    (real / "old.txt").write_text("an earlier save")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "saved").symlink_to(real)
+    args = f"pretrained={model},method=rtn,bits=4,save_to={links / 'saved'},save_overwrite=true"
+    # the second rename fails: the old folder is put back, nothing hidden is left
+    failed = lm_eval("--model", "qd-hf", "--model_args", args, "--output_path", str(tmp_path / "out1"),
+                     prefix=("-c", FAILING_SECOND_RENAME, str(real)))
+    assert failed.returncode != 0 and "injected: the second rename fails" in failed.stderr
+    assert files(real) == {"old.txt": b"an earlier save"}
+    assert sorted(p.name for p in real.parent.iterdir()) == ["saved"] and sorted(p.name for p in links.iterdir()) == ["saved"]
+    # through the link: the link stays a link to the same folder, which now holds the quantized model only
+    saved = lm_eval("--model", "qd-hf", "--model_args", args, "--output_path", str(tmp_path / "out2"))
+    assert saved.returncode == 0, saved.stderr[-3000:]
+    assert (links / "saved").is_symlink() and os.readlink(links / "saved") == str(real)
+    assert {"config.json", "model.safetensors", "quant_report.json"} <= set(files(real)) and "old.txt" not in files(real)
+    assert sorted(p.name for p in real.parent.iterdir()) == ["saved"] and sorted(p.name for p in links.iterdir()) == ["saved"]
