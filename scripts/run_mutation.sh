@@ -18,11 +18,86 @@ mkdir -p "$OUT"
 # module -> the fast tests that drive it (in-process only: a test that runs the lm_eval CLI in a
 # subprocess imports the installed, unmutated package and cannot kill a mutant)
 declare -A TESTS=(
-  [qd_models/quant/core.py]="tests/qd_models/test_quant_math.py tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_properties.py tests/qd_models/test_quant_core_reference.py"
-  [qd_models/quant/aciq.py]="tests/qd_models/test_aciq_reference.py tests/qd_models/test_quant_math.py"
-  [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq_weighted.py tests/qd_models/test_weighted_reference.py"
-  [qd_models/engine.py]="tests/qd_models/test_quant_engine.py tests/qd_models/test_quant_math.py tests/qd_models/test_engine_reference.py"
-  [qd_models/qd_hf.py]="tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation tests/qd_models/test_qd_hf_model.py::test_method_none_equals_plain_hf_in_process tests/qd_models/test_qd_hf_model.py::test_unknown_method_fails_before_loading tests/qd_models/test_fidelity.py tests/qd_models/test_methods_reference.py::test_qd_hf_scores_equal_a_direct_pass_over_quantize_of_a_fresh_model tests/qd_models/test_qd_hf_calibration.py tests/qd_models/test_qd_hf_record.py tests/qd_models/test_sweep_runner.py::test_restore_gives_back_the_loaded_weights tests/qd_models/test_laaciq_calibration.py::test_qd_hf_checks_calibration_data_before_loading_weights"
+  [qd_models/quant/core.py]="
+    tests/qd_models/test_quant_core.py
+    tests/qd_models/test_engine.py::test_default_skips_and_counts
+    tests/qd_models/test_engine.py::test_identity_cases_are_bit_identical
+    tests/qd_models/test_engine.py::test_conv1d_channels_are_output_columns
+    tests/qd_models/test_engine.py::test_keep_layers_pattern_and_filter
+    tests/qd_models/test_engine.py::test_unmatched_keep_pattern_is_an_error
+    tests/qd_models/test_engine.py::test_keep_top_keeps_largest_and_counts_bits
+    tests/qd_models/test_engine.py::test_global_keep_top_keeps_the_global_top_fraction
+    tests/qd_models/test_engine.py::test_restore_and_determinism
+    tests/qd_models/test_engine.py::test_methods_reduce_error_in_theory_order
+    tests/qd_models/test_engine.py::test_validate_for_model_checks_layers_and_groups
+    tests/qd_models/test_engine.py::test_block_index_names
+    tests/qd_models/test_engine.py::test_bnb_kwargs_and_nf4_runs_on_cpu
+    tests/qd_models/test_engine.py::test_save_quantized_loads_back_identical
+  "
+  [qd_models/quant/aciq.py]="
+    tests/qd_models/test_aciq.py
+    tests/qd_models/test_quant_core.py::test_aciq_constants_match_paper
+    tests/qd_models/test_quant_core.py::test_aciq_constant_is_the_minimum_of_the_expression
+    tests/qd_models/test_quant_core.py::test_rtn_equals_awq_reference_and_keeps_zeros
+    tests/qd_models/test_quant_core.py::test_levels_and_half_step_error
+    tests/qd_models/test_quant_core.py::test_int8_group32_codes_equal_gguf_q8_0
+    tests/qd_models/test_quant_core.py::test_int4_grid_equals_gguf_q4_0_where_the_format_matches
+    tests/qd_models/test_quant_core.py::test_midrise_grid_is_banners_levels
+    tests/qd_models/test_quant_core.py::test_empty_range_rows_are_unchanged
+    tests/qd_models/test_quant_core.py::test_nonfinite_weights_are_reported_not_raised
+    tests/qd_models/test_quant_core.py::test_mse_search_lands_on_analytic_optimum
+    tests/qd_models/test_quant_core.py::test_mse_error_is_the_brute_force_minimum
+    tests/qd_models/test_quant_core.py::test_aciq_auto_picks_prior_by_kurtosis
+    tests/qd_models/test_quant_core.py::test_mask_excludes_kept_weights_from_the_range
+    tests/qd_models/test_quant_core.py::test_top_fraction_mask_counts
+    tests/qd_models/test_quant_core.py::test_weight_stats_against_numpy_formula
+    tests/qd_models/test_quant_core.py::test_group_size_must_divide_input_dim
+    tests/qd_models/test_quant_core.py::test_aciq_clip_per_block_is_c_times_sigma_or_b_never_wider_than_data
+    tests/qd_models/test_quant_core.py::test_aciq_beats_rtn_on_heavy_tailed_weights_at_3_bits
+  "
+  [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq.py"
+  [qd_models/engine.py]="
+    tests/qd_models/test_engine.py
+    tests/qd_models/test_quant_core.py::test_aciq_constants_match_paper
+    tests/qd_models/test_quant_core.py::test_aciq_constant_is_the_minimum_of_the_expression
+    tests/qd_models/test_quant_core.py::test_rtn_equals_awq_reference_and_keeps_zeros
+    tests/qd_models/test_quant_core.py::test_levels_and_half_step_error
+    tests/qd_models/test_quant_core.py::test_int8_group32_codes_equal_gguf_q8_0
+    tests/qd_models/test_quant_core.py::test_int4_grid_equals_gguf_q4_0_where_the_format_matches
+    tests/qd_models/test_quant_core.py::test_midrise_grid_is_banners_levels
+    tests/qd_models/test_quant_core.py::test_empty_range_rows_are_unchanged
+    tests/qd_models/test_quant_core.py::test_nonfinite_weights_are_reported_not_raised
+    tests/qd_models/test_quant_core.py::test_mse_search_lands_on_analytic_optimum
+    tests/qd_models/test_quant_core.py::test_mse_error_is_the_brute_force_minimum
+    tests/qd_models/test_quant_core.py::test_aciq_auto_picks_prior_by_kurtosis
+    tests/qd_models/test_quant_core.py::test_mask_excludes_kept_weights_from_the_range
+    tests/qd_models/test_quant_core.py::test_top_fraction_mask_counts
+    tests/qd_models/test_quant_core.py::test_weight_stats_against_numpy_formula
+    tests/qd_models/test_quant_core.py::test_group_size_must_divide_input_dim
+    tests/qd_models/test_quant_core.py::test_aciq_clip_per_block_is_c_times_sigma_or_b_never_wider_than_data
+    tests/qd_models/test_quant_core.py::test_aciq_beats_rtn_on_heavy_tailed_weights_at_3_bits
+  "
+  [qd_models/qd_hf.py]="
+    tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline
+    tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation
+    tests/qd_models/test_qd_hf.py::test_method_none_equals_plain_hf_in_process
+    tests/qd_models/test_qd_hf.py::test_unknown_method_fails_before_loading
+    tests/qd_models/test_fidelity.py
+    tests/qd_models/test_methods.py::test_qd_hf_scores_equal_a_direct_pass_over_quantize_of_a_fresh_model
+    tests/qd_models/test_calibration.py::test_sweep_style_call_loads_the_texts_and_tokenizes_them_as_evaluation
+    tests/qd_models/test_calibration.py::test_calibration_texts_are_read_once_and_a_user_source_is_recorded
+    tests/qd_models/test_qd_hf.py::test_pretrained_written_as_a_missing_path_is_refused_in_one_line
+    tests/qd_models/test_qd_hf.py::test_qd_hf_applies_the_path_rule_before_loading
+    tests/qd_models/test_qd_hf.py::test_existing_paths_and_model_objects_pass_the_path_rule
+    tests/qd_models/test_qd_hf.py::test_without_pretrained_the_default_model_is_loaded_and_noted
+    tests/qd_models/test_qd_hf.py::test_scoring_record_save_overwrite_and_the_saved_report
+    tests/qd_models/test_qd_hf.py::test_model_dependent_errors_come_before_loading_weights
+    tests/qd_models/test_qd_hf.py::test_a_model_object_as_pretrained_is_quantized_and_saved_without_a_source
+    tests/qd_models/test_qd_hf.py::test_fidelity_needs_a_causal_model_and_rolling_state_is_reset
+    tests/qd_models/test_qd_hf.py::test_seq2seq_model_calls_pass_the_encoder_mask_and_labels
+    tests/qd_models/test_sweep.py::test_restore_gives_back_the_loaded_weights
+    tests/qd_models/test_calibration.py::test_qd_hf_checks_calibration_data_before_loading_weights
+  "
   [analysis/stats.py]="tests/analysis/test_analysis_stats.py tests/analysis/test_stats_reference.py"
 )
 ORDER=(qd_models/quant/core.py qd_models/quant/aciq.py qd_models/quant/weighted.py qd_models/engine.py qd_models/qd_hf.py analysis/stats.py)

@@ -150,7 +150,7 @@ def test_restore_and_determinism(tiny_model_dir):
 
 def test_methods_reduce_error_in_theory_order(tiny_model_dir):
     """``mse <= rtn`` holds by construction (r = 1, the rtn range, is on mse's grid): a
-    regression test. Informative: ``test_mse_error_is_the_brute_force_minimum`` (test_quant_math)."""
+    regression test. Informative: ``test_mse_error_is_the_brute_force_minimum`` (test_quant_core)."""
     errors = {}
     for method in ("rtn", "aciq", "mse"):
         model = _load(tiny_model_dir, "llama")

@@ -1,7 +1,7 @@
 """LA-ACIQ maths (qd_models.quant.weighted) against theory and independent computations.
 
 qd_models.quant.weighted against expectations written here: a numpy reference quantizer (the
-INT grid of ``awq_pseudo_quantize`` in test_quant_math.py, and the midrise grid), brute force
+INT grid of ``awq_pseudo_quantize`` in test_quant_core.py, and the midrise grid), brute force
 over clip ratios, hand-computed exponentiated-gradient steps and exact error messages."""
 
 from __future__ import annotations
