@@ -28,7 +28,7 @@ import pandas as pd
 from analysis.language_degradation import Degradation
 from analysis.loading import RunSet
 from analysis.replicate_stats import DRAW_NOISE_NOT_MEASURED, replicate_interval, replicate_spread
-from qd_models.config import QD_ARGS, parse_qd_args
+from qd_models.config import METHODS, calibration_passes
 from qd_models.run_record import DRAW, config_draw
 
 SPREAD_COLUMNS = ("model", "suite", "lang", "label", "n_draws", "d_mean", "d_sd", "d_min", "d_max", "d_ci_low", "d_ci_high")
@@ -84,12 +84,13 @@ def _matrices(docs: dict, keys: list[list[tuple]]) -> tuple[list[np.ndarray], np
 
 
 def depends_on_draw(quant_config: dict) -> bool:
-    """The config reads calibration texts, so its result depends on which were drawn (a config that no
-    longer parses counts as dependent: its draw noise is not known to be absent)."""
-    try:
-        return bool(parse_qd_args({k: v for k, v in quant_config.items() if k in QD_ARGS and v is not None})[0].calibration_passes)
-    except ValueError:
+    """The stored (resolved) config read calibration texts, so its result depends on which were drawn
+    (:func:`qd_models.config.calibration_passes`, without parsing the config again; an unknown method
+    counts as dependent: its draw noise is not known to be absent)."""
+    method = str(quant_config.get("method", "none"))
+    if method not in METHODS:
         return True
+    return bool(calibration_passes(method, quant_config.get("bits"), quant_config.get("calib_mode")))
 
 
 def _interval_method(interval, n_docs: int) -> str:

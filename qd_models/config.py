@@ -321,6 +321,16 @@ def option_owners() -> dict[str, list[str]]:
     return owners
 
 
+def calibration_passes(method: str, bits, calib_mode: str | None) -> tuple[str, ...]:
+    """:attr:`QuantConfig.calibration_passes` of a resolved config's ``method``, ``bits`` and
+    ``calib_mode`` (also for a stored config, which need not parse again); an unknown method: ``()``."""
+    spec = METHODS.get(method)
+    passes = (STATS,) if calib_mode is not None else ()
+    if spec is not None and spec.mechanism == Mechanism.FAKE and spec.calibration == INPUTS and bits != IDENTITY_BITS:
+        passes += (INPUTS,)
+    return passes
+
+
 def methods_of(mechanism: str) -> list[str]:
     """The methods applied by ``mechanism`` (:class:`Mechanism`), in :data:`METHODS` order."""
     return [method for method, spec in METHODS.items() if spec.mechanism == mechanism]
@@ -554,10 +564,7 @@ class QuantConfig:
         :data:`STATS`: per-language activation statistics (``method=laaciq``, ``keep_by=activation``, or
         ``method=gguf`` with a calibration argument: importance matrix; ``calib_mode`` is resolved exactly
         then); :data:`INPUTS`: per-block input Gram matrices (``MethodSpec.calibration``, bits < 16)."""
-        passes = (STATS,) if self.calib_mode is not None else ()
-        if self.mechanism == Mechanism.FAKE and self.spec.calibration == INPUTS and self.bits != IDENTITY_BITS:
-            passes += (INPUTS,)
-        return passes
+        return calibration_passes(self.method, self.bits, self.calib_mode)
 
     def to_dict(self) -> dict:
         """JSON-serialisable resolved config, flat in :data:`QD_ARGS` order: every family's option

@@ -147,3 +147,24 @@ def test_one_draw_of_a_calibrated_config_reads_draw_noise_not_measured(analysed,
             assert math.isfinite(row.ci_low) and row.ci_method.startswith("t interval, draws + documents (Welch df ")
     assert "(draw noise not measured)" in report
     assert ": draw noise not measured." in report  # the calibration matrix's matched-vs-all line, without a CI
+
+
+@pytest.mark.parametrize(("args", "dependent"), [
+    ({"method": "gguf", "gguf_type": "q4_k_s"}, False),  # its stored config (bits, clip resolved) does not parse again
+    ({"method": "gguf", "gguf_type": "q4_k_s", "calib_langs": "en"}, True),  # importance matrix from calibration texts
+    ({"method": "rtn", "bits": 4}, False),
+    ({"method": "nf4"}, False),
+    ({"method": "none"}, False),
+    ({"method": "gptq", "bits": 4}, True),
+    ({"method": "gptq", "bits": 16}, False),  # identity bits: nothing quantized, nothing calibrated
+    ({"method": "awq", "bits": 4}, True),
+    ({"method": "laaciq", "bits": 4}, True),
+])
+def test_depends_on_draw_reads_the_stored_resolved_config(args, dependent):
+    """Decided from the stored config as qd-hf wrote it, without parsing it again (a GGUF config without
+    calibration used to read "draw noise not measured"); an unknown method counts as dependent."""
+    from analysis.calibration_draws import depends_on_draw
+    from qd_models.config import parse_qd_args
+
+    assert depends_on_draw(parse_qd_args(args)[0].to_dict()) is dependent
+    assert depends_on_draw({"method": "some-future-method", "bits": 4}) is True
