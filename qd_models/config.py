@@ -19,7 +19,7 @@ it needs, how it is labelled and what fixes its bits; the rest of the package as
 Adding a method: (1) its options type here, if it has arguments of its own (a :class:`MethodOptions`
 with :func:`arg` fields and checks in ``__post_init__``); (2) ``METHODS[name] = MethodSpec(...)``;
 (3) its :class:`qd_models.methods.Quantizer` in ``QUANTIZERS`` with its maths in ``qd_models/quant/``;
-(4) its rows in the README's argument table. Arguments of another family are rejected with one line
+(4) its rows in the argument table of ``docs/methods.md``. Arguments of another family are rejected with one line
 naming the methods that take them.
 """
 
@@ -349,7 +349,7 @@ def _allowed(values) -> str:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Resolved, validated quantization settings (see the README argument table): the arguments
+    """Resolved, validated quantization settings (see the argument tables of ``docs/methods.md``): the arguments
     common to all methods, and the method family's own in ``options``.
 
     Common fields left ``None`` are resolved to their defaults for methods that use them and must

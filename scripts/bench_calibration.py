@@ -1,5 +1,5 @@
 """Sequential calibration before/after: the per-block re-run (block k: a forward pass through blocks
-0..k on every batch, kept here as the reference) against the one-pass block-input cache
+0..k on every batch, ``tests/per_block_calibration.py``) against the one-pass block-input cache
 (:class:`qd_models.calibration.BlockInputs`), each in its own child process, one after the other.
 Prints per path: wall seconds of ``quantize_`` (calibration + GPTQ), block forward calls (counted on
 the block class's ``forward``) and per batch, peak RSS, and whether the quantized weights are
@@ -20,26 +20,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 MAIN_JOB_ARGS = "bits=4,group_size=128,calib_data=udhr,calib_samples=4"
-
-
-def _old_layer_inputs(model, targets, target, calib, grams, block_inputs):
-    """The per-block re-run: all quantized targets of the block at once, by a forward pass
-    through blocks 0..k that stops after block k."""
-    from qd_models import model_layout
-    from qd_models.calibration import collect_input_grams
-    from qd_models.methods import LayerInputs
-
-    if target.layout == "embedding":
-        return LayerInputs()
-    if target.name not in grams:
-        block = model_layout.block_module_name(target.name)
-        names = [t.name for t in targets
-                 if t.status == "quantize" and t.layout != "embedding" and model_layout.block_module_name(t.name) == block]
-        grams.update(collect_input_grams(model, calib, names, block))
-    gram, mean_abs = grams.pop(target.name)
-    return LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
 
 
 def child(path: str, qd_args: str, which: str, threads: int) -> dict:
@@ -67,7 +50,10 @@ def child(path: str, qd_args: str, which: str, threads: int) -> dict:
 
     block_class.forward = counting_forward
     if which == "old":
-        engine._layer_inputs = _old_layer_inputs
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from per_block_calibration import per_block_layer_inputs
+
+        engine._layer_inputs = per_block_layer_inputs
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     report = engine.quantize_(model, config, calib=calib)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Cross-machine proxy for the main job's calibrated configs: rerun draw 0 of GPTQ and AWQ
-# (scripts/blas_path_grid.yaml, with its own baseline) under MKL_CBWR=COMPATIBLE, i.e. on MKL's
+# Cross-machine proxy for the main job: rerun its configs (scripts/blas_path_grid.yaml: the same
+# configs with their own baseline, GPTQ and AWQ in draws 0..2) under MKL_CBWR=COMPATIBLE, i.e. on MKL's
 # SSE2-compatible float32 kernels instead of this CPU's own (other reduction orders, as on another
-# machine), then compare each language's D with the main job's draw 0 and its across-draw SD.
+# machine), then compare with the main job draw by draw (kernel-path SD vs across-draw SD), draw mean
+# against the main job's combined CI, and each method difference the main job states.
 # Needs the main job's output first (bash scripts/run_demo.sh).
 # Usage: bash scripts/run_blas_path_check.sh [MAIN_RUNS] [MAIN_REPORT] [RUNS_DIR] [REPORT_DIR]
 set -euo pipefail

@@ -15,6 +15,27 @@ PY=${QD_VENV:-$ROOT/.venv}/bin/python
 OUT=$ROOT/mutation-results
 mkdir -p "$OUT"
 
+# the grid tests of test_quant_core.py that also drive aciq.py and engine.py
+GRID_TESTS="
+    tests/qd_models/test_quant_core.py::test_aciq_constants_match_paper
+    tests/qd_models/test_quant_core.py::test_aciq_constant_is_the_minimum_of_the_expression
+    tests/qd_models/test_quant_core.py::test_rtn_equals_awq_reference_and_keeps_zeros
+    tests/qd_models/test_quant_core.py::test_levels_and_half_step_error
+    tests/qd_models/test_quant_core.py::test_int8_group32_codes_equal_gguf_q8_0
+    tests/qd_models/test_quant_core.py::test_int4_grid_equals_gguf_q4_0_where_the_format_matches
+    tests/qd_models/test_quant_core.py::test_midrise_grid_is_banners_levels
+    tests/qd_models/test_quant_core.py::test_empty_range_rows_are_unchanged
+    tests/qd_models/test_quant_core.py::test_nonfinite_weights_are_reported_not_raised
+    tests/qd_models/test_quant_core.py::test_mse_search_lands_on_analytic_optimum
+    tests/qd_models/test_quant_core.py::test_mse_error_is_the_brute_force_minimum
+    tests/qd_models/test_quant_core.py::test_aciq_auto_picks_prior_by_kurtosis
+    tests/qd_models/test_quant_core.py::test_mask_excludes_kept_weights_from_the_range
+    tests/qd_models/test_quant_core.py::test_top_fraction_mask_counts
+    tests/qd_models/test_quant_core.py::test_weight_stats_against_numpy_formula
+    tests/qd_models/test_quant_core.py::test_group_size_must_divide_input_dim
+    tests/qd_models/test_quant_core.py::test_aciq_clip_per_block_is_c_times_sigma_or_b_never_wider_than_data
+    tests/qd_models/test_quant_core.py::test_aciq_beats_rtn_on_heavy_tailed_weights_at_3_bits
+"
 # module -> the fast tests that drive it (in-process only: a test that runs the lm_eval CLI in a
 # subprocess imports the installed, unmutated package and cannot kill a mutant)
 declare -A TESTS=(
@@ -34,49 +55,9 @@ declare -A TESTS=(
     tests/qd_models/test_engine.py::test_bnb_kwargs_and_nf4_runs_on_cpu
     tests/qd_models/test_engine.py::test_save_quantized_loads_back_identical
   "
-  [qd_models/quant/aciq.py]="
-    tests/qd_models/test_aciq.py
-    tests/qd_models/test_quant_core.py::test_aciq_constants_match_paper
-    tests/qd_models/test_quant_core.py::test_aciq_constant_is_the_minimum_of_the_expression
-    tests/qd_models/test_quant_core.py::test_rtn_equals_awq_reference_and_keeps_zeros
-    tests/qd_models/test_quant_core.py::test_levels_and_half_step_error
-    tests/qd_models/test_quant_core.py::test_int8_group32_codes_equal_gguf_q8_0
-    tests/qd_models/test_quant_core.py::test_int4_grid_equals_gguf_q4_0_where_the_format_matches
-    tests/qd_models/test_quant_core.py::test_midrise_grid_is_banners_levels
-    tests/qd_models/test_quant_core.py::test_empty_range_rows_are_unchanged
-    tests/qd_models/test_quant_core.py::test_nonfinite_weights_are_reported_not_raised
-    tests/qd_models/test_quant_core.py::test_mse_search_lands_on_analytic_optimum
-    tests/qd_models/test_quant_core.py::test_mse_error_is_the_brute_force_minimum
-    tests/qd_models/test_quant_core.py::test_aciq_auto_picks_prior_by_kurtosis
-    tests/qd_models/test_quant_core.py::test_mask_excludes_kept_weights_from_the_range
-    tests/qd_models/test_quant_core.py::test_top_fraction_mask_counts
-    tests/qd_models/test_quant_core.py::test_weight_stats_against_numpy_formula
-    tests/qd_models/test_quant_core.py::test_group_size_must_divide_input_dim
-    tests/qd_models/test_quant_core.py::test_aciq_clip_per_block_is_c_times_sigma_or_b_never_wider_than_data
-    tests/qd_models/test_quant_core.py::test_aciq_beats_rtn_on_heavy_tailed_weights_at_3_bits
-  "
+  [qd_models/quant/aciq.py]="tests/qd_models/test_aciq.py $GRID_TESTS"
   [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq.py"
-  [qd_models/engine.py]="
-    tests/qd_models/test_engine.py
-    tests/qd_models/test_quant_core.py::test_aciq_constants_match_paper
-    tests/qd_models/test_quant_core.py::test_aciq_constant_is_the_minimum_of_the_expression
-    tests/qd_models/test_quant_core.py::test_rtn_equals_awq_reference_and_keeps_zeros
-    tests/qd_models/test_quant_core.py::test_levels_and_half_step_error
-    tests/qd_models/test_quant_core.py::test_int8_group32_codes_equal_gguf_q8_0
-    tests/qd_models/test_quant_core.py::test_int4_grid_equals_gguf_q4_0_where_the_format_matches
-    tests/qd_models/test_quant_core.py::test_midrise_grid_is_banners_levels
-    tests/qd_models/test_quant_core.py::test_empty_range_rows_are_unchanged
-    tests/qd_models/test_quant_core.py::test_nonfinite_weights_are_reported_not_raised
-    tests/qd_models/test_quant_core.py::test_mse_search_lands_on_analytic_optimum
-    tests/qd_models/test_quant_core.py::test_mse_error_is_the_brute_force_minimum
-    tests/qd_models/test_quant_core.py::test_aciq_auto_picks_prior_by_kurtosis
-    tests/qd_models/test_quant_core.py::test_mask_excludes_kept_weights_from_the_range
-    tests/qd_models/test_quant_core.py::test_top_fraction_mask_counts
-    tests/qd_models/test_quant_core.py::test_weight_stats_against_numpy_formula
-    tests/qd_models/test_quant_core.py::test_group_size_must_divide_input_dim
-    tests/qd_models/test_quant_core.py::test_aciq_clip_per_block_is_c_times_sigma_or_b_never_wider_than_data
-    tests/qd_models/test_quant_core.py::test_aciq_beats_rtn_on_heavy_tailed_weights_at_3_bits
-  "
+  [qd_models/engine.py]="tests/qd_models/test_engine.py $GRID_TESTS"
   [qd_models/qd_hf.py]="
     tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline
     tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation

@@ -235,8 +235,8 @@ def test_truncated_fidelity_baseline_is_one_line_in_qd_hf_before_loading(tmp_pat
 
 @pytest.mark.integration
 def test_two_limits_sharing_fidelity_out_keep_their_own_files(tiny_model_dir, evaluate_in_process, tmp_path):
-    """Two --limit runs of one config with the same fidelity_out (= lm-eval's --output_path, as the
-    README recommends): analysing the first reports the first's KL — the sums over its 2
+    """Two --limit runs of one config with the same fidelity_out (= lm-eval's --output_path, as
+    docs/fidelity.md's commands do): analysing the first reports the first's KL — the sums over its 2
     documents, read here from the 3-document run's file (same model, config, documents; batched
     differently, so equal up to float32 round-off)."""
     from analysis.fidelity import fidelity_table

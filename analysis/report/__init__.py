@@ -169,7 +169,7 @@ def header(options: AnalysisOptions, command: str) -> list[str]:
             f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command or 'qd-analyze'}`.",
             f"Bootstrap: {options.n_resamples} resamples, random_state={options.random_state}; per-language {level} CIs: studentized "
             f"(bootstrap-t) over documents; group CIs: hierarchical (languages, then documents), {level} percentile intervals.",
-            "Definitions: see the section Analysis definitions of the quant-disparity README (D = relative increase of total NLL = relative increase of bits/byte).",
+            "Definitions: see docs/analysis.md of quant-disparity (D = relative increase of total NLL = relative increase of bits/byte).",
             "", "Package versions: " + ", ".join(_versions()), ""]
 
 

@@ -120,7 +120,7 @@ def _coverage(method: str, n_docs: int = 5, reps: int = 2000, n_resamples: int =
 
 
 def test_studentized_interval_covers_better_than_percentile_at_five_documents():
-    """Measured (seeded, 2000 replications): percentile 0.734, studentized 0.924 at 5 documents per language (README)."""
+    """Measured (seeded, 2000 replications): percentile 0.734, studentized 0.924 at 5 documents per language (docs/analysis.md)."""
     percentile, studentized = _coverage("percentile"), _coverage("studentized")
     assert percentile < 0.80
     assert studentized >= 0.90 and studentized > percentile + 0.15

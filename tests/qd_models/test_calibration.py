@@ -26,9 +26,10 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+from per_block_calibration import per_block_layer_inputs
 
 from qd_models import calibration, engine, methods, model_layout
-from qd_models.calibration import CalibrationBatches, collect_activation_stats, collect_input_grams, load_calibration_texts, stats_cache_dir
+from qd_models.calibration import CalibrationBatches, collect_activation_stats, load_calibration_texts, stats_cache_dir
 from qd_models.calibration.sufficiency import (
     GramReport,
     gram_rank_condition,
@@ -255,20 +256,6 @@ def calib_batches(tokenizer, samples: int = 2) -> CalibrationBatches:
     return CalibrationBatches.from_texts(tokenizer, load_calibration_texts(config), "bundled")
 
 
-def old_layer_inputs(model, targets, target, calib, grams, block_inputs):
-    """The path this replaces (the reference): block k's Gram matrices from full-model passes
-    through blocks 0..k, stopped after block k."""
-    if target.layout == "embedding":
-        return methods.LayerInputs()
-    if target.name not in grams:
-        block = model_layout.block_module_name(target.name)
-        names = [t.name for t in targets
-                 if t.status == "quantize" and t.layout != "embedding" and model_layout.block_module_name(t.name) == block]
-        grams.update(collect_input_grams(model, calib, names, block))
-    gram, mean_abs = grams.pop(target.name)
-    return methods.LayerInputs(gram=gram.float(), mean_abs=mean_abs.float())
-
-
 class _Stop(Exception):
     pass
 
@@ -355,7 +342,7 @@ def test_weights_equal_the_per_block_rerun_path_byte_for_byte(arch, args, monkey
     config = parse_qd_args({**args, "group_size": "16"})[0]
     new_calib, old_calib = calib_batches(tokenizer), calib_batches(tokenizer)
     report = engine.quantize_(model, config, calib=new_calib)
-    monkeypatch.setattr(engine, "_layer_inputs", old_layer_inputs)
+    monkeypatch.setattr(engine, "_layer_inputs", per_block_layer_inputs)
     engine.quantize_(reference, config, calib=old_calib)
     for (name, got), (_, want) in zip(model.named_parameters(), reference.named_parameters()):
         assert torch.equal(got, want), name
@@ -389,7 +376,7 @@ def test_block_forward_calls_are_counted(n_blocks, monkeypatch):
     assert calls[0] == (2 * n_blocks - 1) * n_batches + 1
     assert report["calibration"]["block_evaluations"] == 2 * n_blocks - 1
     calls[0] = 0
-    monkeypatch.setattr(engine, "_layer_inputs", old_layer_inputs)
+    monkeypatch.setattr(engine, "_layer_inputs", per_block_layer_inputs)
     engine.quantize_(model, config, calib=calib)
     assert calls[0] == n_blocks * (n_blocks + 1) // 2 * n_batches
 
@@ -417,7 +404,6 @@ def test_memory_budget_spills_to_disk_without_changing_a_weight(tmp_path, monkey
 
 
 def test_spill_folder_is_removed_when_quantization_fails(tmp_path, monkeypatch):
-    from qd_models import methods
 
     model, tokenizer = tiny_model("llama")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -135,8 +135,8 @@ def gguf_reader(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_gguf_tensor_types_and_bits_per_weight_as_the_readme_states(gguf_reader):
-    """README: token embedding Q8_0 (8.5 bits/weight); the 126 block projections Q4_K/Q5_0/Q6_K/Q8_0,
+def test_gguf_tensor_types_and_bits_per_weight_as_docs_gguf_states(gguf_reader):
+    """docs/gguf.md: token embedding Q8_0 (8.5 bits/weight); the 126 block projections Q4_K/Q5_0/Q6_K/Q8_0,
     5.43 bits/weight over them; norms F32; 7.36 bits/weight over the whole file."""
     table: dict[str, list[int]] = {}
     for tensor in gguf_reader.tensors:

@@ -240,7 +240,7 @@ def test_standard_tasks_run_quantized(tiny_model_dir, qd_task_manager):
 
 
 def test_comma_lists_survive_lm_eval_arg_parser():
-    """`keep_layers=0,11` as the README writes it, through lm-eval's own --model_args parser."""
+    """`keep_layers=0,11` as docs/methods.md writes it, through lm-eval's own --model_args parser."""
     from lm_eval.utils import simple_parse_args_string
 
     from qd_models.config import parse_qd_args
