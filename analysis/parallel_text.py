@@ -25,7 +25,7 @@ def parallel_view(runset: RunSet, deg: Degradation, tokens: pd.DataFrame | None 
     every language of the run/suite (``reference`` included) count. Columns: n_aligned,
     degradation and delta_bpb over them, delta_bits_per_doc (total Δ NLL in bits / n_aligned),
     delta_bits_per_ref_byte (total Δ bits / the reference language's bytes of the same documents),
-    bytes_rel_ref (byte premium) and, with ``tokens`` (:func:`doc_token_counts`), tokens_per_doc
+    bytes_rel_ref (byte premium) and, with ``tokens`` (:func:`analysis.tokenizer_fertility.doc_token_counts`), tokens_per_doc
     and fertility_rel_ref (tokens per aligned document / the reference's). Returns (table, notes).
     """
     columns = ["quant_id", "suite", "lang", "n_aligned", "degradation", "delta_bpb", "delta_bits_per_doc", "delta_bits_per_ref_byte",

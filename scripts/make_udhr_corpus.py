@@ -12,7 +12,7 @@ article), articles 1-30 then the preamble: a declaration is complete when all 30
 text; its preamble is kept (last) when present. Text = the ``<p>``/``<li>`` blocks of the section without its heading, one block a
 line, whitespace collapsed. Script (ISO 15924) = the BCP-47 script subtag when there is one,
 else the majority script of the letters (Unicode character names). ``lang`` follows
-:func:`qd_tasks.udhr.udhr_lang_key`. Output is gzip with a zero timestamp: the same package
+:func:`qd_tasks.languages.udhr_lang_key`. Output is gzip with a zero timestamp: the same package
 always gives the same bytes.
 """
 

@@ -6,7 +6,7 @@
 # Each module is mutated alone, in a scratch copy of the checkout (the checkout stays clean),
 # driven only by the fast tests that cover it, with one worker (--max-children 1).
 # Results land in mutation-results/<module>.txt (`mutmut results --all true`) and a summary line
-# per module in mutation-results/summary.txt. Surviving mutants: see docs/testing.md.
+# per module in mutation-results/summary.txt. Surviving mutants: see docs/mutation.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -58,6 +58,7 @@ declare -A TESTS=(
   [qd_models/quant/aciq.py]="tests/qd_models/test_aciq.py $GRID_TESTS"
   [qd_models/quant/weighted.py]="tests/qd_models/test_laaciq.py"
   [qd_models/engine.py]="tests/qd_models/test_engine.py $GRID_TESTS"
+  [qd_models/targets.py]="tests/qd_models/test_engine.py $GRID_TESTS"
   [qd_models/qd_hf.py]="
     tests/qd_models/test_scoring.py::test_hf_with_add_bos_token_false_is_the_matching_baseline
     tests/qd_models/test_scoring.py::test_bf16_scores_are_summed_in_float32_and_keep_the_degradation
@@ -79,7 +80,12 @@ declare -A TESTS=(
     tests/qd_models/test_sweep.py::test_restore_gives_back_the_loaded_weights
     tests/qd_models/test_calibration.py::test_qd_hf_checks_calibration_data_before_loading_weights
   "
-  [analysis/stats.py]="tests/analysis/test_analysis_stats.py tests/analysis/test_stats_reference.py"
+  [analysis/stats.py]="
+    tests/analysis/test_analysis_stats.py tests/analysis/test_stats_reference.py
+    tests/analysis/test_benchmark_analysis.py::test_mcnemar_exact_matches_scipy_and_enumeration
+    tests/analysis/test_benchmark_analysis.py::test_mcnemar_large_counts_and_bad_input
+    tests/analysis/test_benchmark_analysis.py::test_paired_comparison_matches_scipy_bootstrap_and_counts
+  "
 )
 ORDER=(qd_models/quant/core.py qd_models/quant/aciq.py qd_models/quant/weighted.py qd_models/engine.py qd_models/qd_hf.py analysis/stats.py)
 [ $# -gt 0 ] && ORDER=("$@")
@@ -110,7 +116,7 @@ sys.argv = ['mutmut', 'run', '--max-children', '1']
 cli()
 " > "$OUT/$(basename "$module" .py).log" 2>&1 || true)
   (cd "$work" && "$PY" -m mutmut results --all true > "$OUT/$(basename "$module" .py).txt" 2>&1 || true)
-  # the diff of every mutant not killed, for docs/testing.md
+  # the diff of every mutant not killed, for docs/mutation.md
   (cd "$work" && grep -E ': (survived|no tests|suspicious)$' "$OUT/$(basename "$module" .py).txt" | sed 's/:[^:]*$//' \
      | while read -r name; do "$PY" -m mutmut show "$name"; echo; done > "$OUT/$(basename "$module" .py).survivors.diff" 2>&1 || true)
   seconds=$(( $(date +%s) - start ))
