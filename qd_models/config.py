@@ -480,7 +480,6 @@ class QuantConfig:
             raise ValueError("keep_by/keep_top_scope are not allowed without keep_top; allowed: set keep_top in (0, 100]")
         self._check_keep_layers()
 
-
     def _given_options(self, spec: MethodSpec) -> dict[str, Any]:
         """``options`` as given: ``{argument: value}`` (``None`` values: unset)."""
         if self.options is None:
@@ -634,7 +633,6 @@ def check_output_folder(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value} is not writable ({nearest} does not allow writing); allowed: a folder you can write to")
 
 
-
 QD_ARGS = tuple(itertools.chain.from_iterable(OPTION_ARGS if f.name == "options" else (f.name,) for f in fields(QuantConfig)))
 """Every qd argument: the common ones, with the families' option arguments in the place of ``options``."""
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
@@ -659,8 +657,6 @@ def _merge_list_continuations(kwargs: dict) -> dict:
         merged[key] = value
         current = key if key in LIST_ARGS else None
     return merged
-
-
 
 
 def parse_qd_args(kwargs: dict) -> tuple[QuantConfig, dict]:

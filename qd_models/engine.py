@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .config import INPUTS, STATS, Mechanism, QuantConfig
+from .config import IDENTITY_BITS, INPUTS, STATS, Mechanism, QuantConfig
 from .methods import QUANTIZERS, LayerInputs
 from .model_layout import block_module_name, block_names
 from .quant.core import to_blocks, weight_stats
@@ -101,7 +101,7 @@ def _quantize(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None,
         logger.warning("qd-hf: method=%s quantizes 0 parameters: every quantizable module is kept (%s); results equal the baseline",
                        config.method, ", ".join(sorted({t.reason for t in targets})) or "no quantizable module")
     check_group_sizes(targets, config)
-    active = config.mechanism == Mechanism.FAKE and config.bits != 16
+    active = config.mechanism == Mechanism.FAKE and config.bits != IDENTITY_BITS
     if active and STATS in config.calibration_passes and act_stats is None:
         raise ValueError(f"act_stats is required with method={config.method}, keep_by={config.keep_by}; allowed: qd_models.calibration.collect_activation_stats(...)")
     sequential = active and INPUTS in config.calibration_passes

@@ -160,5 +160,5 @@ def meta_model(hf_config, trust_remote_code: bool = False):
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
     except Exception as err:  # noqa: BLE001 - callers fall back to the loaded model or refuse in one line
-        logger.info("qd-hf: the module tree is checked at load (meta model not built: %s)", err)
+        logger.info("the module tree cannot be built on the meta device: %s", err)
         return None

@@ -143,7 +143,7 @@ def slug(text: str, limit: int = 120, keep: str = "._=+-", strip: bool = False) 
 
 def _setting_parts(config: dict) -> list[str]:
     """Label parts of the settings that differ from their default. The default of a setting is
-    read from :class:`QuantConfig`: the config resolved from the method, bits and the settings
+    read from :class:`qd_models.config.QuantConfig`: the config resolved from the method, bits and the settings
     already shown (so ``keep_by=magnitude`` is a default once ``keep_top`` is set, and
     ``group_size=128`` once ``granularity=group`` is); ``calib_data`` by its file name. A setting that cannot be given for the
     method is derived from others and not shown; a method unknown to this package (a model

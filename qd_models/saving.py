@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from qd_tasks.folder_swap import check_folder_target, real_folder, replace_folder
+
+if TYPE_CHECKING:
+    from torch import nn
 
 REPORT_FILENAME = "quant_report.json"
 

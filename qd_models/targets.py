@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import Mechanism, QuantConfig
 from .methods import PlanTarget
-from .model_layout import block_index, input_embedding, oriented_weight, output_embedding, weight_layout
+from .model_layout import block_index, oriented_weight, output_embedding, tied_embeddings, weight_layout
 from .quant.core import check_group_size, top_fraction_mask
 from .quant.weighted import activation_keep_scores, mode_weights
 
@@ -74,8 +74,8 @@ def matches(name: str, patterns: tuple[str, ...]) -> str | None:
 
 def select_targets(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None) -> tuple[list[Target], set[int]]:
     """Quantization candidates (status quantize | keep, model order) and the ids of their weights."""
-    embedding, head = input_embedding(model), output_embedding(model)
-    tied_id = id(head.weight) if head is not None and embedding is not None and head.weight is embedding.weight else None
+    head = output_embedding(model)
+    tied_id = id(head.weight) if tied_embeddings(model) else None
     targets, seen, used_patterns = [], set(), set()
     for name, module in model.named_modules():
         layout = weight_layout(module)

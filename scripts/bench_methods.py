@@ -20,7 +20,7 @@ from qd_models.calibration import (
     load_calibration_texts,
 )
 from qd_models.calibration.sufficiency import calibration_texts_for_model
-from qd_models.config import STATS, parse_qd_args
+from qd_models.config import METHODS, STATS, parse_qd_args
 from qd_models.engine import quantize_, restore_
 from qd_models.targets import quantization_targets
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'method':8s} {'wall s':>8s} {'cpu s':>8s} {'bits/w':>7s}  calibration tokens")
     for method in args.methods.split(","):
         qd_args = {"method": method, "bits": 4, "granularity": "group", "group_size": group}
-        if args.calib_samples and method in ("laaciq", "gptq", "awq"):
+        if args.calib_samples and METHODS[method].calibration != "none":
             qd_args["calib_samples"] = args.calib_samples
         config = parse_qd_args(qd_args)[0]
         restore_(model, originals)

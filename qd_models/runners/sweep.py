@@ -287,7 +287,7 @@ class Sweep:
         finally:
             lm.fidelity = None
         if results is None:
-            raise RuntimeError("lm-eval returned no results (non-zero rank?); qd-sweep runs in a single process")
+            raise UserInputError("lm-eval returned no results (non-zero rank?); allowed: qd-sweep in one process per shard (--shard i/n; data parallel: accelerate launch -m lm_eval --model qd-hf)")
         save_as_standalone(tracker, results, lm, s.model_args, item.scan, s.log_samples)
         if not any(folder.rglob("results_*.json")):  # lm-eval logs save errors instead of raising
             raise RuntimeError(f"lm-eval wrote no results file under {folder}")
