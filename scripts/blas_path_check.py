@@ -3,9 +3,11 @@
 
     python scripts/blas_path_check.py runs/demo report/demo runs/demo-blas report/demo-blas
 
-Three tables, read only from the two reports' CSV tables and the results files' ``config.model_args``
+Four tables, read only from the two reports' CSV tables and the results files' ``config.model_args``
 (for ``calib_seed``):
 
+0. per config without calibration draws (RTN, NF4, GGUF ...) and suite: the largest and mean absolute
+   difference of D between the two reports over the languages;
 1. per config, suite, language and draw both reports have: D here, D on the other kernels and their
    difference ("machine"), beside the main job's across-draw SD (``tables/calibration_spread.csv``);
 2. per config and suite: the kernel-path SD, sqrt(mean(machine²) / 2) over languages and draws (two
@@ -40,11 +42,27 @@ def _seeds(runs_dir: Path, report_dir: Path) -> dict[str, int | None]:
     return seeds
 
 
-def _draw_rows(runs_dir: Path, report_dir: Path) -> pd.DataFrame:
-    """``tables/degradation.csv`` rows of the seeded runs, with their ``seed``."""
+def _seeded_rows(runs_dir: Path, report_dir: Path) -> pd.DataFrame:
+    """``tables/degradation.csv`` rows with their ``seed`` (NaN: a run without calibration draws)."""
     table = pd.read_csv(report_dir / "tables" / "degradation.csv")
     table["seed"] = table.quant_id.map(_seeds(runs_dir, report_dir))
-    return table[table.seed.notna()][[*KEYS, "seed", "degradation"]]
+    return table[[*KEYS, "seed", "degradation"]]
+
+
+def _draw_rows(runs_dir: Path, report_dir: Path) -> pd.DataFrame:
+    """``tables/degradation.csv`` rows of the seeded runs, with their ``seed``."""
+    table = _seeded_rows(runs_dir, report_dir)
+    return table[table.seed.notna()]
+
+
+def single_run_differences(main_runs: Path, main_report: Path, other_runs: Path, other_report: Path) -> pd.DataFrame:
+    """Table 0: per label and suite of the runs without a draw, ``max_abs`` and ``mean_abs`` of
+    D(other) − D(here) over the languages both reports have, and ``n_langs``."""
+    here, other = (_seeded_rows(runs, report) for runs, report in ((main_runs, main_report), (other_runs, other_report)))
+    table = here[here.seed.isna()].merge(other[other.seed.isna()], on=KEYS, suffixes=("_here", "_other"))
+    table["abs_machine"] = (table.degradation_other - table.degradation_here).abs()
+    return (table.groupby(["label", "suite"]).abs_machine.agg(max_abs="max", mean_abs="mean", n_langs="size")
+            .reset_index())
 
 
 def _spread(report_dir: Path) -> pd.DataFrame:
@@ -104,6 +122,11 @@ def main() -> None:
     table = draw_differences(args.main_runs, args.main_report, args.other_runs, args.other_report)
     if table.empty:
         raise SystemExit("blas_path_check: no config has a calibration draw in both reports")
+    print("| config (no draws) | suite | languages | max abs machine (pp) | mean abs machine (pp) |")
+    print("|---|---|---:|---:|---:|")
+    for row in single_run_differences(args.main_runs, args.main_report, args.other_runs, args.other_report).itertuples():
+        print(f"| {row.label} | {row.suite} | {row.n_langs} | {_points(row.max_abs)} | {_points(row.mean_abs)} |")
+    print()
     print("| config | suite | lang | draw | D here | D other kernels | machine (pp) | draw SD (pp) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for row in table.itertuples():
