@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cross-machine proxy for the main job: rerun its configs (scripts/blas_path_grid.yaml: the same
-# configs with their own baseline, GPTQ and AWQ in draws 0..2) under MKL_CBWR=COMPATIBLE, i.e. on MKL's
+# configs with their own baseline, GPTQ and AWQ in draws 0..1) under MKL_CBWR=COMPATIBLE, i.e. on MKL's
 # SSE2-compatible float32 kernels instead of this CPU's own (other reduction orders, as on another
 # machine), then compare with the main job draw by draw (kernel-path SD vs across-draw SD), draw mean
 # against the main job's combined CI, and each method difference the main job states.
