@@ -236,7 +236,7 @@ def test_sweep_fidelity_flag_and_the_analysis_report(tiny_model_dir, tmp_path, c
         for task in TASKS:
             (path,) = folder.glob(f"fidelity_{task}__*.npz")
             data = np.load(path)
-            assert data["kl"].min() >= 0 and data["kl"].sum() > 0
+            assert data["kl"].min() >= -1e-6 and data["kl"].sum() > 0  # float32 rounding where both distributions nearly agree
             expected[label, task.rsplit("_", 1)[1]] = (data["kl"].sum() / (data["offsets"][-1]), data["kl"].sum() / data["n_bytes"].sum(),
                                                        data["agree"].mean(), np.quantile(data["dp"], 0.5, method="inverted_cdf"))
     analysis = analyze([runs])
